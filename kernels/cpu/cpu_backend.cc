@@ -1,0 +1,56 @@
+// The cpu backend: fast ops on host memory, threads = cores unless told otherwise.
+#include <thread>
+
+#include "kernels/base/host_buffer.h"
+#include "kernels/cpu/log_mel.h"
+#include "kernels/cpu/ops.h"
+#include "kernels/reference/ops.h"
+
+namespace ssm::cpu {
+namespace {
+
+class CpuBackend final : public HostMemoryBackend {
+ public:
+  explicit CpuBackend(int threads)
+      : threads_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {}
+  std::string name() const override { return "cpu"; }
+
+  std::unique_ptr<LinearWeights> PrepareLinear(const float* w, const float* bias, int out,
+                                               int in) override {
+    return PackLinear(w, bias, out, in);
+  }
+  void Linear(const LinearWeights& w, const float* x, int ld_x, int rows, float* y,
+              int ld_y) override {
+    cpu::Linear(w, x, ld_x, rows, y, ld_y, threads_);
+  }
+  void RmsNorm(const float* x, const float* w, int rows, int dim, float eps, float* y) override {
+    cpu::RmsNorm(x, w, rows, dim, eps, y, threads_);
+  }
+  void Add(float* y, const float* x, size_t n) override {
+    for (size_t i = 0; i < n; ++i) y[i] += x[i];
+  }
+  void CausalConv(const SeqBatch& batch, const CausalConvArgs& args) override {
+    cpu::CausalConv(batch, args, threads_);
+  }
+  void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& args) override {
+    cpu::SelectiveScan(batch, args, threads_);
+  }
+  // The head's (rows, d_out) activation is tiny next to the layers: the reference code serves.
+  void ApplyActivation(Activation act, float* y, int rows, int cols) override {
+    reference::ApplyActivation(act, y, rows, cols);
+  }
+  void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out) override {
+    cpu::LogMel(plan, samples, n_frames, out, threads_);
+  }
+
+ private:
+  int threads_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> CreateCpuBackend(int threads) {
+  return std::make_unique<CpuBackend>(threads);
+}
+
+}  // namespace ssm::cpu

@@ -1,0 +1,16 @@
+// The reference backend's ops: plain scalar loops, double accumulation. The truth in tests.
+#pragma once
+
+#include "kernels/backend.h"
+
+namespace ssm::reference {
+
+// y[r, o] = b[o] + sum_i x[r, i] * w[o, i];  w: (out, in) row-major, b: (out) or nullptr.
+void Linear(const float* w, const float* b, int out, int in, const float* x, int ld_x, int rows,
+            float* y, int ld_y);
+void RmsNorm(const float* x, const float* w, int rows, int dim, float eps, float* y);
+void CausalConv(const SeqBatch& batch, const CausalConvArgs& args);
+void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& args);
+void ApplyActivation(Activation act, float* y, int rows, int cols);
+
+}  // namespace ssm::reference

@@ -1,0 +1,259 @@
+#include "server/engine/engine.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <thread>
+
+namespace ssm {
+
+Status EngineOptions::Validate() const {
+  if (backend != "reference" && backend != "cpu")
+    return InvalidArgumentError(
+        fmt::format("backend: expected \"reference\" or \"cpu\", found \"{}\"", backend));
+  if (threads < 0) return InvalidArgumentError(fmt::format("threads: expected >= 0, found {}", threads));
+  if (max_streams < 1)
+    return InvalidArgumentError(fmt::format("max_streams: expected >= 1, found {}", max_streams));
+  if (max_batch_frames < 1)
+    return InvalidArgumentError(
+        fmt::format("max_batch_frames: expected >= 1, found {}", max_batch_frames));
+  return OkStatus();
+}
+
+std::string EngineOptions::ToString() const {
+  return fmt::format("backend={} threads={} max_streams={} max_batch_frames={}", backend,
+                     threads == 0 ? int(std::thread::hardware_concurrency()) : threads,
+                     max_streams, max_batch_frames);
+}
+
+namespace {
+
+std::unique_ptr<Buffer> Upload(Backend& backend, const std::vector<float>& host) {
+  auto buf = backend.Allocate(host.size());
+  backend.CopyToBackend(buf->data(), host.data(), host.size());
+  return buf;
+}
+
+Activation ParseActivation(const std::string& name) {
+  if (name == "softmax") return Activation::kSoftmax;
+  if (name == "sigmoid") return Activation::kSigmoid;
+  return Activation::kNone;
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> model,
+                                                 const EngineOptions& options) {
+  SSM_RETURN_IF_ERROR(options.Validate());
+  std::unique_ptr<Engine> e(new Engine());
+  e->model_ = std::move(model);
+  e->options_ = options;
+  const ModelConfig& c = e->model_->config();
+  e->backend_ = CreateBackend(options.backend, options.threads);
+  if (!e->backend_) return InvalidArgumentError("unknown backend \"" + options.backend + "\"");
+  Backend* backend = e->backend_.get();
+  SSM_ASSIGN_OR_RETURN(e->frontend_,
+                       CreateFrontend(c, [backend](const LogMelPlan& plan, const float* samples,
+                                                   int n_frames, float* out) {
+                         backend->LogMel(plan, samples, n_frames, out);
+                       }));
+
+  const Model& m = *e->model_;
+  e->input_proj_ = backend->PrepareLinear(m.tensor("input_proj.weight").data.data(),
+                                          m.tensor("input_proj.bias").data.data(), c.d_model,
+                                          c.d_in);
+  e->head_ = backend->PrepareLinear(m.tensor("head.weight").data.data(),
+                                    m.tensor("head.bias").data.data(), c.d_out, c.d_model);
+  e->norm_f_w_ = Upload(*backend, m.tensor("backbone.norm_f.weight").data);
+  e->activation_ = ParseActivation(c.head_activation);
+
+  std::vector<size_t> state_floats;
+  size_t scratch_per_row = 0;
+  for (int l = 0; l < c.n_layer; ++l) {
+    SSM_ASSIGN_OR_RETURN(auto layer, CreateLayer(m, l, backend));
+    state_floats.push_back(layer->state_floats());
+    scratch_per_row = std::max(scratch_per_row, layer->scratch_floats_per_row());
+    e->layers_.push_back(std::move(layer));
+    e->norm_w_.push_back(
+        Upload(*backend, m.tensor(fmt::format("backbone.layers.{}.norm.weight", l)).data));
+  }
+  e->pool_ = std::make_unique<StatePool>(backend, options.max_streams, state_floats);
+  e->frontend_states_.resize(options.max_streams);
+
+  const size_t rows = options.max_batch_frames;
+  e->in_ = backend->Allocate(rows * c.d_in);
+  e->h_ = backend->Allocate(rows * c.d_model);
+  e->hn_ = backend->Allocate(rows * c.d_model);
+  e->mix_ = backend->Allocate(rows * c.d_model);
+  e->y_ = backend->Allocate(rows * c.d_out);
+  e->scratch_ = backend->Allocate(rows * scratch_per_row);
+  return e;
+}
+
+Engine::~Engine() = default;
+
+StatusOr<int> Engine::OpenStream() {
+  SSM_ASSIGN_OR_RETURN(int slot, pool_->Acquire());
+  frontend_states_[slot] = frontend_->NewState();
+  return slot;
+}
+
+void Engine::CloseStream(int stream) {
+  frontend_states_[stream].reset();
+  pool_->Release(stream);
+}
+
+int64_t Engine::frames_emitted(int stream) const {
+  return frontend_states_[stream] ? frontend_states_[stream]->frames_emitted() : 0;
+}
+
+void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
+  const int d_in = model_->config().d_in, d_out = this->d_out();
+  result->chunks.assign(chunks.size(), ChunkOutput());
+  features_.clear();
+
+  // Frontend per chunk; each stream's new frames become one contiguous run of rows.
+  struct Run { int slot, first_row, rows; };
+  std::vector<Run> runs;
+  std::vector<bool> seen(pool_->capacity(), false);
+  int total_rows = 0;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    const ChunkInput& in = chunks[i];
+    ChunkOutput& out = result->chunks[i];
+    if (in.stream < 0 || in.stream >= pool_->capacity() || !frontend_states_[in.stream]) {
+      out.status = FailedPreconditionError(fmt::format("stream {} is not open", in.stream));
+      continue;
+    }
+    if (seen[in.stream]) {
+      out.status = InvalidArgumentError(fmt::format(
+          "stream {} has two chunks in one step; send the next chunk in a later step", in.stream));
+      continue;
+    }
+    seen[in.stream] = true;
+    out.first_frame = frontend_states_[in.stream]->frames_emitted();
+    auto frames = frontend_->Process(frontend_states_[in.stream].get(), in.data, in.count,
+                                     &features_);
+    if (!frames.ok()) {
+      out.status = frames.status();
+      continue;
+    }
+    out.frames = *frames;
+    out.offset = size_t(total_rows) * d_out;
+    if (*frames > 0) runs.push_back({in.stream, total_rows, *frames});
+    total_rows += *frames;
+  }
+  result->outputs.resize(size_t(total_rows) * d_out);
+
+  // Passes of at most max_batch_frames consecutive rows; a long run continues in the next pass
+  // with its state carried, so the split never changes results.
+  std::vector<int> offsets, slots;
+  size_t next_run = 0;
+  int run_done = 0;  // rows of runs[next_run] already processed
+  for (int pass_row = 0; pass_row < total_rows;) {
+    const int pass_rows = std::min(options_.max_batch_frames, total_rows - pass_row);
+    offsets.assign(1, 0);
+    slots.clear();
+    while (offsets.back() < pass_rows) {
+      const Run& run = runs[next_run];
+      const int take = std::min(run.rows - run_done, pass_rows - offsets.back());
+      slots.push_back(run.slot);
+      offsets.push_back(offsets.back() + take);
+      run_done += take;
+      if (run_done == run.rows) {
+        ++next_run;
+        run_done = 0;
+      }
+    }
+    const SeqBatch batch{int(slots.size()), offsets.data(), slots.data()};
+    RunPass(batch, features_.data() + size_t(pass_row) * d_in,
+            result->outputs.data() + size_t(pass_row) * d_out);
+    pass_row += pass_rows;
+  }
+}
+
+void Engine::RunPass(const SeqBatch& batch, const float* features, float* outputs) {
+  const ModelConfig& c = model_->config();
+  const int rows = batch.rows();
+  const float eps = float(c.norm.eps);
+  Backend& b = *backend_;
+  b.CopyToBackend(in_->data(), features, size_t(rows) * c.d_in);
+  b.Linear(*input_proj_, in_->data(), c.d_in, rows, h_->data(), c.d_model);
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    b.RmsNorm(h_->data(), norm_w_[l]->data(), rows, c.d_model, eps, hn_->data());
+    layers_[l]->Forward(batch, hn_->data(), mix_->data(), pool_->layer_view(int(l)),
+                        scratch_->data());
+    b.Add(h_->data(), mix_->data(), size_t(rows) * c.d_model);
+  }
+  b.RmsNorm(h_->data(), norm_f_w_->data(), rows, c.d_model, eps, hn_->data());
+  b.Linear(*head_, hn_->data(), c.d_model, rows, y_->data(), c.d_out);
+  b.ApplyActivation(activation_, y_->data(), rows, c.d_out);
+  b.CopyToHost(outputs, y_->data(), size_t(rows) * c.d_out);
+  b.Synchronize();
+}
+
+StatusOr<std::vector<std::vector<float>>> Engine::RunOffline(
+    const std::vector<InputSource*>& inputs, const OfflineOptions& options) {
+  if (options.segment_frames < 1)
+    return InvalidArgumentError("segment_frames: expected >= 1");
+  const ModelConfig& c = model_->config();
+  const size_t values_per_frame =
+      frontend_->takes_samples() ? size_t(c.frontend.hop_length) : size_t(c.d_in);
+  const size_t segment_values = values_per_frame * options.segment_frames;
+  std::vector<std::vector<float>> outputs(inputs.size());
+  std::vector<int64_t> frames_done(inputs.size(), 0);
+
+  // Waves of as many inputs as there are free slots.
+  for (size_t wave = 0; wave < inputs.size();) {
+    std::vector<size_t> active;  // input indices of this wave
+    std::vector<int> streams;
+    while (wave + active.size() < inputs.size()) {
+      auto stream = OpenStream();
+      if (!stream.ok()) break;
+      active.push_back(wave + active.size());
+      streams.push_back(*stream);
+    }
+    if (active.empty())
+      return ResourceExhaustedError("offline processing needs a free stream slot; all are in use");
+    auto close_all = [&] {
+      for (int s : streams)
+        if (s >= 0) CloseStream(s);
+    };
+    std::vector<std::vector<float>> buffers(active.size(), std::vector<float>(segment_values));
+    StepResult step;
+    for (size_t live = active.size(); live > 0;) {
+      std::vector<ChunkInput> chunks;
+      std::vector<size_t> chunk_owner;
+      for (size_t a = 0; a < active.size(); ++a) {
+        if (streams[a] < 0) continue;
+        const size_t n = inputs[active[a]]->Read(buffers[a].data(), segment_values);
+        if (n == 0) {  // input finished
+          CloseStream(streams[a]);
+          streams[a] = -1;
+          --live;
+          continue;
+        }
+        chunks.push_back({streams[a], buffers[a].data(), n});
+        chunk_owner.push_back(a);
+      }
+      if (chunks.empty()) break;
+      Step(chunks, &step);
+      for (size_t i = 0; i < chunks.size(); ++i) {
+        const ChunkOutput& co = step.chunks[i];
+        const size_t input = active[chunk_owner[i]];
+        if (!co.status.ok()) {
+          close_all();
+          return co.status.WithContext(fmt::format("input {}", input));
+        }
+        auto first = step.outputs.begin() + co.offset;
+        outputs[input].insert(outputs[input].end(), first,
+                              first + size_t(co.frames) * d_out());
+        frames_done[input] += co.frames;
+      }
+      if (options.progress) options.progress(frames_done);
+    }
+    wave += active.size();
+  }
+  return outputs;
+}
+
+}  // namespace ssm

@@ -1,0 +1,111 @@
+// The engine: one model on one backend, a fixed pool of stream states, and the batched step
+// that advances many streams' chunks in one pass (design.md §4).
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/base/status.h"
+#include "server/engine/input_source.h"
+#include "server/engine/layer.h"
+#include "server/engine/state_pool.h"
+#include "server/frontend/frontend.h"
+#include "server/model/model.h"
+
+namespace ssm {
+
+struct EngineOptions {
+  std::string backend = "cpu";  // "reference" | "cpu"
+  int threads = 0;              // compute threads; 0 = one per core
+  int max_streams = 256;        // state pool slots, allocated at start
+  int max_batch_frames = 2048;  // frames per engine pass; bounds scratch memory
+
+  Status Validate() const;
+  std::string ToString() const;
+};
+
+// One stream's new input: samples (log_mel models) or whole frames of d_in floats.
+struct ChunkInput {
+  int stream = -1;
+  const float* data = nullptr;
+  size_t count = 0;  // values
+};
+
+struct ChunkOutput {
+  Status status;            // a bad chunk fails alone and leaves its stream's state untouched
+  int64_t first_frame = 0;  // stream-wide index of the first output frame
+  int frames = 0;           // output frames produced by this chunk
+  size_t offset = 0;        // index of its first output float in StepResult::outputs
+};
+
+struct StepResult {
+  std::vector<ChunkOutput> chunks;  // one per input chunk, same order
+  std::vector<float> outputs;       // (sum of frames, d_out)
+};
+
+struct OfflineOptions {
+  int segment_frames = 1024;  // frames read per input per pass: memory is bounded by this
+  // Called after each pass with frames done so far per input (optional).
+  std::function<void(const std::vector<int64_t>& frames_done)> progress;
+};
+
+class Engine {
+ public:
+  static StatusOr<std::unique_ptr<Engine>> Create(std::shared_ptr<const Model> model,
+                                                  const EngineOptions& options);
+  ~Engine();
+
+  const Model& model() const { return *model_; }
+  const Frontend& frontend() const { return *frontend_; }
+  const EngineOptions& options() const { return options_; }
+  Backend& backend() { return *backend_; }
+  int d_out() const { return model_->config().d_out; }
+
+  // Opens a stream with zero state; returns its id (its slot). Thread-safe.
+  StatusOr<int> OpenStream();
+  // Frees the stream's slot at once. Thread-safe; must not race with a Step using the stream.
+  void CloseStream(int stream);
+  int streams_open() const { return pool_->used(); }
+  int capacity() const { return pool_->capacity(); }
+  int64_t frames_emitted(int stream) const;
+
+  // Advances each chunk's stream by its input (at most one chunk per stream). The outputs of a
+  // stream are the same, bitwise, whatever else is in the batch and however its input is
+  // chunked. Not thread-safe: one caller at a time (the scheduler).
+  void Step(const std::vector<ChunkInput>& chunks, StepResult* result);
+
+  // Whole inputs through the model, segment by segment with carried state, many inputs per
+  // pass. Returns each input's outputs, (frames, d_out). Needs free stream slots.
+  StatusOr<std::vector<std::vector<float>>> RunOffline(const std::vector<InputSource*>& inputs,
+                                                       const OfflineOptions& options);
+
+ private:
+  Engine() = default;
+  // Runs the network on `batch` rows of host features; writes (rows, d_out) host outputs.
+  void RunPass(const SeqBatch& batch, const float* features, float* outputs);
+
+  std::shared_ptr<const Model> model_;
+  EngineOptions options_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<Frontend> frontend_;
+  std::vector<std::unique_ptr<Layer>> layers_;
+  std::unique_ptr<StatePool> pool_;
+  std::vector<std::unique_ptr<FrontendState>> frontend_states_;  // by slot
+
+  // Weights outside the layers.
+  std::unique_ptr<LinearWeights> input_proj_, head_;
+  std::vector<std::unique_ptr<Buffer>> norm_w_;  // per layer (d_model)
+  std::unique_ptr<Buffer> norm_f_w_;             // (d_model)
+  Activation activation_ = Activation::kNone;
+
+  // Per-pass workspace in backend memory, max_batch_frames rows each.
+  std::unique_ptr<Buffer> in_, h_, hn_, mix_, y_, scratch_;
+  // Host staging of one Step.
+  std::vector<float> features_;
+};
+
+}  // namespace ssm

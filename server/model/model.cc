@@ -1,0 +1,178 @@
+#include "server/model/model.h"
+
+#include <fmt/format.h>
+
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <set>
+
+#include "server/model/safetensors.h"
+
+namespace ssm {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr size_t kMaxNamesListed = 6;  // in "missing/unexpected tensors" messages
+
+std::string ShapeString(const std::vector<int64_t>& shape) {
+  return fmt::format("[{}]", fmt::join(shape, ", "));
+}
+
+// "a, b, c and 4 more".
+std::string ListNames(const std::vector<std::string>& names) {
+  std::vector<std::string> shown(names.begin(),
+                                 names.begin() + std::min(names.size(), kMaxNamesListed));
+  std::string list = fmt::format("{}", fmt::join(shown, ", "));
+  if (names.size() > shown.size()) list += fmt::format(" and {} more", names.size() - shown.size());
+  return list;
+}
+
+// Checks that `shapes` (tensor name -> shape) is exactly the config's expected set.
+Status CheckTensorSet(const ModelConfig& config,
+                      const std::map<std::string, std::vector<int64_t>>& shapes) {
+  const std::vector<TensorSpec> specs = config.ExpectedTensors();
+  std::set<std::string> expected;
+  std::vector<std::string> missing;
+  for (const TensorSpec& spec : specs) {
+    expected.insert(spec.name);
+    if (!shapes.count(spec.name)) {
+      missing.push_back(fmt::format("'{}' {}", spec.name, ShapeString(spec.shape)));
+    }
+  }
+  std::vector<std::string> extra;
+  for (const auto& [name, shape] : shapes) {
+    if (!expected.count(name)) extra.push_back(fmt::format("'{}'", name));
+  }
+  // Reported together: a missing and an extra tensor often are one misnamed tensor.
+  if (!missing.empty()) {
+    std::string message = fmt::format("missing {} tensor(s) that the config requires: {}",
+                                      missing.size(), ListNames(missing));
+    if (!extra.empty()) message += "; unexpected tensor(s) in the file: " + ListNames(extra);
+    return InvalidArgumentError(message);
+  }
+  if (!extra.empty()) {
+    return InvalidArgumentError(
+        fmt::format("{} unexpected tensor(s) that the config does not use: {} (check layer.bias, "
+                    "layer.conv_bias and n_layer)",
+                    extra.size(), ListNames(extra)));
+  }
+  for (const TensorSpec& spec : specs) {
+    const std::vector<int64_t>& shape = shapes.at(spec.name);
+    if (shape != spec.shape) {
+      return InvalidArgumentError(fmt::format("tensor '{}': expected shape {}, found {}", spec.name,
+                                              ShapeString(spec.shape), ShapeString(shape)));
+    }
+  }
+  return OkStatus();
+}
+
+Status CheckFinite(const std::string& name, const std::vector<float>& data) {
+  for (size_t i = 0; i < data.size(); ++i) {
+    if (!std::isfinite(data[i])) {
+      return InvalidArgumentError(
+          fmt::format("tensor '{}': {} at flat index {}", name, data[i], i));
+    }
+  }
+  return OkStatus();
+}
+
+}  // namespace
+
+int64_t Tensor::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
+  if (!fs::is_directory(dir)) {
+    return NotFoundError(fmt::format("{}: model directory does not exist", dir));
+  }
+  SSM_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(fs::path(dir) / kModelConfigFile));
+  SSM_ASSIGN_OR_RETURN(std::unique_ptr<SafetensorsFile> file,
+                       SafetensorsFile::Open(fs::path(dir) / kModelWeightsFile));
+
+  // Check names and shapes from the header before reading any data.
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const TensorInfo& info : file->tensors()) shapes[info.name] = info.shape;
+  SSM_RETURN_IF_ERROR(CheckTensorSet(config, shapes).WithContext(file->path()));
+
+  std::map<std::string, Tensor> tensors;
+  for (const TensorInfo& info : file->tensors()) {
+    Tensor& t = tensors[info.name];
+    t.shape = info.shape;
+    SSM_ASSIGN_OR_RETURN(t.data, file->ReadF32(info.name));
+    SSM_RETURN_IF_ERROR(CheckFinite(info.name, t.data).WithContext(file->path()));
+  }
+  return std::shared_ptr<const Model>(new Model(std::move(config), std::move(tensors)));
+}
+
+StatusOr<std::shared_ptr<const Model>> Model::FromTensors(ModelConfig config,
+                                                          std::map<std::string, Tensor> tensors) {
+  SSM_RETURN_IF_ERROR(config.Validate());
+  std::map<std::string, std::vector<int64_t>> shapes;
+  for (const auto& [name, t] : tensors) {
+    if (static_cast<int64_t>(t.data.size()) != t.numel()) {
+      return InvalidArgumentError(fmt::format("tensor '{}': shape {} needs {} floats, data has {}",
+                                              name, ShapeString(t.shape), t.numel(),
+                                              t.data.size()));
+    }
+    shapes[name] = t.shape;
+  }
+  SSM_RETURN_IF_ERROR(CheckTensorSet(config, shapes));
+  for (const auto& [name, t] : tensors) SSM_RETURN_IF_ERROR(CheckFinite(name, t.data));
+  return std::shared_ptr<const Model>(new Model(std::move(config), std::move(tensors)));
+}
+
+const Tensor& Model::tensor(const std::string& name) const {
+  auto it = tensors_.find(name);
+  SSM_CHECK_MSG(it != tensors_.end(), "no tensor " + name);
+  return it->second;
+}
+
+int64_t Model::parameter_count() const {
+  int64_t n = 0;
+  for (const auto& [name, t] : tensors_) n += t.numel();
+  return n;
+}
+
+size_t Model::state_bytes_per_stream() const {
+  const size_t e = config_.d_inner();
+  const size_t per_layer = (config_.layer.d_conv - 1) * e + config_.layer.d_state * e;
+  const size_t frontend = config_.frontend.is_log_mel() ? config_.frontend.win_length : 0;
+  return (config_.n_layer * per_layer + frontend) * sizeof(float);
+}
+
+// Counted per frame (one multiply-add = 2 FLOPs):
+//   input_proj, per layer in_proj, x_proj, dt_proj, out_proj, and head: 2 * in * out each;
+//   causal conv: 2 * E * d_conv per layer;
+//   scan: 7 * E * N per layer (delta*A, exp, decay*H, delta*u*B, add, *C and the sum over N).
+// Norms, activations, softplus, the gate and the frontend are O(d_model) or O(E) and left out.
+double Model::flops_per_frame() const {
+  const ModelConfig& c = config_;
+  const double d = c.d_model, e = c.d_inner(), n = c.layer.d_state, r = c.layer.dt_rank;
+  auto linear = [](double in, double out) { return 2.0 * in * out; };
+  const double per_layer = linear(d, 2 * e) + linear(e, r + 2 * n) + linear(r, e) + linear(e, d) +
+                           2.0 * e * c.layer.d_conv + 7.0 * e * n;
+  return linear(c.d_in, d) + c.n_layer * per_layer + linear(d, c.d_out);
+}
+
+Status Model::Save(const std::string& dir) const {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return InternalError(fmt::format("{}: cannot create directory ({})", dir, ec.message()));
+
+  const std::string config_path = fs::path(dir) / kModelConfigFile;
+  std::ofstream out(config_path, std::ios::binary | std::ios::trunc);
+  out << config_.ToJson();
+  out.close();
+  if (!out) return InternalError(fmt::format("{}: write failed", config_path));
+
+  std::vector<NamedTensor> named;
+  for (const auto& [name, t] : tensors_) named.push_back({name, t.shape, t.data.data()});
+  return WriteSafetensors(fs::path(dir) / kModelWeightsFile, named);
+}
+
+}  // namespace ssm

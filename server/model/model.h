@@ -1,0 +1,61 @@
+// An ssmserve/v1 model held in host memory: config + validated float32 weights (design.md §2).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kernels/base/status.h"
+#include "server/model/model_config.h"
+
+namespace ssm {
+
+// The files of a model directory.
+inline constexpr char kModelConfigFile[] = "config.json";
+inline constexpr char kModelWeightsFile[] = "model.safetensors";
+
+// A dense row-major float32 tensor.
+struct Tensor {
+  std::vector<int64_t> shape;
+  std::vector<float> data;  // numel() floats
+  int64_t numel() const;
+};
+
+// Immutable once built, so one instance is shared by all streams (and threads) without locking.
+// Every instance has passed validation: the config is valid, the tensors are exactly
+// config.ExpectedTensors() with their shapes, and every weight is finite.
+class Model {
+ public:
+  // Reads dir/config.json and dir/model.safetensors (F32, F16 or BF16; kept as float32).
+  static StatusOr<std::shared_ptr<const Model>> Load(const std::string& dir);
+  // Validates and wraps tensors built in memory (random models, tests, converters).
+  static StatusOr<std::shared_ptr<const Model>> FromTensors(ModelConfig config,
+                                                            std::map<std::string, Tensor> tensors);
+
+  const ModelConfig& config() const { return config_; }
+  const std::map<std::string, Tensor>& tensors() const { return tensors_; }
+  // The named tensor; it must be one of config().ExpectedTensors() (checked).
+  const Tensor& tensor(const std::string& name) const;
+
+  int64_t parameter_count() const;  // total elements of all tensors
+  // Recurrent state of one stream: per layer the conv tail (d_conv - 1, E) and H (d_state, E),
+  // plus win_length carried samples for a log_mel frontend. Float32 bytes.
+  size_t state_bytes_per_stream() const;
+  // Floating-point operations to advance one stream by one frame (see model.cc for the count).
+  double flops_per_frame() const;
+
+  // Writes dir/config.json and dir/model.safetensors (F32), creating dir if needed.
+  Status Save(const std::string& dir) const;
+
+ private:
+  Model(ModelConfig config, std::map<std::string, Tensor> tensors)
+      : config_(std::move(config)), tensors_(std::move(tensors)) {}
+
+  ModelConfig config_;
+  std::map<std::string, Tensor> tensors_;
+};
+
+}  // namespace ssm

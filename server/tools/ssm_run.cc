@@ -1,0 +1,110 @@
+// ssm-run: local inference without a server, offline or as a simulated stream.
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cstdio>
+
+#include "server/engine/engine.h"
+#include "server/io/model_input.h"
+#include "server/io/npy.h"
+#include "server/tools/tool_common.h"
+
+namespace ssm {
+namespace {
+
+struct Args {
+  std::string model_dir, input, output, mode = "offline", device = "auto";
+  int64_t chunk = 0;  // stream mode: input rows (frame input) or samples (audio) per chunk
+  int threads = 0;
+  int segment_frames = 1024;
+};
+
+int Run(const Args& args) {
+  auto model = Model::Load(args.model_dir);
+  if (!model.ok()) return tools::Fail(model.status());
+  const ModelConfig& config = (*model)->config();
+  auto input = ReadModelInput(args.input, config);
+  if (!input.ok()) return tools::Fail(input.status());
+
+  EngineOptions options;
+  options.backend = args.device == "reference" ? "reference" : "cpu";
+  options.threads = args.threads;
+  options.max_streams = 1;
+  auto engine = Engine::Create(*model, options);
+  if (!engine.ok()) return tools::Fail(engine.status());
+  Engine& e = **engine;
+  const std::vector<float>& values = input->values;
+  const int64_t values_per_row = e.frontend().takes_samples() ? 1 : config.d_in;
+
+  std::vector<float> outputs;
+  tools::ProgressBar progress("ssm-run", double(values.size()));
+  if (args.mode == "offline") {
+    SpanSource source(values.data(), values.size());
+    OfflineOptions offline;
+    offline.segment_frames = args.segment_frames;
+    const double values_per_frame =
+        e.frontend().takes_samples() ? config.frontend.hop_length : config.d_in;
+    offline.progress = [&](const std::vector<int64_t>& done) {
+      progress.Update(double(done[0]) * values_per_frame);
+    };
+    auto result = e.RunOffline({&source}, offline);
+    if (!result.ok()) return tools::Fail(result.status());
+    outputs = std::move((*result)[0]);
+  } else {
+    const size_t chunk_values = size_t(args.chunk) * values_per_row;
+    auto stream = e.OpenStream();
+    if (!stream.ok()) return tools::Fail(stream.status());
+    StepResult step;
+    for (size_t pos = 0; pos < values.size(); pos += chunk_values) {
+      const size_t n = std::min(chunk_values, values.size() - pos);
+      e.Step({{*stream, values.data() + pos, n}}, &step);
+      const ChunkOutput& co = step.chunks[0];
+      if (!co.status.ok()) return tools::Fail(co.status.WithContext(fmt::format("input value {}", pos)));
+      outputs.insert(outputs.end(), step.outputs.begin(), step.outputs.end());
+      progress.Update(double(pos + n));
+    }
+    e.CloseStream(*stream);
+  }
+  progress.Finish();
+  const int64_t frames = int64_t(outputs.size()) / config.d_out;
+  Status written = WriteNpy(args.output, {frames, int64_t(config.d_out)}, outputs.data());
+  if (!written.ok()) return tools::Fail(written);
+  std::fprintf(stderr, "%s: %lld frames x %d outputs -> %s\n", args.input.c_str(),
+               static_cast<long long>(frames), config.d_out, args.output.c_str());
+  return 0;
+}
+
+}  // namespace
+}  // namespace ssm
+
+int main(int argc, char** argv) {
+  ssm::Args args;
+  CLI::App app{"Runs an ssmserve model on one input file without a server and writes the outputs "
+               "as a (frames, d_out) float32 .npy."};
+  app.add_option("--model", args.model_dir, "Model directory (config.json + model.safetensors)")
+      ->required()->check(CLI::ExistingDirectory);
+  app.add_option("--input", args.input,
+                 "Input: WAV/FLAC (log_mel models), or .npy float32 (T, d_in) frames "
+                 "(frontend none) / (n,) samples")
+      ->required()->check(CLI::ExistingFile);
+  app.add_option("--output", args.output, "Output .npy path")->required();
+  app.add_option("--mode", args.mode, "offline: whole file in segments; stream: chunk by chunk")
+      ->check(CLI::IsMember({"offline", "stream"}))->capture_default_str();
+  app.add_option("--chunk", args.chunk,
+                 "Stream mode: chunk length in input rows (frame input) or samples (audio)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--device", args.device,
+                 "auto|cpu, or reference (the slow scalar backend used as the truth in tests)")
+      ->check(CLI::IsMember({"auto", "cpu", "reference"}))->capture_default_str();
+  app.add_option("--threads", args.threads, "Compute threads (0 = one per core)")
+      ->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_option("--segment-frames", args.segment_frames, "Offline mode: frames per segment")
+      ->check(CLI::PositiveNumber)->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  if (args.mode == "stream" && args.chunk <= 0) {
+    std::fprintf(stderr, "error: --mode stream needs --chunk N (N > 0)\n");
+    return 2;
+  }
+  return ssm::Run(args);
+}
