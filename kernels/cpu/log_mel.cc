@@ -10,9 +10,8 @@
 #include <algorithm>
 #include <cmath>
 #include <complex>
-#include <vector>
-
 #include <unsupported/Eigen/FFT>
+#include <vector>
 
 namespace ssm::cpu {
 namespace {

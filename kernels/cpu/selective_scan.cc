@@ -29,12 +29,16 @@ void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& a, int thread
         const Packet du = simd::Mul(delta, u);
         const float* B = a.B + size_t(r) * a.ld_bc;
         const float* C = a.C + size_t(r) * a.ld_bc;
-        Packet y = simd::Zero();
+        // Two partial sums of H.C halve the FMA dependency chain over the state.
+        Packet y_even = simd::Zero(), y_odd = simd::Zero();
         for (int i = 0; i < N; ++i) {
-          const Packet dA = simd::Exp(simd::Mul(delta, simd::LoadN(a.A + size_t(i) * E + e0, n)));
+          const Packet dA =
+              simd::ExpNonPositive(simd::Mul(delta, simd::LoadN(a.A + size_t(i) * E + e0, n)));
           h[i] = simd::Fma(dA, h[i], simd::Mul(du, simd::Set1(B[i])));
+          Packet& y = (i & 1) ? y_odd : y_even;
           y = simd::Fma(h[i], simd::Set1(C[i]), y);
         }
+        const Packet y = simd::Add(y_even, y_odd);
         const Packet z = simd::LoadN(a.z + size_t(r) * a.ld_z + e0, n);
         simd::StoreN(a.out + size_t(r) * a.ld_out + e0,
                      simd::Mul(simd::Fma(D, u, y), simd::Silu(z)), n);

@@ -11,7 +11,7 @@ void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* o
   const LogMelParams& p = plan.params;
   const int win = p.win_length, n_fft = p.n_fft, n_bins = plan.n_bins();
 
-  // Twiddles e^{-2 pi j m / n_fft}; term (i, k) uses m = i*k mod n_fft, which keeps the angle exact.
+  // Twiddles e^{-2 pi j m / n_fft}; term (i, k) takes m = i*k mod n_fft: exact angles, no drift.
   const double kPi = 3.14159265358979323846;
   std::vector<double> cos_t(n_fft), sin_t(n_fft);
   for (int m = 0; m < n_fft; ++m) {

@@ -6,7 +6,7 @@
 namespace ssm::reference {
 
 // out[t, j] = ln(max(sum_k filter_j[k] * |DFT_n_fft(window * frame_t)[k]|^2, log_floor)), where
-// frame t is samples[t * hop, t * hop + win). out: (n_frames, n_mels) row-major. Direct DFT, no FFT.
+// frame t is samples[t * hop, t * hop + win); out: (n_frames, n_mels) row-major. A direct DFT.
 void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out);
 
 }  // namespace ssm::reference

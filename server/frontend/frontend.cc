@@ -14,8 +14,8 @@ namespace {
 Status CheckFinite(const float* in, size_t n) {
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(in[i])) {
-      return InvalidArgumentError(
-          fmt::format("input value {} of {} is {}: samples and frames must be finite", i, n, in[i]));
+      return InvalidArgumentError(fmt::format(
+          "input value {} of {} is {}: samples and frames must be finite", i, n, in[i]));
     }
   }
   return OkStatus();
@@ -27,6 +27,14 @@ Status CheckFrameCount(int64_t count, size_t n) {
   return InvalidArgumentError(
       fmt::format("a chunk of {} values gives {} frames, more than {}; send smaller chunks", n,
                   count, INT_MAX));
+}
+
+// The concrete state of a frontend (T may be const); another frontend's state is a bug.
+template <typename T, typename Base>
+T* StateCast(Base* state) {
+  T* s = dynamic_cast<T*>(state);
+  SSM_CHECK_MSG(s != nullptr, "frontend state made by another frontend");
+  return s;
 }
 
 // ---- log_mel: mono samples -> log-mel frames --------------------------------------------------
@@ -59,7 +67,7 @@ class LogMelFrontend final : public Frontend {
   }
 
   int64_t FramesFor(const FrontendState& base, size_t n) const override {
-    const LogMelState& state = Cast(base);
+    const LogMelState& state = *StateCast<const LogMelState>(&base);
     const uint64_t kept = n > uint64_t(state.skip) ? n - state.skip : 0;  // after the skip
     const uint64_t available = state.pending.size() + kept;  // from the next frame's start
     const uint64_t win = plan_.params.win_length, hop = plan_.params.hop_length;
@@ -68,7 +76,7 @@ class LogMelFrontend final : public Frontend {
 
   StatusOr<int> Process(FrontendState* base, const float* in, size_t n,
                         std::vector<float>* frames) const override {
-    LogMelState& state = Cast(*base);
+    LogMelState& state = *StateCast<LogMelState>(base);
     SSM_RETURN_IF_ERROR(CheckFinite(in, n));
     const int64_t count = FramesFor(state, n);
     SSM_RETURN_IF_ERROR(CheckFrameCount(count, n));
@@ -111,15 +119,6 @@ class LogMelFrontend final : public Frontend {
   }
 
  private:
-  static const LogMelState& Cast(const FrontendState& state) {
-    const auto* s = dynamic_cast<const LogMelState*>(&state);
-    SSM_CHECK_MSG(s != nullptr, "state was not made by this log_mel frontend");
-    return *s;
-  }
-  static LogMelState& Cast(FrontendState& state) {
-    return const_cast<LogMelState&>(Cast(static_cast<const FrontendState&>(state)));
-  }
-
   LogMelPlan plan_;
   LogMelFn log_mel_;
 };
@@ -147,8 +146,7 @@ class FrameFrontend final : public Frontend {
 
   StatusOr<int> Process(FrontendState* base, const float* in, size_t n,
                         std::vector<float>* frames) const override {
-    auto* state = dynamic_cast<FrameState*>(base);
-    SSM_CHECK_MSG(state != nullptr, "state was not made by this frame frontend");
+    FrameState* state = StateCast<FrameState>(base);
     if (n % d_in_ != 0) {
       return InvalidArgumentError(fmt::format(
           "frame input of {} floats is not a whole number of frames of d_in = {} floats", n,
@@ -184,8 +182,8 @@ Status CheckLogMelConfig(const ModelConfig& config) {
   if (f.win_length <= 0) return InvalidArgumentError("frontend.win_length: must be positive");
   if (f.hop_length <= 0) return InvalidArgumentError("frontend.hop_length: must be positive");
   if (f.n_fft < f.win_length) {
-    return InvalidArgumentError(fmt::format("frontend.n_fft: {} is less than win_length {}",
-                                            f.n_fft, f.win_length));
+    return InvalidArgumentError(
+        fmt::format("frontend.n_fft: {} is less than win_length {}", f.n_fft, f.win_length));
   }
   if (f.n_mels <= 0) return InvalidArgumentError("frontend.n_mels: must be positive");
   if (!(f.f_min >= 0 && f.f_min < f.f_max)) {
@@ -194,8 +192,8 @@ Status CheckLogMelConfig(const ModelConfig& config) {
   }
   if (!(f.log_floor > 0)) return InvalidArgumentError("frontend.log_floor: must be positive");
   if (config.d_in != f.n_mels) {
-    return InvalidArgumentError(fmt::format("d_in: {} differs from frontend.n_mels {}",
-                                            config.d_in, f.n_mels));
+    return InvalidArgumentError(
+        fmt::format("d_in: {} differs from frontend.n_mels {}", config.d_in, f.n_mels));
   }
   return OkStatus();
 }

@@ -195,8 +195,8 @@ StatusOr<NpyArray> ReadNpy(const std::string& path, const NpyReadOptions& option
   } else if (header.descr == "<i2" && options.int16_as_pcm) {
     item_bytes = 2;
   } else {
-    return error(fmt::format("unsupported dtype '{}' (expected '<f4' or '<f8'{})", header.descr,
-                             options.int16_as_pcm ? " or '<i2'" : ""));
+    return error(fmt::format("unsupported dtype '{}' (expected {})", header.descr,
+                             options.int16_as_pcm ? "'<f4', '<f8' or '<i2'" : "'<f4' or '<f8'"));
   }
 
   uint64_t numel = 1;

@@ -30,10 +30,9 @@ constexpr int kMaxDConv = 8;
 constexpr int kMaxSampleRate = 1000000;  // Hz
 constexpr int kIntMax = std::numeric_limits<int>::max();
 
-// Fields that only one frontend type accepts.
+// Fields that only a log_mel frontend accepts.
 const char* const kLogMelOnlyFields[] = {"sample_rate", "win_length", "hop_length", "n_fft",
                                          "n_mels",      "f_min",      "f_max",      "log_floor"};
-const char* const kNoneOnlyFields[] = {"mean", "std", "frame_rate"};
 
 // "a string (\"abc\")": what a JSON value is, for "found ..." in messages.
 std::string Describe(const Json& v) {
@@ -105,61 +104,23 @@ class ObjectReader {
                           ? v->get<uint64_t>() <= static_cast<uint64_t>(kIntMax)
                           : v->get<int64_t>() >= std::numeric_limits<int>::min();
     if (!fits) return TypeError(Path(key), "a 32-bit integer", *v);
-    const int64_t i = v->get<int64_t>();
-    *out = static_cast<int>(i);
+    *out = v->get<int>();
     return OkStatus();
   }
-
   Status Get(const char* key, double* out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!v->is_number()) return TypeError(Path(key), "a number", *v);
-    *out = v->get<double>();
-    return OkStatus();
+    return GetScalar(key, &Json::is_number, "a number", out);
   }
-
   Status Get(const char* key, bool* out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!v->is_boolean()) return TypeError(Path(key), "true or false", *v);
-    *out = v->get<bool>();
-    return OkStatus();
+    return GetScalar(key, &Json::is_boolean, "true or false", out);
   }
-
   Status Get(const char* key, std::string* out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!v->is_string()) return TypeError(Path(key), "a string", *v);
-    *out = v->get<std::string>();
-    return OkStatus();
+    return GetScalar(key, &Json::is_string, "a string", out);
   }
-
   Status Get(const char* key, std::vector<float>* out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!v->is_array()) return TypeError(Path(key), "an array of numbers", *v);
-    out->clear();
-    for (size_t i = 0; i < v->size(); ++i) {
-      const Json& item = (*v)[i];
-      if (!item.is_number())
-        return TypeError(fmt::format("{}[{}]", Path(key), i), "a number", item);
-      out->push_back(item.get<float>());
-    }
-    return OkStatus();
+    return GetArray(key, &Json::is_number, "a number", "an array of numbers", out);
   }
-
   Status Get(const char* key, std::vector<std::string>* out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!v->is_array()) return TypeError(Path(key), "an array of strings", *v);
-    out->clear();
-    for (size_t i = 0; i < v->size(); ++i) {
-      const Json& item = (*v)[i];
-      if (!item.is_string())
-        return TypeError(fmt::format("{}[{}]", Path(key), i), "a string", item);
-      out->push_back(item.get<std::string>());
-    }
-    return OkStatus();
+    return GetArray(key, &Json::is_string, "a string", "an array of strings", out);
   }
 
   // A nested object; *out stays null when the member is absent.
@@ -196,6 +157,36 @@ class ObjectReader {
   }
 
  private:
+  using TypeCheck = bool (Json::*)() const noexcept;
+
+  // A member whose JSON type `is_type` accepts; `expected` names that type in errors.
+  template <typename T>
+  Status GetScalar(const char* key, TypeCheck is_type, const char* expected, T* out) {
+    const Json* v = Find(key);
+    if (v == nullptr) return OkStatus();
+    if (!(v->*is_type)()) return TypeError(Path(key), expected, *v);
+    *out = v->get<T>();
+    return OkStatus();
+  }
+
+  // An array member whose items `is_item` accepts.
+  template <typename T>
+  Status GetArray(const char* key, TypeCheck is_item, const char* item_expected,
+                  const char* array_expected, std::vector<T>* out) {
+    const Json* v = Find(key);
+    if (v == nullptr) return OkStatus();
+    if (!v->is_array()) return TypeError(Path(key), array_expected, *v);
+    out->clear();
+    for (size_t i = 0; i < v->size(); ++i) {
+      const Json& item = (*v)[i];
+      if (!(item.*is_item)()) {
+        return TypeError(fmt::format("{}[{}]", Path(key), i), item_expected, item);
+      }
+      out->push_back(item.get<T>());
+    }
+    return OkStatus();
+  }
+
   const Json* Find(const char* key) {
     known_.insert(key);
     auto it = object_.find(key);
@@ -218,10 +209,17 @@ Status CheckOneOf(const std::string& field, const std::string& value,
   return InvalidArgumentError(fmt::format("{}: expected {}, found \"{}\"", field, list, value));
 }
 
+Status CheckFrontendType(const std::string& type) {
+  return CheckOneOf("frontend.type", type, {"log_mel", "none"});
+}
+
+// mamba_ssm's dt_rank="auto": ceil(d_model / 16).
+int AutoDtRank(int d_model) { return d_model / 16 + (d_model % 16 != 0 ? 1 : 0); }
+
 Status ParseFrontend(const Json& object, FrontendConfig* f) {
   ObjectReader r(object, "frontend.");
   SSM_RETURN_IF_ERROR(r.Get("type", &f->type));
-  SSM_RETURN_IF_ERROR(CheckOneOf("frontend.type", f->type, {"log_mel", "none"}));
+  SSM_RETURN_IF_ERROR(CheckFrontendType(f->type));
   if (f->is_log_mel()) {
     SSM_RETURN_IF_ERROR(r.Get("sample_rate", &f->sample_rate));
     SSM_RETURN_IF_ERROR(r.Get("win_length", &f->win_length));
@@ -231,12 +229,11 @@ Status ParseFrontend(const Json& object, FrontendConfig* f) {
     SSM_RETURN_IF_ERROR(r.Get("f_min", &f->f_min));
     SSM_RETURN_IF_ERROR(r.Get("f_max", &f->f_max));
     SSM_RETURN_IF_ERROR(r.Get("log_floor", &f->log_floor));
-    for (const char* key : kNoneOnlyFields) {
-      const char* why = std::string(key) == "frame_rate"
-                            ? "not allowed with frontend.type \"log_mel\" (its frame rate is "
-                              "sample_rate / hop_length)"
-                            : "only allowed with frontend.type \"none\"";
-      SSM_RETURN_IF_ERROR(r.Forbid(key, why));
+    SSM_RETURN_IF_ERROR(r.Forbid("frame_rate",
+                                 "not allowed with frontend.type \"log_mel\" (its frame rate is "
+                                 "sample_rate / hop_length)"));
+    for (const char* key : {"mean", "std"}) {
+      SSM_RETURN_IF_ERROR(r.Forbid(key, "only allowed with frontend.type \"none\""));
     }
   } else {
     SSM_RETURN_IF_ERROR(r.Get("mean", &f->mean));
@@ -339,8 +336,7 @@ StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) {
   bool has_dt_rank = false;
   SSM_RETURN_IF_ERROR(r.GetObject("layer", &layer));
   if (layer != nullptr) SSM_RETURN_IF_ERROR(ParseLayer(*layer, &c.layer, &has_dt_rank));
-  // Like mamba_ssm's dt_rank="auto"; d_model is checked by Validate below.
-  if (!has_dt_rank && c.d_model > 0) c.layer.dt_rank = (c.d_model + 15) / 16;
+  if (!has_dt_rank) c.layer.dt_rank = AutoDtRank(c.d_model);  // d_model is validated below
 
   const Json* norm = nullptr;
   SSM_RETURN_IF_ERROR(r.GetObject("norm", &norm));
@@ -404,7 +400,7 @@ Status ModelConfig::Validate() const {
   SSM_RETURN_IF_ERROR(CheckIntRange("d_out", d_out, 1, kMaxDim));
 
   const FrontendConfig& f = frontend;
-  SSM_RETURN_IF_ERROR(CheckOneOf("frontend.type", f.type, {"log_mel", "none"}));
+  SSM_RETURN_IF_ERROR(CheckFrontendType(f.type));
   if (f.is_log_mel()) {
     SSM_RETURN_IF_ERROR(CheckIntRange("frontend.sample_rate", f.sample_rate, 1, kMaxSampleRate));
     SSM_RETURN_IF_ERROR(CheckIntRange("frontend.win_length", f.win_length, 1, kMaxDim));
@@ -528,7 +524,7 @@ StatusOr<ModelConfig> ModelConfig::Preset(const std::string& name) {
     c.d_in = 80;
     c.d_model = p.d_model;
     c.n_layer = p.n_layer;
-    c.layer.dt_rank = (p.d_model + 15) / 16;
+    c.layer.dt_rank = AutoDtRank(p.d_model);
     c.d_out = 2;
     c.head_activation = "softmax";
     c.labels = {"background", "speech"};

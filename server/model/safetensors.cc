@@ -93,10 +93,7 @@ Status ParseEntry(const Json& entry, uint64_t data_bytes, TensorInfo* info) {
     }
     const uint64_t n = dim.get<uint64_t>();
     // The byte count must fit the data section, so a product beyond it is an error anyway.
-    if (n != 0 && numel > data_bytes / n)
-      numel = data_bytes + 1;
-    else
-      numel *= n;
+    numel = (n != 0 && numel > data_bytes / n) ? data_bytes + 1 : numel * n;
     info->shape.push_back(static_cast<int64_t>(n));
   }
 
@@ -172,6 +169,9 @@ const char* DTypeName(DType dtype) {
 size_t DTypeSize(DType dtype) { return dtype == DType::kF32 ? 4 : 2; }
 
 int64_t TensorInfo::numel() const {
+  // A validated header bounds every non-empty product by the data size; an empty tensor may
+  // have other dimensions too large to multiply.
+  if (std::find(shape.begin(), shape.end(), 0) != shape.end()) return 0;
   int64_t n = 1;
   for (int64_t d : shape) n *= d;
   return n;
@@ -279,6 +279,7 @@ StatusOr<std::vector<float>> SafetensorsFile::ReadF32(const std::string& name) c
   if (info == nullptr) return NotFoundError(fmt::format("{}: no tensor '{}'", path_, name));
   const unsigned char* bytes = map_ + data_start_ + info->begin;
   std::vector<float> out(static_cast<size_t>(info->numel()));
+  if (out.empty()) return out;
   if (info->dtype == DType::kF32) {
     std::memcpy(out.data(), bytes, out.size() * sizeof(float));  // data may be unaligned
     return out;

@@ -103,10 +103,11 @@ int RunInspect(const std::string& dir) {
   std::printf("state/stream    %s bytes\n", Grouped(model.state_bytes_per_stream()).c_str());
   std::printf("compute         %.6f GFLOP/frame, %.4f GFLOP per real-time second\n",
               gflop_per_frame, gflop_per_frame * c.frame_rate());
-  std::printf("tensors         %zu\n", (*file)->tensors().size());
-  for (const TensorInfo& t : (*file)->tensors()) {
-    std::printf("  %-44s %-5s [%s]\n", t.name.c_str(), DTypeName(t.dtype),
-                fmt::format("{}", fmt::join(t.shape, ", ")).c_str());
+  std::printf("tensors         %zu (in layer order)\n", (*file)->tensors().size());
+  for (const TensorSpec& spec : c.ExpectedTensors()) {
+    const TensorInfo* t = (*file)->Find(spec.name);  // present: Load checked the set
+    std::printf("  %-44s %-5s [%s]\n", t->name.c_str(), DTypeName(t->dtype),
+                fmt::format("{}", fmt::join(t->shape, ", ")).c_str());
   }
   return 0;
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <string>
 
 #include "server/model/model_config.h"
@@ -162,8 +163,8 @@ TEST(ModelConfigTest, EachBadFieldHasItsOwnMessageNamingTheField) {
        "frontend.f_max: expected f_min (0) < f_max <= sample_rate / 2 (8000), found 9000"},
       {"f_min", false, [](Json& j) { j["frontend"]["f_min"] = -1.0; },
        "frontend.f_min: expected 0 <= f_min"},
-      {"f_min >= f_max", false, [](Json& j) { j["frontend"]["f_min"] = 5000.0,
-                                              j["frontend"]["f_max"] = 4000.0; },
+      {"f_min >= f_max", false,
+       [](Json& j) { j["frontend"]["f_min"] = 5000.0, j["frontend"]["f_max"] = 4000.0; },
        "frontend.f_max: expected f_min (5000) < f_max"},
       {"log_floor", false, [](Json& j) { j["frontend"]["log_floor"] = 0; },
        "frontend.log_floor: expected a number > 0, found 0"},
@@ -191,7 +192,10 @@ TEST(ModelConfigTest, EachBadFieldHasItsOwnMessageNamingTheField) {
        "head_activation: expected \"none\" | \"sigmoid\" | \"softmax\", found \"relu\""},
       {"labels count", false, [](Json& j) { j["labels"] = {"speech"}; },
        "labels: expected 2 strings (d_out), found 1"},
-      {"labels type", false, [](Json& j) { j["labels"] = {1, 2}; },
+      {"labels type", false,
+       [](Json& j) {
+         j["labels"] = Json::array({1, 2});
+       },
        "labels[0]: expected a string, found an integer (1)"},
   };
   std::set<std::string> messages;

@@ -1,0 +1,189 @@
+// ssm-bench: engine throughput without a network. Streaming: N streams advanced together,
+// C frames per stream per step, for S seconds. Offline (--offline T): one input of T frames.
+// Prints one JSON object with --json.
+#include <sys/resource.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <thread>
+
+#include "server/engine/engine.h"
+#include "tests/bench/gemm_peak.h"
+
+namespace ssm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string model_dir, device = "cpu";
+  int streams = 64, chunk_frames = 10, threads = 0;
+  double seconds = 5;
+  int64_t offline_frames = 0;
+  int segment_frames = 1024;
+  bool json = false;
+};
+
+// Deterministic noise plus a few tones, generated on demand (the offline input is never held).
+class SyntheticSource final : public InputSource {
+ public:
+  SyntheticSource(int64_t values, bool audio, uint64_t seed) : left_(values), audio_(audio), rng_(seed) {}
+  size_t Read(float* dst, size_t max_values) override {
+    const size_t n = size_t(std::min<int64_t>(left_, int64_t(max_values)));
+    std::uniform_real_distribution<float> noise(-0.2f, 0.2f);
+    for (size_t i = 0; i < n; ++i, ++pos_)
+      dst[i] = noise(rng_) + (audio_ ? 0.3f * std::sin(0.031f * float(pos_ % 100000)) : 0.0f);
+    left_ -= int64_t(n);
+    return n;
+  }
+
+ private:
+  int64_t left_, pos_ = 0;
+  bool audio_;
+  std::mt19937 rng_;
+};
+
+double Percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, size_t(p / 100.0 * double(v.size())))];
+}
+
+double PeakRssMiB() {
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  return double(ru.ru_maxrss) / 1024.0;
+}
+
+int Main(const Args& args) {
+  auto model = Model::Load(args.model_dir);
+  if (!model.ok()) {
+    std::fprintf(stderr, "error: %s\n", model.status().message().c_str());
+    return 1;
+  }
+  const ModelConfig& c = (*model)->config();
+  EngineOptions opt;
+  opt.backend = args.device;
+  opt.threads = args.threads;
+  opt.max_streams = std::max(1, args.streams);
+  opt.max_batch_frames = std::max(2048, args.streams * args.chunk_frames);
+  auto engine_or = Engine::Create(*model, opt);
+  if (!engine_or.ok()) {
+    std::fprintf(stderr, "error: %s\n", engine_or.status().message().c_str());
+    return 1;
+  }
+  Engine& e = **engine_or;
+  const bool audio = e.frontend().takes_samples();
+  const size_t values_per_frame = audio ? size_t(c.frontend.hop_length) : size_t(c.d_in);
+  const double flops = (*model)->flops_per_frame();
+  const int threads = args.threads > 0 ? args.threads : int(std::thread::hardware_concurrency());
+
+  nlohmann::json out;
+  out["model"] = args.model_dir;
+  out["config"] = c.ToString();
+  out["device"] = args.device;
+  out["threads"] = threads;
+  out["frame_rate"] = c.frame_rate();
+  out["gflop_per_frame"] = flops / 1e9;
+
+  if (args.offline_frames > 0) {
+    const int64_t values = audio ? (args.offline_frames - 1) * c.frontend.hop_length +
+                                       c.frontend.win_length
+                                 : args.offline_frames * c.d_in;
+    SyntheticSource source(values, audio, 1);
+    OfflineOptions o;
+    o.segment_frames = args.segment_frames;
+    const auto t0 = Clock::now();
+    auto result = e.RunOffline({&source}, o);
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (!result.ok()) {
+      std::fprintf(stderr, "error: %s\n", result.status().message().c_str());
+      return 1;
+    }
+    const double frames = double((*result)[0].size() / c.d_out);
+    out["mode"] = "offline";
+    out["frames"] = frames;
+    out["seconds"] = s;
+    out["frames_per_s"] = frames / s;
+    out["realtime_factor"] = frames / s / c.frame_rate();
+    out["gflops"] = frames * flops / s / 1e9;
+    out["segment_frames"] = args.segment_frames;
+  } else {
+    // Each stream reads its own window of one shared noise buffer.
+    const size_t chunk_values = size_t(args.chunk_frames) * values_per_frame;
+    SyntheticSource gen(int64_t(chunk_values) * 64 + 4096, audio, 2);
+    std::vector<float> noise(chunk_values * 64 + 4096);
+    gen.Read(noise.data(), noise.size());
+    std::vector<int> streams;
+    for (int i = 0; i < args.streams; ++i) streams.push_back(*e.OpenStream());
+    std::vector<ChunkInput> chunks(args.streams);
+    StepResult step;
+    std::vector<double> step_ms;
+    int64_t frames = 0, steps = 0;
+    auto run_step = [&](int64_t k) {
+      for (int i = 0; i < args.streams; ++i)
+        chunks[i] = {streams[i], noise.data() + ((k + i) % 64) * chunk_values, chunk_values};
+      e.Step(chunks, &step);
+      int64_t f = 0;
+      for (const auto& co : step.chunks) f += co.frames;
+      return f;
+    };
+    run_step(0);  // warm-up (and the log-mel window fill)
+    const auto start = Clock::now();
+    double elapsed = 0;
+    while (elapsed < args.seconds) {
+      const auto t0 = Clock::now();
+      frames += run_step(++steps);
+      const auto t1 = Clock::now();
+      step_ms.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());
+      elapsed = std::chrono::duration<double>(t1 - start).count();
+    }
+    out["mode"] = "stream";
+    out["streams"] = args.streams;
+    out["chunk_frames"] = args.chunk_frames;
+    out["steps"] = steps;
+    out["seconds"] = elapsed;
+    out["frames_per_s"] = double(frames) / elapsed;
+    out["realtime_streams"] = double(frames) / elapsed / c.frame_rate();
+    out["gflops"] = double(frames) * flops / elapsed / 1e9;
+    out["step_ms_p50"] = Percentile(step_ms, 50);
+    out["step_ms_p99"] = Percentile(step_ms, 99);
+    out["step_ms_max"] = Percentile(step_ms, 100);
+  }
+  out["peak_gflops"] = bench::MeasureEigenGemmGflops(1024, 5, threads);
+  out["own_linear_gflops"] = bench::MeasureBackendLinearGflops(1024, 5, threads);
+  out["efficiency"] = out["gflops"].get<double>() / out["peak_gflops"].get<double>();
+  out["peak_rss_mib"] = PeakRssMiB();
+
+  if (args.json) {
+    std::printf("%s\n", out.dump().c_str());
+  } else {
+    std::printf("%s\n", out.dump(2).c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ssm
+
+int main(int argc, char** argv) {
+  ssm::Args a;
+  CLI::App app{"Measures the engine (no network): streaming throughput of N streams advanced "
+               "together, or the offline path on one long input."};
+  app.add_option("--model", a.model_dir, "Model directory")->required()->check(CLI::ExistingDirectory);
+  app.add_option("--streams", a.streams, "Concurrent streams")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--chunk-frames", a.chunk_frames, "Frames per stream per step")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--seconds", a.seconds, "Measurement time")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--offline", a.offline_frames, "Time the offline path on one input of T frames instead")->check(CLI::PositiveNumber);
+  app.add_option("--segment-frames", a.segment_frames, "Offline segment length")->check(CLI::PositiveNumber)->capture_default_str();
+  app.add_option("--device", a.device, "Backend: cpu or reference")->check(CLI::IsMember({"cpu", "reference"}))->capture_default_str();
+  app.add_option("--threads", a.threads, "Compute threads (0 = one per core)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  app.add_flag("--json", a.json, "Print one JSON object on one line");
+  CLI11_PARSE(app, argc, argv);
+  return ssm::Main(a);
+}
