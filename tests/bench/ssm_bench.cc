@@ -83,6 +83,8 @@ int Main(const Args& args) {
   const double flops = (*model)->flops_per_frame();
   const int threads = args.threads > 0 ? args.threads : int(std::thread::hardware_concurrency());
 
+  const double eigen_peak_before = bench::MeasureEigenGemmGflops(1024, 5, threads);
+  const double own_peak_before = bench::MeasureBackendLinearGflops(1024, 5, threads);
   nlohmann::json out;
   out["model"] = args.model_dir;
   out["config"] = c.ToString();
@@ -95,9 +97,13 @@ int Main(const Args& args) {
     const int64_t values = audio ? (args.offline_frames - 1) * c.frontend.hop_length +
                                        c.frontend.win_length
                                  : args.offline_frames * c.d_in;
-    SyntheticSource source(values, audio, 1);
     OfflineOptions o;
     o.segment_frames = args.segment_frames;
+    {  // warm-up: first touch of the workspace and the thread pool stay out of the timing
+      SyntheticSource warm(std::min<int64_t>(values, 2 * int64_t(values_per_frame) * o.segment_frames), audio, 3);
+      if (!e.RunOffline({&warm}, o).ok()) return 1;
+    }
+    SyntheticSource source(values, audio, 1);
     const auto t0 = Clock::now();
     auto result = e.RunOffline({&source}, o);
     const double s = std::chrono::duration<double>(Clock::now() - t0).count();
@@ -155,9 +161,19 @@ int Main(const Args& args) {
     out["step_ms_p99"] = Percentile(step_ms, 99);
     out["step_ms_max"] = Percentile(step_ms, 100);
   }
-  out["peak_gflops"] = bench::MeasureEigenGemmGflops(1024, 5, threads);
-  out["own_linear_gflops"] = bench::MeasureBackendLinearGflops(1024, 5, threads);
-  out["efficiency"] = out["gflops"].get<double>() / out["peak_gflops"].get<double>();
+  // The yardstick is a well-kept library's SGEMM (Eigen, 1024^3, same threads, same run). The
+  // cpu backend's own batch-invariant GEMM is faster on this shape; its figure is reported too.
+  // Both are measured before and after the run and the best is kept, so a noisy moment on a
+  // shared machine does not lower the peak (which would flatter the efficiency).
+  const double gflops = out["gflops"].get<double>();
+  const double eigen_peak =
+      std::max(eigen_peak_before, bench::MeasureEigenGemmGflops(1024, 5, threads));
+  const double own_peak =
+      std::max(own_peak_before, bench::MeasureBackendLinearGflops(1024, 5, threads));
+  out["peak_gflops"] = eigen_peak;
+  out["efficiency"] = gflops / eigen_peak;
+  out["own_gemm_gflops"] = own_peak;
+  out["efficiency_vs_own_gemm"] = gflops / own_peak;
   out["peak_rss_mib"] = PeakRssMiB();
 
   if (args.json) {

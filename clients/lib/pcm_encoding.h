@@ -1,0 +1,31 @@
+// Float samples or frames <-> StreamChunk payload bytes (design.md §3: s16 reads as s / 32768).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "kernels/base/status.h"
+#include "ssmserve/v1/ssmserve.pb.h"
+
+namespace ssm::client {
+
+// Bytes one value occupies on the wire: 2 for PCM_S16LE, 4 for the float formats, 0 for
+// UNSPECIFIED.
+size_t BytesPerValue(ssmserve::v1::SampleFormat format);
+
+// Appends `n` values to `out`, little-endian. PCM_S16LE rounds x · 32768 to the nearest integer
+// and clips to [-32768, 32767], so values k / 32768 (what 16-bit files decode to) pass exactly.
+// A non-finite value is INVALID_ARGUMENT naming its index, and leaves `out` unchanged.
+Status EncodePayload(const float* values, size_t n, ssmserve::v1::SampleFormat format,
+                     std::string* out);
+
+// True when every value is k / 32768 for an integer k in [-32768, 32767], i.e. PCM_S16LE
+// carries the values without loss (16-bit files that were not resampled or mixed).
+bool FitsPcmS16Exactly(const float* values, size_t n);
+
+// The inverse, as the server reads payloads; `bytes` must hold a whole number of values.
+StatusOr<std::vector<float>> DecodePayload(const std::string& bytes,
+                                           ssmserve::v1::SampleFormat format);
+
+}  // namespace ssm::client
