@@ -14,7 +14,7 @@ packages=(
   libsndfile1-dev libsoxr-dev portaudio19-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
   # tests and benchmarks
-  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-numpy python3-torch
+  libgtest-dev libgmock-dev libbenchmark-dev python3 python3-numpy python3-torch python3-grpcio
 )
 
 missing=()

@@ -23,9 +23,9 @@ StatusOr<ClientInput> ReadFrames(const std::string& path, const ssmserve::v1::Mo
         path, model.name(), model.d_in()));
   SSM_ASSIGN_OR_RETURN(NpyArray array, ReadNpy(path));
   if (array.shape.size() != 2 || array.shape[1] != model.d_in())
-    return InvalidArgumentError(fmt::format(
-        "{}: model '{}' takes frames of {} values; expected shape (T, {}), found ({})", path,
-        model.name(), model.d_in(), model.d_in(), fmt::join(array.shape, ", ")));
+    return InvalidArgumentError(
+        fmt::format("{}: model '{}' takes frames of {} values; expected shape (T, {}), found ({})",
+                    path, model.name(), model.d_in(), model.d_in(), fmt::join(array.shape, ", ")));
   ClientInput input;
   input.rows = array.shape[0];
   input.values = std::move(array.data);
@@ -34,8 +34,7 @@ StatusOr<ClientInput> ReadFrames(const std::string& path, const ssmserve::v1::Mo
 
 }  // namespace
 
-StatusOr<ClientInput> ReadClientInput(const std::string& path,
-                                      const ssmserve::v1::ModelInfo& model,
+StatusOr<ClientInput> ReadClientInput(const std::string& path, const ssmserve::v1::ModelInfo& model,
                                       const ClientInputOptions& options) {
   if (model.frontend() != "log_mel") return ReadFrames(path, model);
   if (model.sample_rate() <= 0)

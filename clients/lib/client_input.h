@@ -30,8 +30,7 @@ struct ClientInput {
 // and 1-D .npy samples (at options.raw_rate). Frame models (frontend none): .npy float32
 // (T, d_in). Audio at another rate than the model's is resampled (libsoxr HQ). Errors name the
 // file and what to change.
-StatusOr<ClientInput> ReadClientInput(const std::string& path,
-                                      const ssmserve::v1::ModelInfo& model,
+StatusOr<ClientInput> ReadClientInput(const std::string& path, const ssmserve::v1::ModelInfo& model,
                                       const ClientInputOptions& options = {});
 
 }  // namespace ssm::client

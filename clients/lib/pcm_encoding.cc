@@ -22,18 +22,22 @@ int16_t ToS16(float x) {
 
 size_t BytesPerValue(SampleFormat format) {
   switch (format) {
-    case ssmserve::v1::SAMPLE_FORMAT_PCM_S16LE: return 2;
+    case ssmserve::v1::SAMPLE_FORMAT_PCM_S16LE:
+      return 2;
     case ssmserve::v1::SAMPLE_FORMAT_PCM_F32LE:
-    case ssmserve::v1::SAMPLE_FORMAT_FRAMES_F32LE: return 4;
-    default: return 0;
+    case ssmserve::v1::SAMPLE_FORMAT_FRAMES_F32LE:
+      return 4;
+    default:
+      return 0;
   }
 }
 
 Status EncodePayload(const float* values, size_t n, SampleFormat format, std::string* out) {
   const size_t width = BytesPerValue(format);
   if (width == 0)
-    return InvalidArgumentError("payload format is unspecified; pick PCM_S16LE, PCM_F32LE or "
-                                "FRAMES_F32LE");
+    return InvalidArgumentError(
+        "payload format is unspecified; pick PCM_S16LE, PCM_F32LE or "
+        "FRAMES_F32LE");
   for (size_t i = 0; i < n; ++i) {
     if (!std::isfinite(values[i]))
       return InvalidArgumentError("value " + std::to_string(i) + " of the chunk is " +
@@ -61,6 +65,21 @@ bool FitsPcmS16Exactly(const float* values, size_t n) {
       return false;
   }
   return true;
+}
+
+StatusOr<SampleFormat> ChoosePayloadFormat(const std::string& flag, bool audio_model,
+                                           bool fits_s16) {
+  if (!audio_model) {
+    if (flag != "auto")
+      return InvalidArgumentError("--format " + flag +
+                                  " applies to audio models only; this model takes frames");
+    return ssmserve::v1::SAMPLE_FORMAT_FRAMES_F32LE;
+  }
+  if (flag == "s16") return ssmserve::v1::SAMPLE_FORMAT_PCM_S16LE;
+  if (flag == "f32") return ssmserve::v1::SAMPLE_FORMAT_PCM_F32LE;
+  if (flag == "auto")
+    return fits_s16 ? ssmserve::v1::SAMPLE_FORMAT_PCM_S16LE : ssmserve::v1::SAMPLE_FORMAT_PCM_F32LE;
+  return InvalidArgumentError("--format must be auto, s16 or f32, not '" + flag + "'");
 }
 
 StatusOr<std::vector<float>> DecodePayload(const std::string& bytes, SampleFormat format) {

@@ -24,6 +24,12 @@ Status EncodePayload(const float* values, size_t n, ssmserve::v1::SampleFormat f
 // carries the values without loss (16-bit files that were not resampled or mixed).
 bool FitsPcmS16Exactly(const float* values, size_t n);
 
+// The wire format for a tool's --format flag: "auto" (PCM_S16LE when `fits_s16`, else
+// PCM_F32LE), "s16", "f32"; frame models (`audio_model` false) always use FRAMES_F32LE and
+// accept only "auto".
+StatusOr<ssmserve::v1::SampleFormat> ChoosePayloadFormat(const std::string& flag, bool audio_model,
+                                                         bool fits_s16);
+
 // The inverse, as the server reads payloads; `bytes` must hold a whole number of values.
 StatusOr<std::vector<float>> DecodePayload(const std::string& bytes,
                                            ssmserve::v1::SampleFormat format);

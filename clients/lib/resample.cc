@@ -23,8 +23,7 @@ StatusOr<std::vector<float>> Resample(const std::vector<float>& samples, int in_
       soxr_oneshot(double(in_rate), double(out_rate), /*num_channels=*/1, samples.data(),
                    samples.size(), &in_done, out.data(), out.size(), &out_done, &io, &quality,
                    /*runtime_spec=*/nullptr);
-  if (error)
-    return InternalError(std::string("resampling with libsoxr failed: ") + error);
+  if (error) return InternalError(std::string("resampling with libsoxr failed: ") + error);
   out.resize(out_done);
   return out;
 }

@@ -1,0 +1,375 @@
+// ssm-loadgen: N concurrent real-time-paced streams against ssm-server; prints throughput,
+// latency percentiles, lag and errors. A few pacer threads drive all streams (outputs arrive on
+// gRPC's threads), so thousands of streams need no thread each.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <csignal>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <queue>
+#include <random>
+#include <thread>
+
+#include "clients/lib/client_input.h"
+#include "clients/lib/latency_summary.h"
+#include "clients/lib/pcm_encoding.h"
+#include "clients/lib/ssm_client.h"
+
+namespace ssm {
+namespace {
+
+namespace pb = ssmserve::v1;
+using Clock = std::chrono::steady_clock;
+
+struct Args {
+  std::string server, model, input, format = "auto";
+  int streams = 1;
+  double duration_s = 10, ramp_s = 0, drain_s = 10, connect_timeout_s = 5;
+  int chunk_ms = 100;
+  int threads = 0;
+  bool json = false;
+  uint32_t seed = 1;
+};
+
+volatile std::sig_atomic_t g_interrupted = 0;  // Ctrl-C: stop early, still report
+
+// The signal every stream loops over, each from its own offset.
+struct Signal {
+  std::vector<float> values;  // samples, or frames of values_per_row floats
+  int64_t rows = 0;
+  int values_per_row = 1;
+  bool fits_s16 = false;
+};
+
+// Noise plus three slowly modulated tones, 8 s, on the 16-bit grid (so s16 is lossless); or
+// standard-normal frames for frame models.
+Signal SyntheticSignal(const pb::ModelInfo& model, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  Signal s;
+  if (model.frontend() != "log_mel") {
+    s.values_per_row = model.d_in();
+    s.rows = 800;
+    s.values.resize(size_t(s.rows) * s.values_per_row);
+    for (float& v : s.values) v = normal(rng);
+    return s;
+  }
+  const double rate = model.sample_rate();
+  s.rows = int64_t(8 * rate);
+  s.values.resize(size_t(s.rows));
+  const double tones_hz[] = {220.0, 1000.0, 2500.0};
+  for (int64_t i = 0; i < s.rows; ++i) {
+    const double t = double(i) / rate;
+    double x = 0.02 * normal(rng);
+    for (int k = 0; k < 3; ++k)
+      x += 0.1 * (0.5 + 0.5 * std::sin(2 * M_PI * (0.3 + 0.2 * k) * t)) *
+           std::sin(2 * M_PI * tones_hz[k] * t);
+    s.values[size_t(i)] = float(std::nearbyint(std::clamp(x, -1.0, 0.99) * 32768.0) / 32768.0);
+  }
+  s.fits_s16 = true;
+  return s;
+}
+
+// One simulated client.
+struct StreamState {
+  Clock::time_point start;  // when it opens; chunk k is due at start + (k + 1) · chunk
+  int64_t offset = 0;       // first signal row it sends
+  std::unique_ptr<client::Stream> stream;
+  int64_t sent = 0;      // chunks sent
+  bool stopped = false;  // a send failed: the call has ended
+  // Written by this stream's output callback only (gRPC runs one at a time), read after the end.
+  std::vector<double> round_trip_ms;
+  double max_lag_ms = 0;
+};
+
+class LoadGenerator {
+ public:
+  LoadGenerator(const Args& args, client::Client& client, pb::ModelInfo model, Signal signal,
+                pb::SampleFormat format)
+      : args_(args),
+        client_(client),
+        model_(std::move(model)),
+        signal_(std::move(signal)),
+        format_(format) {
+    const double rows_per_s = signal_.values_per_row == 1
+                                  ? double(model_.sample_rate())
+                                  : (model_.frame_rate() > 0 ? model_.frame_rate() : 100);
+    chunk_rows_ = std::max<int64_t>(1, std::llround(rows_per_s * args.chunk_ms / 1000.0));
+    chunk_ = std::chrono::duration_cast<Clock::duration>(
+        std::chrono::duration<double>(double(chunk_rows_) / rows_per_s));
+  }
+
+  nlohmann::ordered_json Run();
+
+ private:
+  void Pace(size_t first, size_t step);  // drives streams first, first + step, ...
+  void Open(StreamState& s);
+  Status SendNext(StreamState& s, std::vector<float>& scratch);
+  nlohmann::ordered_json Report(double elapsed_s);
+
+  const Args& args_;
+  client::Client& client_;
+  const pb::ModelInfo model_;
+  const Signal signal_;
+  const pb::SampleFormat format_;
+  int64_t chunk_rows_ = 1;
+  Clock::duration chunk_{};
+  Clock::time_point start_, end_;
+  std::vector<StreamState> streams_;
+  std::map<std::string, int64_t> errors_;  // by gRPC code name
+  int64_t streams_held_ = 0;
+};
+
+void LoadGenerator::Open(StreamState& s) {
+  client::StreamOptions options;
+  options.model = model_.name();
+  options.format = format_;
+  options.label = "ssm-loadgen";
+  options.max_pending_chunks = 0;  // a pacer thread never blocks on one slow stream
+  options.idle_timeout_s = args_.drain_s;
+  StreamState* state = &s;
+  const Clock::duration chunk = chunk_;
+  options.on_output = [state, chunk](const client::Output& out) {
+    if (out.round_trip_ms >= 0) state->round_trip_ms.push_back(out.round_trip_ms);
+    const Clock::time_point due = state->start + chunk * int64_t(out.sequence + 1);
+    state->max_lag_ms = std::max(
+        state->max_lag_ms, std::chrono::duration<double, std::milli>(Clock::now() - due).count());
+  };
+  s.stream = client_.StartStream(options);
+}
+
+Status LoadGenerator::SendNext(StreamState& s, std::vector<float>& scratch) {
+  const int per_row = signal_.values_per_row;
+  const int64_t row = (s.offset + s.sent * chunk_rows_) % signal_.rows;
+  const float* data = signal_.values.data() + row * per_row;
+  if (row + chunk_rows_ > signal_.rows) {  // wraps around the loop's end
+    scratch.resize(size_t(chunk_rows_) * per_row);
+    for (int64_t r = 0; r < chunk_rows_; ++r)
+      std::copy_n(signal_.values.data() + ((row + r) % signal_.rows) * per_row, per_row,
+                  scratch.data() + r * per_row);
+    data = scratch.data();
+  }
+  return per_row == 1 ? s.stream->SendSamples(data, size_t(chunk_rows_))
+                      : s.stream->SendFrames(data, size_t(chunk_rows_));
+}
+
+void LoadGenerator::Pace(size_t first, size_t step) {
+  using Event = std::pair<Clock::time_point, size_t>;  // when, stream index
+  std::priority_queue<Event, std::vector<Event>, std::greater<Event>> due;
+  for (size_t i = first; i < streams_.size(); i += step) due.push({streams_[i].start, i});
+  std::vector<float> scratch;
+  while (!due.empty() && !g_interrupted) {
+    const auto [when, i] = due.top();
+    if (when > end_) break;
+    if (Clock::now() < when) {  // short naps, so Ctrl-C is noticed
+      std::this_thread::sleep_until(std::min(when, Clock::now() + std::chrono::milliseconds(50)));
+      continue;
+    }
+    due.pop();
+    StreamState& s = streams_[i];
+    if (!s.stream) {
+      Open(s);
+    } else if (SendNext(s, scratch).ok()) {
+      ++s.sent;
+    } else {
+      s.stopped = true;  // refused or failed; Close() reports why
+      continue;
+    }
+    due.push({s.start + chunk_ * (s.sent + 1), i});
+  }
+}
+
+nlohmann::ordered_json LoadGenerator::Run() {
+  start_ = Clock::now();
+  end_ = start_ + std::chrono::duration_cast<Clock::duration>(
+                      std::chrono::duration<double>(args_.duration_s));
+  streams_.resize(size_t(args_.streams));
+  for (size_t i = 0; i < streams_.size(); ++i) {
+    const double ramp = args_.streams > 1 ? args_.ramp_s * double(i) / double(args_.streams) : 0;
+    streams_[i].start =
+        start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ramp));
+    streams_[i].offset = int64_t((uint64_t(i) * 7919 * uint64_t(chunk_rows_)) % signal_.rows);
+  }
+  const int threads = args_.threads > 0 ? args_.threads : std::min(args_.streams, 4);
+  std::vector<std::thread> pacers;
+  for (int t = 0; t < threads; ++t) pacers.emplace_back([this, t, threads] { Pace(t, threads); });
+  for (std::thread& t : pacers) t.join();
+
+  // Drain: half-close everything, then wait; a watchdog cancels what is left after drain_s.
+  for (StreamState& s : streams_)
+    if (s.stream) s.stream->CloseSend();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool drained = false;  // guarded by mu
+  std::thread watchdog([&] {
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_for(lock, std::chrono::duration<double>(args_.drain_s), [&] { return drained; }))
+      for (StreamState& s : streams_)
+        if (s.stream) s.stream->Cancel();
+  });
+  for (StreamState& s : streams_) {
+    if (!s.stream) {
+      ++errors_["NOT_STARTED"];
+      continue;
+    }
+    const Status status = s.stream->Close();
+    const bool opened = s.stream->WaitOpened().ok();
+    if (status.ok() && opened) {
+      ++streams_held_;
+    } else {
+      const std::string code = status.ok() ? "NOT_OPENED" : StatusCodeName(status.code());
+      if (++errors_[code] == 1)  // the first failure of each kind, as an example
+        std::fprintf(stderr, "ssm-loadgen: stream failed: %s\n", status.ToString().c_str());
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    drained = true;
+  }
+  cv.notify_all();
+  watchdog.join();
+  return Report(std::chrono::duration<double>(Clock::now() - start_).count());
+}
+
+nlohmann::ordered_json LoadGenerator::Report(double elapsed_s) {
+  std::vector<double> latencies;
+  int64_t chunks_sent = 0, chunks_answered = 0, frames = 0, frame_errors = 0;
+  double max_lag_ms = 0;
+  for (const StreamState& s : streams_) {
+    latencies.insert(latencies.end(), s.round_trip_ms.begin(), s.round_trip_ms.end());
+    max_lag_ms = std::max(max_lag_ms, s.max_lag_ms);
+    if (!s.stream) continue;
+    const client::StreamStats stats = s.stream->stats();
+    chunks_sent += int64_t(stats.chunks_sent);
+    chunks_answered += int64_t(stats.outputs_received);
+    frames += stats.frames;
+    frame_errors += stats.frame_errors;
+    if (stats.frame_errors > 0)
+      std::fprintf(stderr, "ssm-loadgen: %s\n", stats.first_frame_error.c_str());
+  }
+  const client::LatencySummary lat = client::Summarize(std::move(latencies));
+  const double window_s = std::min(elapsed_s, args_.duration_s);
+  nlohmann::ordered_json report = {
+      {"server", args_.server},
+      {"model", model_.name()},
+      {"chunk_ms", args_.chunk_ms},
+      {"duration_s", args_.duration_s},
+      {"elapsed_s", elapsed_s},
+      {"streams_requested", args_.streams},
+      {"streams_held", streams_held_},
+      {"chunks_sent", chunks_sent},
+      {"chunks_answered", chunks_answered},
+      {"frames", frames},
+      {"frames_per_s", window_s > 0 ? double(frames) / window_s : 0.0},
+      {"latency_ms", {{"p50", lat.p50}, {"p90", lat.p90}, {"p99", lat.p99}, {"max", lat.max}}},
+      {"max_lag_ms", max_lag_ms},
+      {"errors", errors_},
+      {"frame_errors", frame_errors},
+      {"interrupted", bool(g_interrupted)}};
+  return report;
+}
+
+int Run(const Args& args) {
+  auto client = client::Client::Connect(args.server, {args.connect_timeout_s});
+  if (!client.ok()) {
+    std::fprintf(stderr, "ssm-loadgen: error: %s\n", client.status().ToString().c_str());
+    return 1;
+  }
+  auto model = (*client)->GetModelInfo(args.model);
+  if (!model.ok()) {
+    std::fprintf(stderr, "ssm-loadgen: error: %s\n", model.status().ToString().c_str());
+    return 1;
+  }
+  Signal signal;
+  if (args.input.empty()) {
+    signal = SyntheticSignal(*model, args.seed);
+  } else {
+    auto input = client::ReadClientInput(args.input, *model);
+    if (!input.ok() || input->rows == 0) {
+      std::fprintf(
+          stderr, "ssm-loadgen: error: %s\n",
+          input.ok() ? (args.input + " is empty").c_str() : input.status().ToString().c_str());
+      return 1;
+    }
+    signal.values_per_row = input->is_audio() ? 1 : model->d_in();
+    signal.rows = input->rows;
+    signal.fits_s16 = input->fits_s16;
+    signal.values = std::move(input->values);
+  }
+  auto format = client::ChoosePayloadFormat(
+      args.format, signal.values_per_row == 1 && model->frontend() == "log_mel", signal.fits_s16);
+  if (!format.ok()) {
+    std::fprintf(stderr, "ssm-loadgen: error: %s\n", format.status().message().c_str());
+    return 1;
+  }
+  std::signal(SIGINT, [](int) { g_interrupted = 1; });
+  LoadGenerator generator(args, **client, *model, std::move(signal), *format);
+  const nlohmann::ordered_json report = generator.Run();
+  if (args.json) {
+    std::printf("%s\n", report.dump().c_str());
+  } else {
+    std::printf("%s\n", report.dump(2).c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace ssm
+
+int main(int argc, char** argv) {
+  ssm::Args args;
+  CLI::App app{
+      "Load generator: N concurrent real-time-paced streams against ssm-server. Prints "
+      "streams held, chunks, frames/s, latency percentiles (client send -> response), "
+      "the largest lag behind real time, errors by gRPC code and frame-index errors. "
+      "Exits 0 when the run completes, even if the server refused streams."};
+  app.add_option("--server", args.server, "Server address HOST:PORT")->required();
+  app.add_option("--model", args.model, "Model name (default: the server's default model)");
+  app.add_option("--streams", args.streams, "Concurrent streams")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--duration", args.duration_s, "Seconds of streaming (then drain and report)")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--chunk-ms", args.chunk_ms, "Chunk length, milliseconds of signal")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--input", args.input,
+                 "Signal to loop (audio or .npy frames); default: synthetic noise + tones")
+      ->check(CLI::ExistingFile);
+  app.add_option("--ramp-s", args.ramp_s, "Open the streams evenly over this many seconds")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--drain-s", args.drain_s,
+                 "After --duration, wait at most this long for outstanding outputs")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--threads", args.threads, "Pacer threads (0: min(streams, 4))")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--format", args.format,
+                 "Audio wire format: s16, f32, or auto (s16 when that is lossless, else f32)")
+      ->check(CLI::IsMember({"auto", "s16", "f32"}))
+      ->capture_default_str();
+  app.add_option("--seed", args.seed, "Seed of the synthetic signal")->capture_default_str();
+  app.add_option("--connect-timeout-s", args.connect_timeout_s,
+                 "Give up if the server is unreachable for this long")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_flag("--json", args.json, "Print the report as one line of JSON");
+  CLI11_PARSE(app, argc, argv);
+  if (args.ramp_s >= args.duration_s) {
+    std::fprintf(stderr, "ssm-loadgen: error: --ramp-s (%g) must be shorter than --duration (%g)\n",
+                 args.ramp_s, args.duration_s);
+    return 2;
+  }
+  return ssm::Run(args);
+}

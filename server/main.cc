@@ -1,0 +1,149 @@
+// ssm-server: the gRPC streaming service (design.md §5). Prints "listening on HOST:PORT" as its
+// first stdout line once it accepts calls; logs go to stderr. SIGTERM/SIGINT drain and exit 0.
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <cstdio>
+#include <memory>
+#include <string>
+
+#include "server/service/call_registry.h"
+#include "server/service/log.h"
+#include "server/service/model_registry.h"
+#include "server/service/server_config.h"
+#include "server/service/ssm_service.h"
+
+namespace ssm {
+namespace {
+
+// The idle sweep runs this often; an idle call ends within this much past --idle-timeout.
+constexpr std::chrono::milliseconds kIdleSweepPeriod(100);
+// After the drain, how long gRPC gets to cancel calls that are still open.
+constexpr std::chrono::milliseconds kShutdownGrace(500);
+
+int Serve(const ServerConfig& config, const sigset_t& signals) {
+  log::Info("ssm-server starting: {}", config.ToString());
+  auto models = ModelRegistry::Load(config);
+  if (!models.ok()) {
+    log::Error("{}", models.status().message());
+    return 1;
+  }
+  for (const auto& m : (*models)->models())
+    log::Info("model \"{}\" from {}: {}; {} stream slots", m->name, m->dir,
+              m->model->config().ToString(), m->engine->capacity());
+
+  CallRegistry calls(kIdleSweepPeriod);
+  SsmService service(&config, models->get(), &calls);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
+  builder.SetMaxReceiveMessageSize(int(MaxReceiveMessageBytes(config, **models)));
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || port == 0) {
+    log::Error("cannot listen on {}: the address is invalid or in use; choose another --listen",
+               config.listen);
+    return 1;
+  }
+  server->GetHealthCheckService()->SetServingStatus(true);
+  const std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  std::printf("listening on %s:%d\n", host.c_str(), port);
+  std::fflush(stdout);
+  log::Info("listening on {}:{}", host, port);
+
+  int signal_number = 0;
+  sigwait(&signals, &signal_number);
+  log::Info("{}: draining (new streams get UNAVAILABLE; up to {} s for open calls)",
+            strsignal(signal_number), config.drain_timeout_s);
+  server->GetHealthCheckService()->SetServingStatus(false);
+  calls.StartDrain();
+  const auto drain_deadline = std::chrono::steady_clock::now() +
+                              std::chrono::milliseconds(int64_t(config.drain_timeout_s * 1000.0));
+  if (!calls.WaitUntilEmpty(drain_deadline))
+    log::Warning("drain timeout: cancelling {} open calls", calls.size());
+  server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  (*models)->StopSchedulers();  // runs the last stream closes
+  calls.Stop();
+  log::Info("stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace ssm
+
+int main(int argc, char** argv) {
+  ssm::ServerConfig config;
+  std::vector<std::string> model_args;
+  CLI::App app{
+      "ssmserve gRPC server: real-time streaming and offline inference of state-space "
+      "models. Prints \"listening on HOST:PORT\" on stdout when ready; SIGTERM drains."};
+  app.add_option("--model", model_args,
+                 "[NAME=]DIR model directory, repeatable; NAME defaults to the directory's base "
+                 "name; the first is the default model")
+      ->required();
+  app.add_option("--listen", config.listen, "HOST:PORT to listen on (port 0 picks a free port)")
+      ->capture_default_str();
+  app.add_option("--device", config.device, "auto|cpu|reference (auto = cpu for now)")
+      ->check(CLI::IsMember({"auto", "cpu", "reference"}))
+      ->capture_default_str();
+  app.add_option("--max-streams", config.max_streams, "Stream state slots per model")
+      ->capture_default_str();
+  app.add_option("--idle-timeout", config.idle_timeout_s,
+                 "Seconds without a chunk after which a call is closed")
+      ->capture_default_str();
+  app.add_option("--max-chunk-ms", config.max_chunk_ms,
+                 "Longest Stream chunk accepted, milliseconds of signal")
+      ->capture_default_str();
+  app.add_option("--max-batch-streams", config.max_batch_streams,
+                 "Most streams advanced by one engine step")
+      ->capture_default_str();
+  app.add_option("--batch-wait-ms", config.batch_wait_ms,
+                 "How long a step waits for more ready streams, milliseconds")
+      ->capture_default_str();
+  app.add_option("--threads", config.threads, "Compute threads per engine (0 = all cores)")
+      ->capture_default_str();
+  app.add_option("--drain-timeout", config.drain_timeout_s,
+                 "Seconds open calls get to finish after SIGTERM/SIGINT")
+      ->capture_default_str();
+  app.add_option("--file-segment-frames", config.file_segment_frames,
+                 "ProcessFile: frames per engine step per file")
+      ->capture_default_str();
+  app.add_option("--file-frames-per-step", config.file_frames_per_step,
+                 "ProcessFile: file frames per engine step, all files together (bounds the "
+                 "delay files add to real-time chunks)")
+      ->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e) == 0 ? 0 : 2;  // --help: 0; a bad command line: 2, after CLI11's message
+  }
+
+  for (const std::string& arg : model_args) {
+    auto spec = ssm::ModelSpec::Parse(arg);
+    if (!spec.ok()) {
+      std::fprintf(stderr, "error: %s\n", spec.status().message().c_str());
+      return 2;
+    }
+    config.models.push_back(*spec);
+  }
+  const ssm::Status valid = config.Validate();
+  if (!valid.ok()) {
+    std::fprintf(stderr, "error: %s\n", valid.message().c_str());
+    return 2;
+  }
+  // Block the shutdown signals in every thread (threads inherit the mask) and take them with
+  // sigwait in Serve.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  return ssm::Serve(config, signals);
+}

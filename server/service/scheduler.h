@@ -1,0 +1,106 @@
+// The batch scheduler of one model engine (design.md §4): a worker thread that gathers the ready
+// chunks of many streams into one Engine::Step, runs it and hands each stream its outputs.
+//
+// Threading: Open/Submit/Close may be called from any thread and never block on engine work (they
+// take mu_ briefly). Every Engine call except OpenStream (Step, CloseStream) happens on the worker,
+// so a stream is never closed while a step uses it. Result and close callbacks run on the worker
+// with no lock held; they must not block.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "kernels/base/status.h"
+#include "server/engine/engine.h"
+
+namespace ssm {
+
+// Real-time chunks are batched before file segments (see Scheduler::PickBatch).
+enum class Priority { kRealTime, kFile };
+
+// What one submitted chunk produced.
+struct ChunkResult {
+  Status status;            // a bad chunk (NaN/Inf, ...) fails alone; its stream is unchanged
+  int64_t first_frame = 0;  // stream-wide index of the first output frame
+  int frames = 0;
+  std::vector<float> outputs;  // (frames, d_out)
+};
+
+struct SchedulerOptions {
+  int max_batch_streams = 256;                 // chunks per step
+  std::chrono::microseconds batch_wait{2000};  // wait for more ready streams, from the
+                                               // oldest ready chunk's arrival
+  int file_frames_per_step = 2048;             // file-segment frames per step (all files)
+};
+
+class Scheduler {
+ public:
+  using ResultFn = std::function<void(ChunkResult)>;
+  using ClosedFn = std::function<void()>;
+
+  // Starts the worker. `engine` must outlive the scheduler.
+  Scheduler(Engine* engine, const SchedulerOptions& options);
+  ~Scheduler();  // Stop()
+
+  // Opens a stream on the engine (RESOURCE_EXHAUSTED when all slots are in use) and returns its
+  // id. `on_result` is called on the worker once per submitted chunk, in submission order.
+  StatusOr<int> Open(Priority priority, ResultFn on_result);
+  // Queues the next chunk of `stream`. Never blocks; callers bound how many they have queued.
+  void Submit(int stream, std::vector<float> values);
+  // Drops the stream's queued chunks and closes it on the worker, after any step using it; then
+  // calls `on_closed` (on the worker). No `on_result` call follows `on_closed`.
+  void Close(int stream, ClosedFn on_closed);
+  // Runs pending closes, then joins the worker. Streams still open are closed without callback.
+  void Stop();
+
+  const Engine& engine() const { return *engine_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Queued {
+    std::vector<float> values;
+    Clock::time_point arrival;
+  };
+  struct Lane {
+    Priority priority = Priority::kRealTime;
+    ResultFn on_result;
+    std::deque<Queued> queue;
+  };
+  struct BatchItem {
+    int stream;
+    Queued chunk;
+    ResultFn* on_result;  // points into lanes_; a lane is erased only by the worker
+  };
+
+  void Run();  // the worker loop
+  // Moves at most one chunk per ready lane into *batch (mu_ held); see the .cc for the policy.
+  void PickBatch(std::vector<BatchItem>* batch);
+  Clock::time_point OldestReadyArrival() const;  // mu_ held; ready_ > 0
+  void DeliverResults(std::vector<BatchItem>* batch);
+
+  Engine* const engine_;
+  const SchedulerOptions options_;
+  const double values_per_frame_;  // hop samples (audio) or d_in floats (frames)
+
+  mutable std::mutex mu_;            // guards lanes_, ready_, closing_, stop_, last_file_stream_
+  std::condition_variable work_cv_;  // signalled on Submit, Close and Stop
+  std::map<int, Lane> lanes_;        // open streams by id
+  int ready_ = 0;                    // lanes with a queued chunk
+  std::vector<std::pair<int, ClosedFn>> closing_;
+  bool stop_ = false;
+  int last_file_stream_ = -1;  // round robin among file lanes
+
+  // Worker-only: the step's inputs and outputs, reused.
+  StepResult step_;
+  std::thread worker_;  // last: starts after everything above is built
+};
+
+}  // namespace ssm

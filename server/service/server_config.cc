@@ -1,0 +1,74 @@
+#include "server/service/server_config.h"
+
+#include <fmt/format.h>
+
+#include <set>
+
+namespace ssm {
+
+StatusOr<ModelSpec> ModelSpec::Parse(const std::string& arg) {
+  ModelSpec spec;
+  const size_t eq = arg.find('=');
+  if (eq == std::string::npos) {
+    spec.dir = arg;
+    std::string trimmed = arg;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+    const size_t slash = trimmed.rfind('/');
+    spec.name = slash == std::string::npos ? trimmed : trimmed.substr(slash + 1);
+  } else {
+    spec.name = arg.substr(0, eq);
+    spec.dir = arg.substr(eq + 1);
+  }
+  if (spec.name.empty() || spec.name == "/" || spec.name == "." || spec.name == "..")
+    return InvalidArgumentError(
+        fmt::format("--model {}: no model name; write --model NAME=DIR", arg));
+  if (spec.dir.empty())
+    return InvalidArgumentError(fmt::format("--model {}: empty directory", arg));
+  return spec;
+}
+
+Status ServerConfig::Validate() const {
+  if (models.empty()) return InvalidArgumentError("no model: give at least one --model [NAME=]DIR");
+  std::set<std::string> names;
+  for (const ModelSpec& m : models) {
+    if (!names.insert(m.name).second)
+      return InvalidArgumentError(fmt::format(
+          "--model: the name \"{}\" is used twice; name them with --model NAME=DIR", m.name));
+  }
+  const size_t colon = listen.rfind(':');
+  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size())
+    return InvalidArgumentError(
+        fmt::format("--listen {}: expected HOST:PORT, e.g. 0.0.0.0:50051", listen));
+  if (device != "auto" && device != "cpu" && device != "reference")
+    return InvalidArgumentError(
+        fmt::format("--device {}: expected auto, cpu or reference", device));
+  auto positive = [](const char* flag, double v) {
+    return v > 0 ? OkStatus() : InvalidArgumentError(fmt::format("{} {}: must be > 0", flag, v));
+  };
+  SSM_RETURN_IF_ERROR(positive("--max-streams", max_streams));
+  SSM_RETURN_IF_ERROR(positive("--idle-timeout", idle_timeout_s));
+  SSM_RETURN_IF_ERROR(positive("--max-chunk-ms", max_chunk_ms));
+  SSM_RETURN_IF_ERROR(positive("--max-batch-streams", max_batch_streams));
+  SSM_RETURN_IF_ERROR(positive("--drain-timeout", drain_timeout_s));
+  SSM_RETURN_IF_ERROR(positive("--file-segment-frames", file_segment_frames));
+  SSM_RETURN_IF_ERROR(positive("--file-frames-per-step", file_frames_per_step));
+  if (batch_wait_ms < 0 || batch_wait_ms > 1000)
+    return InvalidArgumentError(
+        fmt::format("--batch-wait-ms {}: must be in [0, 1000]", batch_wait_ms));
+  if (threads < 0) return InvalidArgumentError(fmt::format("--threads {}: must be >= 0", threads));
+  return OkStatus();
+}
+
+std::string ServerConfig::ToString() const {
+  std::string model_list;
+  for (const ModelSpec& m : models)
+    model_list += fmt::format("{}{}={}", model_list.empty() ? "" : ",", m.name, m.dir);
+  return fmt::format(
+      "models=[{}] listen={} device={} max_streams={} idle_timeout={}s max_chunk_ms={} "
+      "max_batch_streams={} batch_wait_ms={} threads={} drain_timeout={}s "
+      "file_segment_frames={} file_frames_per_step={}",
+      model_list, listen, device, max_streams, idle_timeout_s, max_chunk_ms, max_batch_streams,
+      batch_wait_ms, threads, drain_timeout_s, file_segment_frames, file_frames_per_step);
+}
+
+}  // namespace ssm

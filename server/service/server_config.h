@@ -1,0 +1,42 @@
+// ssm-server's configuration: every flag with its default, checks and a one-line summary.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "kernels/base/status.h"
+
+namespace ssm {
+
+// One --model flag: "[NAME=]DIR".
+struct ModelSpec {
+  std::string name;  // defaults to the directory's base name
+  std::string dir;
+
+  // Parses "[NAME=]DIR"; INVALID_ARGUMENT for an empty name or directory.
+  static StatusOr<ModelSpec> Parse(const std::string& arg);
+};
+
+struct ServerConfig {
+  std::vector<ModelSpec> models;         // the first is the default model
+  std::string listen = "0.0.0.0:50051";  // HOST:PORT; port 0 picks a free port
+  std::string device = "auto";           // auto | cpu | reference (auto = cpu until CUDA lands)
+  int max_streams = 256;                 // state-pool slots per model
+  double idle_timeout_s = 30;            // a call with no input for this long is closed
+  int max_chunk_ms = 1000;               // longest Stream chunk, milliseconds of signal
+  int max_batch_streams = 256;           // streams per engine step
+  double batch_wait_ms = 2;              // how long a step waits for more streams to be ready
+  int threads = 0;                       // compute threads per engine; 0 = all cores
+  double drain_timeout_s = 10;           // SIGTERM: how long open calls get to finish
+  int file_segment_frames = 1024;        // ProcessFile: frames per engine step per file
+  int file_frames_per_step = 2048;       // ProcessFile: file frames per step, all files together
+
+  // INVALID_ARGUMENT naming the flag and what to do, for the first invalid setting.
+  Status Validate() const;
+  // All settings on one line, for the start-up log.
+  std::string ToString() const;
+  // The engine backend --device selects.
+  std::string backend() const { return device == "reference" ? "reference" : "cpu"; }
+};
+
+}  // namespace ssm

@@ -1,0 +1,92 @@
+#include "server/service/ssm_service.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "server/service/file_reactor.h"
+#include "server/service/stream_reactor.h"
+
+namespace ssm {
+
+pb::ModelInfo MakeModelInfo(const ServedModel& served) {
+  const Model& model = *served.model;
+  const ModelConfig& c = model.config();
+  pb::ModelInfo info;
+  info.set_name(served.name);
+  info.set_frontend(c.frontend.type);
+  const bool audio = c.frontend.is_log_mel();
+  info.set_sample_rate(audio ? c.frontend.sample_rate : 0);
+  info.set_d_in(c.d_in);
+  info.set_d_out(c.d_out);
+  for (const std::string& label : c.labels) info.add_labels(label);
+  info.set_frame_rate(c.frame_rate());
+  info.set_hop_length(audio ? c.frontend.hop_length : 0);
+  info.set_win_length(audio ? c.frontend.win_length : 0);
+  info.set_head_activation(c.head_activation);
+  info.set_parameters(model.parameter_count());
+  info.set_state_bytes_per_stream(int64_t(model.state_bytes_per_stream()));
+  info.set_config_json(c.ToJson());
+  return info;
+}
+
+size_t MaxReceiveMessageBytes(const ServerConfig& config, const ModelRegistry& models) {
+  constexpr size_t kFloor = 4u << 20;             // 4 MiB
+  constexpr size_t kMessageOverhead = 64u << 10;  // open/chunk fields around the payload
+  size_t largest_chunk = 0;
+  for (const auto& m : models.models()) {
+    const ModelConfig& c = m->model->config();
+    const double values_per_second =
+        c.frontend.is_log_mel() ? double(c.frontend.sample_rate) : c.frame_rate() * double(c.d_in);
+    largest_chunk = std::max(
+        largest_chunk, size_t(values_per_second * config.max_chunk_ms / 1000.0 * sizeof(float)));
+  }
+  return std::max(kFloor, largest_chunk + kMessageOverhead);
+}
+
+SsmService::SsmService(const ServerConfig* config, const ModelRegistry* models,
+                       CallRegistry* calls) {
+  shared_.config = config;
+  shared_.models = models;
+  shared_.calls = calls;
+  for (const auto& m : models->models()) shared_.model_infos[m->name] = MakeModelInfo(*m);
+}
+
+grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* SsmService::Stream(
+    grpc::CallbackServerContext* context) {
+  return new StreamReactor(&shared_);
+}
+
+grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* SsmService::ProcessFile(
+    grpc::CallbackServerContext* context) {
+  return new FileReactor(&shared_);
+}
+
+grpc::ServerUnaryReactor* SsmService::ListModels(grpc::CallbackServerContext* context,
+                                                 const pb::ListModelsRequest* request,
+                                                 pb::ListModelsResponse* response) {
+  for (const auto& m : shared_.models->models())
+    *response->add_models() = shared_.model_infos.at(m->name);
+  response->set_default_model(shared_.models->default_model().name);
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(grpc::Status::OK);
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* SsmService::GetModelInfo(grpc::CallbackServerContext* context,
+                                                   const pb::GetModelInfoRequest* request,
+                                                   pb::ModelInfo* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  const ServedModel* model = shared_.models->Find(request->name());
+  if (model == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                 fmt::format("unknown model \"{}\"; this server has: {}",
+                                             request->name(), shared_.models->names())));
+  } else {
+    *response = shared_.model_infos.at(model->name);
+    reactor->Finish(grpc::Status::OK);
+  }
+  return reactor;
+}
+
+}  // namespace ssm

@@ -1,0 +1,43 @@
+// The ssmserve.v1.Ssm service (callback API): the two streaming rpcs as reactors, and the model
+// listing. Holds what the calls share; the models and the call registry are owned by the caller.
+#pragma once
+
+#include <cstddef>
+
+#include "server/service/call_reactor.h"
+#include "server/service/call_registry.h"
+#include "server/service/model_registry.h"
+#include "server/service/server_config.h"
+#include "ssmserve/v1/ssmserve.grpc.pb.h"
+
+namespace ssm {
+
+// Every field of ModelInfo, from the served model.
+pb::ModelInfo MakeModelInfo(const ServedModel& model);
+
+// The largest request the server accepts, bytes: room for a --max-chunk-ms chunk of the most
+// demanding model in its largest encoding, and at least 4 MiB (ProcessFile upload pieces).
+// Larger messages fail with RESOURCE_EXHAUSTED.
+size_t MaxReceiveMessageBytes(const ServerConfig& config, const ModelRegistry& models);
+
+// Thread-safe; all state is in the reactors and CallShared. Must outlive the grpc::Server.
+class SsmService final : public pb::Ssm::CallbackService {
+ public:
+  SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls);
+
+  grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* Stream(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* ProcessFile(
+      grpc::CallbackServerContext* context) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
+                                       const pb::ListModelsRequest* request,
+                                       pb::ListModelsResponse* response) override;
+  grpc::ServerUnaryReactor* GetModelInfo(grpc::CallbackServerContext* context,
+                                         const pb::GetModelInfoRequest* request,
+                                         pb::ModelInfo* response) override;
+
+ private:
+  CallShared shared_;
+};
+
+}  // namespace ssm

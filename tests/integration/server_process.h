@@ -1,0 +1,152 @@
+// Runs the real ssm-server binary as a child process for integration tests: starts it with any
+// arguments, reads the "listening on HOST:PORT" line it prints first on stdout, and stops it with
+// SIGTERM (and SIGKILL if it hangs) when the test is done. Header-only; POSIX.
+#pragma once
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace ssm::testing {
+
+#ifdef SSM_BIN_DIR
+// $SSM_SERVER_BINARY if set (e.g. a sanitizer build), else the ssm-server of this build.
+inline std::string DefaultServerBinary() {
+  const char* binary = std::getenv("SSM_SERVER_BINARY");
+  return binary != nullptr && *binary != '\0' ? binary : std::string(SSM_BIN_DIR) + "/ssm-server";
+}
+#endif
+
+class ServerProcess {
+ public:
+  // Exit code Wait/Terminate report when the process did not exit in time.
+  static constexpr int kTimedOut = -1;
+
+  // Starts `binary args...` and waits up to `timeout` for its first stdout line, which must be
+  // "listening on HOST:PORT". nullptr (and *error says why, with the line if any) on failure.
+  // Pass "--listen 127.0.0.1:0" to get a free port. stderr is inherited (server logs).
+  static std::unique_ptr<ServerProcess> Start(
+      const std::string& binary, const std::vector<std::string>& args, std::string* error,
+      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    int fds[2];
+    if (pipe2(fds, O_CLOEXEC) != 0) {
+      *error = "pipe failed";
+      return nullptr;
+    }
+    std::vector<std::string> argv_strings{binary};
+    argv_strings.insert(argv_strings.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& s : argv_strings) argv.push_back(s.data());
+    argv.push_back(nullptr);
+
+    const pid_t pid = fork();
+    if (pid < 0) {
+      close(fds[0]);
+      close(fds[1]);
+      *error = "fork failed";
+      return nullptr;
+    }
+    if (pid == 0) {                      // child: only async-signal-safe calls until exec
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
+      dup2(fds[1], STDOUT_FILENO);       // dup2 clears O_CLOEXEC on the copy
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+    close(fds[1]);
+    std::unique_ptr<ServerProcess> process(new ServerProcess(pid, fds[0]));
+    const std::string line = process->ReadLine(timeout);
+    const std::string prefix = "listening on ";
+    const size_t colon = line.rfind(':');
+    if (line.compare(0, prefix.size(), prefix) != 0 || colon == std::string::npos) {
+      *error = binary + " did not print \"listening on HOST:PORT\" (got \"" + line + "\")";
+      process->Terminate(std::chrono::seconds(5));
+      return nullptr;
+    }
+    std::string host = line.substr(prefix.size(), colon - prefix.size());
+    process->port_ = std::stoi(line.substr(colon + 1));
+    if (host == "0.0.0.0" || host == "[::]" || host == "::" || host.empty()) host = "127.0.0.1";
+    process->address_ = host + ":" + std::to_string(process->port_);
+    return process;
+  }
+
+  ~ServerProcess() {
+    if (!exited_) Terminate(std::chrono::seconds(20));
+    close(stdout_fd_);
+  }
+
+  const std::string& address() const { return address_; }  // "127.0.0.1:PORT", for a channel
+  int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+
+  // Sends `sig`; false if the process has already been reaped.
+  bool Signal(int sig) { return !exited_ && kill(pid_, sig) == 0; }
+
+  // Waits up to `timeout` for the process to exit. Returns its exit code, 128 + N if signal N
+  // killed it, or kTimedOut.
+  int Wait(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!exited_) {
+      int status = 0;
+      const pid_t r = waitpid(pid_, &status, WNOHANG);
+      if (r == pid_) {
+        exited_ = true;
+        exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return kTimedOut;
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    return exit_code_;
+  }
+
+  // SIGTERM, then Wait(timeout); if it is still running, SIGKILL and return kTimedOut.
+  int Terminate(std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
+    if (exited_) return exit_code_;
+    Signal(SIGTERM);
+    const int code = Wait(timeout);
+    if (code != kTimedOut) return code;
+    Signal(SIGKILL);
+    Wait(std::chrono::seconds(5));
+    return kTimedOut;
+  }
+
+ private:
+  ServerProcess(pid_t pid, int stdout_fd) : pid_(pid), stdout_fd_(stdout_fd) {}
+
+  // The first line on the child's stdout, without the newline ("" on timeout or EOF).
+  std::string ReadLine(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::string line;
+    for (;;) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return line;
+      pollfd pfd{stdout_fd_, POLLIN, 0};
+      if (poll(&pfd, 1, int(left.count())) <= 0) continue;
+      char c;
+      if (read(stdout_fd_, &c, 1) != 1) return line;  // EOF: the process ended
+      if (c == '\n') return line;
+      line += c;
+    }
+  }
+
+  pid_t pid_;
+  int stdout_fd_;  // kept open so the server never gets SIGPIPE for writing to stdout
+  int port_ = 0;
+  std::string address_;
+  bool exited_ = false;
+  int exit_code_ = 0;
+};
+
+}  // namespace ssm::testing
