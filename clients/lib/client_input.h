@@ -1,4 +1,5 @@
-// Reads an input file for a served model: audio resampled to the model's rate, or feature frames.
+// Reads an input file for a served model (server/io/model_input.h reads it; this adds what the
+// wire format choice needs).
 #pragma once
 
 #include <cstdint>
@@ -26,10 +27,8 @@ struct ClientInput {
   bool is_audio() const { return file_rate > 0; }
 };
 
-// Audio models (frontend log_mel): WAV/FLAC/... (libsndfile; down-mixed to mono), .raw PCM S16LE
-// and 1-D .npy samples (at options.raw_rate). Frame models (frontend none): .npy float32
-// (T, d_in). Audio at another rate than the model's is resampled (libsoxr HQ). Errors name the
-// file and what to change.
+// ReadModelInput for the model the server described: audio at another rate than the model's is
+// resampled; errors name the file and what to change.
 StatusOr<ClientInput> ReadClientInput(const std::string& path, const ssmserve::v1::ModelInfo& model,
                                       const ClientInputOptions& options = {});
 

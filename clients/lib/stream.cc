@@ -342,6 +342,13 @@ void StreamCall::OnDone(const grpc::Status& status) {
 std::shared_ptr<StreamCall> StartStreamCall(std::shared_ptr<grpc::Channel> channel,
                                             pb::Ssm::Stub* stub, StreamRpc rpc,
                                             const StreamOptions& options) {
+  // gRPC 1.51 runs callback calls on a shared "alternative" completion queue while any channel
+  // that made one is alive, and tears it down when the last such channel goes; that teardown
+  // races its own polling threads and can abort the process ("grpc_cq_internal_unref ... prior >
+  // 0", seen in about 1 of 7 test runs). Keeping the first such channel for the life of the
+  // process keeps the queue up, so the teardown never happens. One idle channel is the cost.
+  static const auto* const kQueueKeeper = new std::shared_ptr<grpc::Channel>(channel);
+  (void)kQueueKeeper;
   auto call = std::make_shared<StreamCall>(rpc, options, std::move(channel));
   call->Start(stub, new StreamReactor(call));
   return call;

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "kernels/base/strings.h"
 #include "clients/lib/client_input.h"
 #include "clients/lib/latency_summary.h"
 #include "clients/lib/pcm_encoding.h"
@@ -34,11 +35,6 @@ struct Args {
 };
 
 volatile std::sig_atomic_t g_interrupted = 0;  // Ctrl-C: stop sending, flush, write what came
-
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 int Fail(const Status& status) {
   std::fprintf(stderr, "ssm-stream: error: %s\n", status.ToString().c_str());

@@ -1,50 +1,73 @@
 #include "server/io/model_input.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include "kernels/base/strings.h"
 #include "server/io/audio_file.h"
 #include "server/io/npy.h"
+#include "server/io/resample.h"
 
 namespace ssm {
 namespace {
 
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+std::string Named(const InputSpec& spec) {
+  return spec.model_name.empty() ? "this model" : "model '" + spec.model_name + "'";
+}
+
+StatusOr<ModelInput> ReadFrames(const std::string& path, const InputSpec& spec) {
+  if (!EndsWith(path, ".npy"))
+    return InvalidArgumentError(fmt::format(
+        "{}: {} takes feature frames (frontend none); give a .npy float32 of shape (T, {})", path,
+        Named(spec), spec.d_in));
+  SSM_ASSIGN_OR_RETURN(NpyArray array, ReadNpy(path));
+  if (array.shape.size() != 2 || array.shape[1] != spec.d_in)
+    return InvalidArgumentError(
+        fmt::format("{}: {} takes frames of {} values; expected shape (T, {}), found ({})", path,
+                    Named(spec), spec.d_in, spec.d_in, fmt::join(array.shape, ", ")));
+  ModelInput input;
+  input.rows = array.shape[0];
+  input.values = std::move(array.data);
+  return input;
 }
 
 }  // namespace
 
-StatusOr<ModelInput> ReadModelInput(const std::string& path, const ModelConfig& config) {
+InputSpec InputSpec::FromConfig(const ModelConfig& config, const std::string& model_name) {
+  InputSpec spec;
+  spec.model_name = model_name;
+  spec.audio = config.frontend.is_log_mel();
+  spec.d_in = config.d_in;
+  spec.sample_rate = config.frontend.sample_rate;
+  return spec;
+}
+
+StatusOr<ModelInput> ReadModelInput(const std::string& path, const InputSpec& spec,
+                                    const ModelInputOptions& options) {
+  if (!spec.audio) return ReadFrames(path, spec);
+  if (spec.sample_rate <= 0)
+    return InternalError(fmt::format("{} reports no sample rate", Named(spec)));
   ModelInput input;
-  const bool audio = config.frontend.is_log_mel();
+  input.file_rate = options.raw_rate > 0 ? options.raw_rate : spec.sample_rate;
   if (EndsWith(path, ".npy")) {
-    SSM_ASSIGN_OR_RETURN(NpyArray array, ReadNpy(path));
-    if (audio && array.shape.size() != 1)
+    SSM_ASSIGN_OR_RETURN(NpyArray array, ReadNpy(path, {/*int16_as_pcm=*/true}));
+    if (array.shape.size() != 1)
       return InvalidArgumentError(fmt::format(
-          "{}: this model takes audio; expected a 1-D .npy of samples, found {} dimensions", path,
-          array.shape.size()));
-    if (!audio && (array.shape.size() != 2 || array.shape[1] != config.d_in))
-      return InvalidArgumentError(fmt::format(
-          "{}: this model takes frames; expected a .npy of shape (T, {}), found {} dimensions{}",
-          path, config.d_in, array.shape.size(),
-          array.shape.size() == 2 ? fmt::format(" with {} columns", array.shape[1]) : ""));
-    input.rows = array.shape[0];
+          "{}: {} takes audio; expected a 1-D .npy of samples, found shape ({})", path,
+          Named(spec), fmt::join(array.shape, ", ")));
     input.values = std::move(array.data);
-    return input;
-  }
-  if (!audio)
-    return InvalidArgumentError(fmt::format(
-        "{}: this model (frontend none) takes a .npy of shape (T, {})", path, config.d_in));
-  if (EndsWith(path, ".raw")) {
+  } else if (EndsWith(path, ".raw")) {
     SSM_ASSIGN_OR_RETURN(input.values, ReadRawPcm(path, "s16le"));
   } else {
-    SSM_ASSIGN_OR_RETURN(Audio a, ReadAudio(path));
-    if (a.sample_rate != config.frontend.sample_rate)
-      return InvalidArgumentError(fmt::format(
-          "{}: sample rate is {} Hz but the model expects {} Hz; resample it first (e.g. "
-          "sox in.wav -r {} out.wav)",
-          path, a.sample_rate, config.frontend.sample_rate, config.frontend.sample_rate));
-    input.values = std::move(a.samples);
+    SSM_ASSIGN_OR_RETURN(Audio audio, ReadAudio(path));
+    input.file_rate = audio.sample_rate;
+    input.values = std::move(audio.samples);
+  }
+  if (input.file_rate != spec.sample_rate) {
+    auto resampled = Resample(input.values, input.file_rate, spec.sample_rate);
+    if (!resampled.ok()) return resampled.status().WithContext(path);
+    input.values = std::move(*resampled);
+    input.resampled = true;
   }
   input.rows = int64_t(input.values.size());
   return input;

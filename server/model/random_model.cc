@@ -1,5 +1,7 @@
 #include "server/model/random_model.h"
 
+#include "kernels/base/strings.h"
+
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -37,11 +39,6 @@ class Rng {
  private:
   std::mt19937_64 engine_;
 };
-
-bool EndsWith(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() &&
-         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
 
 // Fills one tensor according to its role, which its name gives (design.md §2 names).
 void Fill(const TensorSpec& spec, Rng& rng, std::vector<float>* out) {

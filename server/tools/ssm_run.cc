@@ -24,8 +24,11 @@ int Run(const Args& args) {
   auto model = Model::Load(args.model_dir);
   if (!model.ok()) return tools::Fail(model.status());
   const ModelConfig& config = (*model)->config();
-  auto input = ReadModelInput(args.input, config);
+  auto input = ReadModelInput(args.input, InputSpec::FromConfig(config));
   if (!input.ok()) return tools::Fail(input.status());
+  if (input->resampled)
+    std::fprintf(stderr, "%s: resampled from %d Hz to the model's %d Hz\n", args.input.c_str(),
+                 input->file_rate, config.frontend.sample_rate);
 
   EngineOptions options;
   options.backend = args.device == "reference" ? "reference" : "cpu";

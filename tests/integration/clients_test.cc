@@ -20,7 +20,7 @@
 #include "clients/lib/client_input.h"
 #include "clients/lib/latency_summary.h"
 #include "clients/lib/pcm_encoding.h"
-#include "clients/lib/resample.h"
+#include "server/io/resample.h"
 #include "clients/lib/ssm_client.h"
 #include "server/io/audio_file.h"
 #include "server/io/npy.h"
@@ -149,7 +149,7 @@ TEST(ResampleTest, EightToSixteenKhzDoublesTheLengthAndKeepsATone) {
   const int n = 8000;  // 1 s
   std::vector<float> tone(n);
   for (int i = 0; i < n; ++i) tone[i] = 0.5f * std::sin(2 * M_PI * 440.0 * i / 8000.0);
-  auto up = client::Resample(tone, 8000, 16000);
+  auto up = Resample(tone, 8000, 16000);
   ASSERT_TRUE(up.ok()) << up.status().ToString();
   ASSERT_EQ(up->size(), 16000u);
   double max_error = 0;  // away from the edges, where the filter sees the signal start and stop
@@ -157,15 +157,15 @@ TEST(ResampleTest, EightToSixteenKhzDoublesTheLengthAndKeepsATone) {
     max_error =
         std::max(max_error, std::abs((*up)[i] - 0.5 * std::sin(2 * M_PI * 440.0 * i / 16000.0)));
   EXPECT_LT(max_error, 2e-3);
-  auto down = client::Resample(tone, 8000, 11025);
+  auto down = Resample(tone, 8000, 11025);
   ASSERT_TRUE(down.ok());
   EXPECT_EQ(down->size(), 11025u);
 }
 
 TEST(ResampleTest, EqualRatesReturnTheInputAndBadRatesAreErrors) {
   const std::vector<float> x = {0.1f, 0.2f, 0.3f};
-  EXPECT_EQ(*client::Resample(x, 16000, 16000), x);
-  EXPECT_EQ(client::Resample(x, 0, 16000).status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(*Resample(x, 16000, 16000), x);
+  EXPECT_EQ(Resample(x, 0, 16000).status().code(), StatusCode::kInvalidArgument);
 }
 
 TEST(LatencySummaryTest, NearestRankPercentiles) {
@@ -372,7 +372,7 @@ TEST_F(ClientsTest, StreamToolWritesJsonlWithLabels) {
 TEST_F(ClientsTest, StreamToolResamplesAnEightKhzFile) {
   auto speech = ReadAudio(kSpeech);
   ASSERT_TRUE(speech.ok());
-  auto low = client::Resample(speech->samples, 16000, 8000);
+  auto low = Resample(speech->samples, 16000, 8000);
   ASSERT_TRUE(low.ok());
   const std::string wav8k = Path("speech8k.wav");
   ASSERT_TRUE(WriteWav(wav8k, low->data(), low->size(), 8000).ok());

@@ -47,8 +47,9 @@ with wave.open(src) as r, wave.open(dst, "wb") as w:
 PY
 }
 sox_rate "$wav" "$tmp/8k.wav"
-check_error "ssm-run wrong sample rate" "8000 Hz" \
-  "$bin/ssm-run" --model "$tmp/m" --input "$tmp/8k.wav" --output "$tmp/o.npy"
+check "ssm-run resamples an 8 kHz file" "$bin/ssm-run" --model "$tmp/m" --input "$tmp/8k.wav" \
+  --output "$tmp/8k.npy"
+grep -q "resampled from 8000 Hz" "$tmp/out" || { echo "FAIL: no resampling note"; failures=$((failures + 1)); }
 echo "not a model" >"$tmp/m/config.json"
 check_error "ssm-run broken config" "config.json" \
   "$bin/ssm-run" --model "$tmp/m" --input "$wav" --output "$tmp/o.npy"

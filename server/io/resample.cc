@@ -1,11 +1,11 @@
-#include "clients/lib/resample.h"
+#include "server/io/resample.h"
 
 #include <soxr.h>
 
 #include <cmath>
 #include <string>
 
-namespace ssm::client {
+namespace ssm {
 
 StatusOr<std::vector<float>> Resample(const std::vector<float>& samples, int in_rate,
                                       int out_rate) {
@@ -28,4 +28,4 @@ StatusOr<std::vector<float>> Resample(const std::vector<float>& samples, int in_
   return out;
 }
 
-}  // namespace ssm::client
+}  // namespace ssm

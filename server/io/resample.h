@@ -5,10 +5,10 @@
 
 #include "kernels/base/status.h"
 
-namespace ssm::client {
+namespace ssm {
 
 // Resamples mono `samples` from `in_rate` to `out_rate` Hz (libsoxr HQ, linear phase). The result
 // has round(n · out_rate / in_rate) samples; equal rates return the input unchanged.
 StatusOr<std::vector<float>> Resample(const std::vector<float>& samples, int in_rate, int out_rate);
 
-}  // namespace ssm::client
+}  // namespace ssm
