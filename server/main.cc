@@ -1,19 +1,29 @@
 // ssm-server: the gRPC streaming service (design.md §5). Prints "listening on HOST:PORT" as its
-// first stdout line once it accepts calls; logs go to stderr. SIGTERM/SIGINT drain and exit 0.
+// first stdout line once it accepts calls, then "metrics on HOST:PORT" when Prometheus metrics
+// are served (--metrics-listen); logs go to stderr. SIGTERM/SIGINT drain and exit 0.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <netdb.h>
+#include <prometheus/exposer.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <exception>
 #include <memory>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "server/service/call_registry.h"
 #include "server/service/log.h"
+#include "server/service/metrics.h"
 #include "server/service/model_registry.h"
 #include "server/service/server_config.h"
 #include "server/service/ssm_service.h"
@@ -26,9 +36,69 @@ constexpr std::chrono::milliseconds kIdleSweepPeriod(100);
 // After the drain, how long gRPC gets to cancel calls that are still open.
 constexpr std::chrono::milliseconds kShutdownGrace(500);
 
+#ifndef SSM_VERSION
+#define SSM_VERSION "unknown"
+#endif
+
+// The host part of a HOST:PORT flag.
+std::string Host(const std::string& host_port) { return host_port.substr(0, host_port.rfind(':')); }
+
+// Serves `metrics` on HTTP GET http://ADDRESS/metrics; nullptr (and logged why) when the address
+// cannot be bound.
+std::unique_ptr<prometheus::Exposer> ExposeMetrics(const std::string& address,
+                                                   const Metrics& metrics) {
+  try {
+    auto exposer = std::make_unique<prometheus::Exposer>(address);
+    exposer->RegisterCollectable(metrics.registry());
+    if (exposer->GetListeningPorts().empty()) throw std::runtime_error("no listening port");
+    return exposer;
+  } catch (const std::exception& e) {
+    log::Error(
+        "cannot serve metrics on {}: {}; choose another --metrics-listen, or "
+        "--metrics-listen \"\" to turn metrics off",
+        address, e.what());
+    return nullptr;
+  }
+}
+
+// Opens and closes one TCP connection to host:port (a wildcard host means this machine).
+void Knock(const std::string& host, int port) {
+  std::string target = host == "0.0.0.0" || host == "[::]" ? "localhost" : host;
+  if (target.size() > 2 && target.front() == '[') target = target.substr(1, target.size() - 2);
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(target.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  if (fd >= 0) {
+    connect(fd, found->ai_addr, found->ai_addrlen);
+    close(fd);
+  }
+  freeaddrinfo(found);
+}
+
+// Stops the metrics endpoint. Its listener thread sees the stop request only when its poll
+// returns, which takes up to 2 s on an idle port, so a connection is made every 20 ms until it
+// has stopped: without it every shutdown would take up to 2 s longer.
+void StopExposer(std::unique_ptr<prometheus::Exposer> exposer, const std::string& host) {
+  const int port = exposer->GetListeningPorts().front();
+  std::atomic<bool> stopped{false};
+  std::thread stopper([&] {
+    exposer.reset();
+    stopped = true;
+  });
+  while (!stopped) {
+    Knock(host, port);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  stopper.join();
+}
+
 int Serve(const ServerConfig& config, const sigset_t& signals) {
   log::Info("ssm-server starting: {}", config.ToString());
-  auto models = ModelRegistry::Load(config);
+  // Every backend runs on the host CPU until the CUDA backend lands.
+  Metrics metrics(SSM_VERSION, config.backend(), "cpu");
+  auto models = ModelRegistry::Load(config, &metrics);
   if (!models.ok()) {
     log::Error("{}", models.status().message());
     return 1;
@@ -38,7 +108,12 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
               m->model->config().ToString(), m->engine->capacity());
 
   CallRegistry calls(kIdleSweepPeriod);
-  SsmService service(&config, models->get(), &calls);
+  SsmService service(&config, models->get(), &calls, &metrics);
+  std::unique_ptr<prometheus::Exposer> exposer;
+  if (!config.metrics_listen.empty()) {
+    exposer = ExposeMetrics(config.metrics_listen, metrics);
+    if (exposer == nullptr) return 1;
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -53,10 +128,17 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
     return 1;
   }
   server->GetHealthCheckService()->SetServingStatus(true);
-  const std::string host = config.listen.substr(0, config.listen.rfind(':'));
+  const std::string host = Host(config.listen);
   std::printf("listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
   log::Info("listening on {}:{}", host, port);
+  if (exposer != nullptr) {
+    const std::string metrics_host = Host(config.metrics_listen);
+    const int metrics_port = exposer->GetListeningPorts().front();
+    std::printf("metrics on %s:%d\n", metrics_host.c_str(), metrics_port);
+    std::fflush(stdout);
+    log::Info("Prometheus metrics on http://{}:{}/metrics", metrics_host, metrics_port);
+  }
 
   int signal_number = 0;
   sigwait(&signals, &signal_number);
@@ -69,6 +151,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   if (!calls.WaitUntilEmpty(drain_deadline))
     log::Warning("drain timeout: cancelling {} open calls", calls.size());
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  if (exposer != nullptr) StopExposer(std::move(exposer), Host(config.metrics_listen));
   (*models)->StopSchedulers();  // runs the last stream closes
   calls.Stop();
   log::Info("stopped");
@@ -89,6 +172,10 @@ int main(int argc, char** argv) {
                  "name; the first is the default model")
       ->required();
   app.add_option("--listen", config.listen, "HOST:PORT to listen on (port 0 picks a free port)")
+      ->capture_default_str();
+  app.add_option("--metrics-listen", config.metrics_listen,
+                 "HOST:PORT serving Prometheus metrics at /metrics (port 0 picks a free port; "
+                 "\"\" turns metrics off)")
       ->capture_default_str();
   app.add_option("--device", config.device, "auto|cpu|reference (auto = cpu for now)")
       ->check(CLI::IsMember({"auto", "cpu", "reference"}))

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <utility>
 
 #include "server/service/log.h"
@@ -17,6 +18,10 @@ constexpr size_t kMaxLabelBytes = 128;
 // Milliseconds between two time points, as a double.
 double Millis(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+double Seconds(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double>(to - from).count();
 }
 
 }  // namespace
@@ -122,6 +127,8 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
   format_ = format;
   label_ = open.label();
   stream_id_ = fmt::format("{}-{}", model->name, shared_->next_stream_id.fetch_add(1));
+  opened_at_ = Clock::now();
+  model->metrics->StreamOpened();
 
   pb::StreamResponse response;
   pb::StreamOpened* opened = response.mutable_opened();
@@ -149,7 +156,8 @@ void CallReactor::OnResult(ChunkResult result) {
     --in_flight_;
     return;
   }
-  last_activity_ = Clock::now();
+  const Clock::time_point now = Clock::now();
+  last_activity_ = now;
   if (!result.status.ok()) {
     --in_flight_;
     FinishLocked(ToGrpcStatus(result.status.WithContext(fmt::format("chunk {}", meta.sequence))));
@@ -165,11 +173,28 @@ void CallReactor::OnResult(ChunkResult result) {
     out->set_d_out(model_->engine->d_out());
     out->mutable_values()->Add(result.outputs.begin(), result.outputs.end());
     out->set_sequence(meta.sequence);
-    out->set_server_latency_ms(Millis(meta.arrival, Clock::now()));
+    out->set_server_latency_ms(Millis(meta.arrival, now));
     QueueWriteLocked(std::move(response), true);
   }
+  RecordResultLocked(result, meta.arrival, now);
   MaybeCompleteLocked();
   MaybeReadLocked();
+}
+
+void CallReactor::RecordResultLocked(const ChunkResult& result, Clock::time_point arrival,
+                                     Clock::time_point now) {
+  ModelMetrics& m = *model_->metrics;
+  if (behaviour_.priority != Priority::kRealTime) {
+    m.offline_frames->Increment(result.frames);
+    return;
+  }
+  m.chunks->Increment();
+  m.frames->Increment(result.frames);
+  m.chunk_latency->Observe(Seconds(arrival, now));
+  // Lag: wall time since open minus the signal time covered by the outputs so far.
+  const double signal_s =
+      double(result.first_frame + result.frames) / model_->model->config().frame_rate();
+  m.stream_lag->Observe(std::max(0.0, Seconds(opened_at_, now) - signal_s));
 }
 
 void CallReactor::QueueWriteLocked(pb::StreamResponse response, bool completes_chunk) {
@@ -219,10 +244,17 @@ void CallReactor::OnDone() {
   shared_->calls->Remove(this);
   int stream;
   Scheduler* scheduler;
+  StatusCode code;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stream = stream_;
     scheduler = scheduler_;
+    code = static_cast<StatusCode>(finish_status_.error_code());
+    shared_->metrics->CountError(int(code));
+    if (model_ != nullptr && code == StatusCode::kOk && behaviour_.priority == Priority::kFile) {
+      model_->metrics->offline_files->Increment();
+      model_->metrics->offline_file_seconds->Observe(Seconds(opened_at_, Clock::now()));
+    }
     if (!finish_status_.ok() && finish_status_.error_code() != grpc::StatusCode::CANCELLED)
       log::Warning("{} {}{}{} ended: {} {}", behaviour_.rpc, stream_id_.empty() ? "-" : stream_id_,
                    label_.empty() ? "" : " label=", label_, int(finish_status_.error_code()),
@@ -230,7 +262,10 @@ void CallReactor::OnDone() {
   }
   // The slot is freed on the scheduler's worker, after any step still using it.
   if (stream >= 0) {
-    scheduler->Close(stream, [this] { delete this; });
+    scheduler->Close(stream, [this, code] {
+      model_->metrics->StreamClosed(code);
+      delete this;
+    });
   } else {
     delete this;
   }

@@ -7,6 +7,7 @@
 // At most one read and one write are in flight; further outputs wait in writes_.
 // Backpressure: at most kMaxChunksInFlight chunks (submitted, not yet written back) per call;
 // beyond that no read is started, so gRPC flow control slows the client down.
+// Metrics: the reactor counts its stream's open and close, its chunks and errors (metrics.h).
 // Lifetime: OnDone closes the stream through the scheduler, whose close callback deletes the
 // reactor, so no scheduler callback can reach a deleted reactor.
 #pragma once
@@ -24,6 +25,7 @@
 
 #include "kernels/base/status.h"
 #include "server/service/call_registry.h"
+#include "server/service/metrics.h"
 #include "server/service/model_registry.h"
 #include "server/service/payload.h"
 #include "server/service/scheduler.h"
@@ -42,6 +44,7 @@ struct CallShared {
   const ServerConfig* config = nullptr;
   const ModelRegistry* models = nullptr;
   CallRegistry* calls = nullptr;
+  Metrics* metrics = nullptr;
   std::map<std::string, pb::ModelInfo> model_infos;  // by model name, immutable
   std::atomic<uint64_t> next_stream_id{1};
 };
@@ -100,6 +103,9 @@ class CallReactor : public grpc::ServerBidiReactor<pb::StreamRequest, pb::Stream
   Status HandleOpenLocked(const pb::StreamRequest& request);
   Status HandleRequestLocked(const pb::StreamRequest& request);
   void OnResult(ChunkResult result);  // scheduler worker thread
+  // Updates the chunk metrics for an answered chunk that arrived at `arrival`.
+  void RecordResultLocked(const ChunkResult& result, std::chrono::steady_clock::time_point arrival,
+                          std::chrono::steady_clock::time_point now);
   void QueueWriteLocked(pb::StreamResponse response, bool completes_chunk);
   // Drops queued writes not yet started (the client is gone).
   void DropQueuedWritesLocked();
@@ -128,6 +134,7 @@ class CallReactor : public grpc::ServerBidiReactor<pb::StreamRequest, pb::Stream
   bool finished_ = false;  // Finish called
   grpc::Status finish_status_;
   std::chrono::steady_clock::time_point last_activity_;  // last read, result or write done
+  std::chrono::steady_clock::time_point opened_at_;      // when `open` was accepted
 };
 
 }  // namespace ssm

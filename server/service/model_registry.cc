@@ -4,7 +4,8 @@
 
 namespace ssm {
 
-StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const ServerConfig& config) {
+StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const ServerConfig& config,
+                                                             Metrics* metrics) {
   auto registry = std::make_unique<ModelRegistry>();
   for (const ModelSpec& spec : config.models) {
     auto served = std::make_unique<ServedModel>();
@@ -20,12 +21,15 @@ StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const ServerConfig&
     auto engine = Engine::Create(served->model, options);
     if (!engine.ok()) return engine.status().WithContext(fmt::format("model \"{}\"", spec.name));
     served->engine = std::move(*engine);
+    served->metrics = metrics->AddModel(spec.name, options.backend, served->engine->capacity(),
+                                        int64_t(served->model->state_bytes_per_stream()));
     SchedulerOptions scheduling;
     scheduling.max_batch_streams = config.max_batch_streams;
     scheduling.batch_wait =
         std::chrono::microseconds(static_cast<int64_t>(config.batch_wait_ms * 1000.0));
     scheduling.file_frames_per_step = config.file_frames_per_step;
-    served->scheduler = std::make_unique<Scheduler>(served->engine.get(), scheduling);
+    served->scheduler =
+        std::make_unique<Scheduler>(served->engine.get(), scheduling, served->metrics);
     registry->models_.push_back(std::move(served));
   }
   return registry;

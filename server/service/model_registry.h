@@ -8,6 +8,7 @@
 #include "kernels/base/status.h"
 #include "server/engine/engine.h"
 #include "server/model/model.h"
+#include "server/service/metrics.h"
 #include "server/service/scheduler.h"
 #include "server/service/server_config.h"
 
@@ -18,6 +19,7 @@ struct ServedModel {
   std::string dir;
   std::shared_ptr<const Model> model;
   std::unique_ptr<Engine> engine;
+  ModelMetrics* metrics = nullptr;       // owned by the server's Metrics
   std::unique_ptr<Scheduler> scheduler;  // after engine: destroyed (stopped) first
 };
 
@@ -25,8 +27,10 @@ struct ServedModel {
 class ModelRegistry {
  public:
   // Loads every --model, creating an engine (--device, --threads, --max-streams) and a scheduler
-  // (--max-batch-streams, --batch-wait-ms) for each. Errors name the model.
-  static StatusOr<std::unique_ptr<ModelRegistry>> Load(const ServerConfig& config);
+  // (--max-batch-streams, --batch-wait-ms) for each, and registers its series in `metrics`
+  // (which must outlive the registry). Errors name the model.
+  static StatusOr<std::unique_ptr<ModelRegistry>> Load(const ServerConfig& config,
+                                                       Metrics* metrics);
 
   // The model called `name`; "" selects the default (first) model. nullptr when unknown.
   const ServedModel* Find(const std::string& name) const;

@@ -7,12 +7,22 @@
 
 namespace ssm {
 
-Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options)
+namespace {
+
+// ssm_realtime_factor is recomputed once this much wall time has passed with steps in it.
+constexpr std::chrono::seconds kRealtimeFactorWindow(1);
+
+}  // namespace
+
+Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options, ModelMetrics* metrics)
     : engine_(engine),
       options_(options),
       values_per_frame_(engine->frontend().takes_samples()
                             ? double(engine->model().config().frontend.hop_length)
                             : double(engine->model().config().d_in)),
+      frame_rate_(engine->model().config().frame_rate()),
+      metrics_(metrics),
+      window_start_(Clock::now()),
       worker_([this] { Run(); }) {}
 
 Scheduler::~Scheduler() { Stop(); }
@@ -33,6 +43,7 @@ void Scheduler::Submit(int stream, std::vector<float> values) {
     SSM_CHECK_MSG(it != lanes_.end(), fmt::format("Submit to stream {} which is not open", stream));
     if (it->second.queue.empty()) ++ready_;
     it->second.queue.push_back({std::move(values), Clock::now()});
+    metrics_->queue_depth->Increment();  // under mu_, so the worker's decrements follow it
   }
   work_cv_.notify_one();
 }
@@ -98,6 +109,7 @@ void Scheduler::PickBatch(std::vector<BatchItem>* batch) {
     lane.queue.pop_front();
     if (lane.queue.empty()) --ready_;
   }
+  metrics_->queue_depth->Decrement(double(chosen.size()));
 }
 
 void Scheduler::Run() {
@@ -122,6 +134,7 @@ void Scheduler::Run() {
         auto it = lanes_.find(close.first);
         if (it == lanes_.end()) continue;
         if (!it->second.queue.empty()) --ready_;
+        metrics_->queue_depth->Decrement(double(it->second.queue.size()));
         lanes_.erase(it);
       }
       if (!stop_) PickBatch(&batch);
@@ -147,6 +160,7 @@ void Scheduler::Run() {
   for (const auto& [stream, lane] : lanes_) engine_->CloseStream(stream);
   lanes_.clear();
   ready_ = 0;
+  metrics_->queue_depth->Set(0);
 }
 
 void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {
@@ -154,7 +168,9 @@ void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {
   inputs.reserve(batch->size());
   for (const BatchItem& item : *batch)
     inputs.push_back({item.stream, item.chunk.values.data(), item.chunk.values.size()});
+  const Clock::time_point start = Clock::now();
   engine_->Step(inputs, &step_);
+  RecordStep(*batch, std::chrono::duration<double>(Clock::now() - start).count());
   const size_t d_out = size_t(engine_->d_out());
   for (size_t i = 0; i < batch->size(); ++i) {
     const ChunkOutput& out = step_.chunks[i];
@@ -167,6 +183,26 @@ void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {
       result.outputs.assign(first, first + size_t(out.frames) * d_out);
     }
     (*(*batch)[i].on_result)(std::move(result));
+  }
+}
+
+void Scheduler::RecordStep(const std::vector<BatchItem>& batch, double step_s) {
+  int frames = 0;
+  double values = 0;
+  for (size_t i = 0; i < batch.size(); ++i) {
+    frames += step_.chunks[i].frames;
+    if (step_.chunks[i].status.ok()) values += double(batch[i].chunk.values.size());
+  }
+  metrics_->engine_step->Observe(step_s);
+  metrics_->batch_streams->Observe(double(batch.size()));
+  metrics_->batch_frames->Observe(double(frames));
+  window_signal_s_ += values / values_per_frame_ / frame_rate_;
+  window_step_s_ += step_s;
+  const Clock::time_point now = Clock::now();
+  if (now - window_start_ >= kRealtimeFactorWindow) {
+    if (window_step_s_ > 0) metrics_->realtime_factor->Set(window_signal_s_ / window_step_s_);
+    window_start_ = now;
+    window_signal_s_ = window_step_s_ = 0;
   }
 }
 

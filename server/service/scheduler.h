@@ -4,7 +4,8 @@
 // Threading: Open/Submit/Close may be called from any thread and never block on engine work (they
 // take mu_ briefly). Every Engine call except OpenStream (Step, CloseStream) happens on the worker,
 // so a stream is never closed while a step uses it. Result and close callbacks run on the worker
-// with no lock held; they must not block.
+// with no lock held; they must not block. The worker updates the model's step metrics
+// (ssm_engine_step_seconds, ssm_batch_*, ssm_queue_depth, ssm_realtime_factor).
 #pragma once
 
 #include <chrono>
@@ -20,6 +21,7 @@
 
 #include "kernels/base/status.h"
 #include "server/engine/engine.h"
+#include "server/service/metrics.h"
 
 namespace ssm {
 
@@ -46,8 +48,8 @@ class Scheduler {
   using ResultFn = std::function<void(ChunkResult)>;
   using ClosedFn = std::function<void()>;
 
-  // Starts the worker. `engine` must outlive the scheduler.
-  Scheduler(Engine* engine, const SchedulerOptions& options);
+  // Starts the worker. `engine` and `metrics` must outlive the scheduler.
+  Scheduler(Engine* engine, const SchedulerOptions& options, ModelMetrics* metrics);
   ~Scheduler();  // Stop()
 
   // Opens a stream on the engine (RESOURCE_EXHAUSTED when all slots are in use) and returns its
@@ -85,10 +87,14 @@ class Scheduler {
   void PickBatch(std::vector<BatchItem>* batch);
   Clock::time_point OldestReadyArrival() const;  // mu_ held; ready_ > 0
   void DeliverResults(std::vector<BatchItem>* batch);
+  // Updates the step metrics for the step just run on `batch`, which took `step_s` (worker).
+  void RecordStep(const std::vector<BatchItem>& batch, double step_s);
 
   Engine* const engine_;
   const SchedulerOptions options_;
   const double values_per_frame_;  // hop samples (audio) or d_in floats (frames)
+  const double frame_rate_;        // output frames per second of signal
+  ModelMetrics* const metrics_;
 
   mutable std::mutex mu_;            // guards lanes_, ready_, closing_, stop_, last_file_stream_
   std::condition_variable work_cv_;  // signalled on Submit, Close and Stop
@@ -100,6 +106,9 @@ class Scheduler {
 
   // Worker-only: the step's inputs and outputs, reused.
   StepResult step_;
+  // Worker-only: the current ssm_realtime_factor window.
+  Clock::time_point window_start_;
+  double window_signal_s_ = 0, window_step_s_ = 0;
   std::thread worker_;  // last: starts after everything above is built
 };
 

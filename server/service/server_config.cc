@@ -2,9 +2,26 @@
 
 #include <fmt/format.h>
 
+#include <cstdlib>
 #include <set>
 
 namespace ssm {
+
+namespace {
+
+// INVALID_ARGUMENT unless `value` is HOST:PORT with a port in [0, 65535].
+Status CheckHostPort(const char* flag, const std::string& value, const char* example) {
+  const size_t colon = value.rfind(':');
+  const std::string port = colon == std::string::npos ? "" : value.substr(colon + 1);
+  char* end = nullptr;
+  const long number = port.empty() ? -1 : std::strtol(port.c_str(), &end, 10);
+  if (colon == 0 || port.empty() || *end != '\0' || number < 0 || number > 65535)
+    return InvalidArgumentError(fmt::format(
+        "{} {}: expected HOST:PORT with a port in [0, 65535], e.g. {}", flag, value, example));
+  return OkStatus();
+}
+
+}  // namespace
 
 StatusOr<ModelSpec> ModelSpec::Parse(const std::string& arg) {
   ModelSpec spec;
@@ -35,10 +52,10 @@ Status ServerConfig::Validate() const {
       return InvalidArgumentError(fmt::format(
           "--model: the name \"{}\" is used twice; name them with --model NAME=DIR", m.name));
   }
-  const size_t colon = listen.rfind(':');
-  if (colon == std::string::npos || colon == 0 || colon + 1 == listen.size())
-    return InvalidArgumentError(
-        fmt::format("--listen {}: expected HOST:PORT, e.g. 0.0.0.0:50051", listen));
+  SSM_RETURN_IF_ERROR(CheckHostPort("--listen", listen, "0.0.0.0:50051"));
+  if (!metrics_listen.empty())
+    SSM_RETURN_IF_ERROR(CheckHostPort("--metrics-listen", metrics_listen,
+                                      "127.0.0.1:9464 (or \"\" to turn metrics off)"));
   if (device != "auto" && device != "cpu" && device != "reference")
     return InvalidArgumentError(
         fmt::format("--device {}: expected auto, cpu or reference", device));
@@ -64,11 +81,13 @@ std::string ServerConfig::ToString() const {
   for (const ModelSpec& m : models)
     model_list += fmt::format("{}{}={}", model_list.empty() ? "" : ",", m.name, m.dir);
   return fmt::format(
-      "models=[{}] listen={} device={} max_streams={} idle_timeout={}s max_chunk_ms={} "
+      "models=[{}] listen={} metrics_listen={} device={} max_streams={} idle_timeout={}s "
+      "max_chunk_ms={} "
       "max_batch_streams={} batch_wait_ms={} threads={} drain_timeout={}s "
       "file_segment_frames={} file_frames_per_step={}",
-      model_list, listen, device, max_streams, idle_timeout_s, max_chunk_ms, max_batch_streams,
-      batch_wait_ms, threads, drain_timeout_s, file_segment_frames, file_frames_per_step);
+      model_list, listen, metrics_listen.empty() ? "off" : metrics_listen, device, max_streams,
+      idle_timeout_s, max_chunk_ms, max_batch_streams, batch_wait_ms, threads, drain_timeout_s,
+      file_segment_frames, file_frames_per_step);
 }
 
 }  // namespace ssm

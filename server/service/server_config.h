@@ -30,6 +30,8 @@ struct ServerConfig {
   double drain_timeout_s = 10;           // SIGTERM: how long open calls get to finish
   int file_segment_frames = 1024;        // ProcessFile: frames per engine step per file
   int file_frames_per_step = 2048;       // ProcessFile: file frames per step, all files together
+  // HOST:PORT serving Prometheus metrics at /metrics; port 0 picks a free port; "" = off.
+  std::string metrics_listen = "127.0.0.1:9464";
 
   // INVALID_ARGUMENT naming the flag and what to do, for the first invalid setting.
   Status Validate() const;

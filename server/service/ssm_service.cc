@@ -44,9 +44,10 @@ size_t MaxReceiveMessageBytes(const ServerConfig& config, const ModelRegistry& m
   return std::max(kFloor, largest_chunk + kMessageOverhead);
 }
 
-SsmService::SsmService(const ServerConfig* config, const ModelRegistry* models,
-                       CallRegistry* calls) {
+SsmService::SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
+                       Metrics* metrics) {
   shared_.config = config;
+  shared_.metrics = metrics;
   shared_.models = models;
   shared_.calls = calls;
   for (const auto& m : models->models()) shared_.model_infos[m->name] = MakeModelInfo(*m);
@@ -79,6 +80,7 @@ grpc::ServerUnaryReactor* SsmService::GetModelInfo(grpc::CallbackServerContext* 
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   const ServedModel* model = shared_.models->Find(request->name());
   if (model == nullptr) {
+    shared_.metrics->CountError(int(StatusCode::kNotFound));
     reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
                                  fmt::format("unknown model \"{}\"; this server has: {}",
                                              request->name(), shared_.models->names())));

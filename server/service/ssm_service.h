@@ -6,6 +6,7 @@
 
 #include "server/service/call_reactor.h"
 #include "server/service/call_registry.h"
+#include "server/service/metrics.h"
 #include "server/service/model_registry.h"
 #include "server/service/server_config.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
@@ -23,7 +24,8 @@ size_t MaxReceiveMessageBytes(const ServerConfig& config, const ModelRegistry& m
 // Thread-safe; all state is in the reactors and CallShared. Must outlive the grpc::Server.
 class SsmService final : public pb::Ssm::CallbackService {
  public:
-  SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls);
+  SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
+             Metrics* metrics);
 
   grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* Stream(
       grpc::CallbackServerContext* context) override;

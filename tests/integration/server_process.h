@@ -1,6 +1,7 @@
 // Runs the real ssm-server binary as a child process for integration tests: starts it with any
-// arguments, reads the "listening on HOST:PORT" line it prints first on stdout, and stops it with
-// SIGTERM (and SIGKILL if it hangs) when the test is done. Header-only; POSIX.
+// arguments, reads the "listening on HOST:PORT" line it prints first on stdout (and the
+// "metrics on HOST:PORT" line that follows when metrics are on), and stops it with SIGTERM (and
+// SIGKILL if it hangs) when the test is done. Header-only; POSIX.
 #pragma once
 
 #include <fcntl.h>
@@ -34,11 +35,22 @@ class ServerProcess {
   static constexpr int kTimedOut = -1;
 
   // Starts `binary args...` and waits up to `timeout` for its first stdout line, which must be
-  // "listening on HOST:PORT". nullptr (and *error says why, with the line if any) on failure.
-  // Pass "--listen 127.0.0.1:0" to get a free port. stderr is inherited (server logs).
+  // "listening on HOST:PORT", then, unless `--metrics-listen ""` is given, for "metrics on
+  // HOST:PORT". nullptr (and *error says why, with the line if any) on failure. Pass
+  // "--listen 127.0.0.1:0" to get a free port; without --metrics-listen, "--metrics-listen
+  // 127.0.0.1:0" is added so parallel servers never share the default metrics port. stderr is
+  // inherited (server logs).
   static std::unique_ptr<ServerProcess> Start(
-      const std::string& binary, const std::vector<std::string>& args, std::string* error,
+      const std::string& binary, std::vector<std::string> args, std::string* error,
       std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    const std::string* metrics_listen = nullptr;
+    for (size_t i = 0; i + 1 < args.size(); ++i)
+      if (args[i] == "--metrics-listen") metrics_listen = &args[i + 1];
+    if (metrics_listen == nullptr) {
+      args.insert(args.end(), {"--metrics-listen", "127.0.0.1:0"});
+      metrics_listen = &args.back();
+    }
+    const bool metrics = !metrics_listen->empty();
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0) {
       *error = "pipe failed";
@@ -65,18 +77,15 @@ class ServerProcess {
     }
     close(fds[1]);
     std::unique_ptr<ServerProcess> process(new ServerProcess(pid, fds[0]));
-    const std::string line = process->ReadLine(timeout);
-    const std::string prefix = "listening on ";
-    const size_t colon = line.rfind(':');
-    if (line.compare(0, prefix.size(), prefix) != 0 || colon == std::string::npos) {
-      *error = binary + " did not print \"listening on HOST:PORT\" (got \"" + line + "\")";
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    if (!process->ReadAddress("listening on ", deadline, &process->address_, &process->port_,
+                              error) ||
+        (metrics && !process->ReadAddress("metrics on ", deadline, &process->metrics_address_,
+                                          &process->metrics_port_, error))) {
+      *error = binary + " " + *error;
       process->Terminate(std::chrono::seconds(5));
       return nullptr;
     }
-    std::string host = line.substr(prefix.size(), colon - prefix.size());
-    process->port_ = std::stoi(line.substr(colon + 1));
-    if (host == "0.0.0.0" || host == "[::]" || host == "::" || host.empty()) host = "127.0.0.1";
-    process->address_ = host + ":" + std::to_string(process->port_);
     return process;
   }
 
@@ -87,7 +96,16 @@ class ServerProcess {
 
   const std::string& address() const { return address_; }  // "127.0.0.1:PORT", for a channel
   int port() const { return port_; }
+  // "127.0.0.1:PORT" and PORT of the Prometheus endpoint; "" and 0 with --metrics-listen "".
+  const std::string& metrics_address() const { return metrics_address_; }
+  int metrics_port() const { return metrics_port_; }
   pid_t pid() const { return pid_; }
+
+  // The next line the server prints on stdout after those Start read, without the newline; ""
+  // on timeout or once the server has exited without printing more.
+  std::string ReadLine(std::chrono::milliseconds timeout) {
+    return ReadLine(std::chrono::steady_clock::now() + timeout);
+  }
 
   // Sends `sig`; false if the process has already been reaped.
   bool Signal(int sig) { return !exited_ && kill(pid_, sig) == 0; }
@@ -124,9 +142,26 @@ class ServerProcess {
  private:
   ServerProcess(pid_t pid, int stdout_fd) : pid_(pid), stdout_fd_(stdout_fd) {}
 
-  // The first line on the child's stdout, without the newline ("" on timeout or EOF).
-  std::string ReadLine(std::chrono::milliseconds timeout) {
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
+  // Reads the next stdout line, which must be `prefix` + "HOST:PORT"; sets *address (with a
+  // wildcard host replaced by 127.0.0.1) and *port. False and *error on anything else.
+  bool ReadAddress(const std::string& prefix, std::chrono::steady_clock::time_point deadline,
+                   std::string* address, int* port, std::string* error) {
+    const std::string line = ReadLine(deadline);
+    const size_t colon = line.rfind(':');
+    if (line.compare(0, prefix.size(), prefix) != 0 || colon == std::string::npos ||
+        colon + 1 == line.size()) {
+      *error = "did not print \"" + prefix + "HOST:PORT\" (got \"" + line + "\")";
+      return false;
+    }
+    std::string host = line.substr(prefix.size(), colon - prefix.size());
+    *port = std::stoi(line.substr(colon + 1));
+    if (host == "0.0.0.0" || host == "[::]" || host == "::" || host.empty()) host = "127.0.0.1";
+    *address = host + ":" + std::to_string(*port);
+    return true;
+  }
+
+  // The next line on the child's stdout, without the newline ("" on timeout or EOF).
+  std::string ReadLine(std::chrono::steady_clock::time_point deadline) {
     std::string line;
     for (;;) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -145,6 +180,8 @@ class ServerProcess {
   int stdout_fd_;  // kept open so the server never gets SIGPIPE for writing to stdout
   int port_ = 0;
   std::string address_;
+  int metrics_port_ = 0;
+  std::string metrics_address_;
   bool exited_ = false;
   int exit_code_ = 0;
 };

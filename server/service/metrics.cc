@@ -1,0 +1,173 @@
+#include "server/service/metrics.h"
+
+namespace ssm {
+
+namespace {
+
+using prometheus::Histogram;
+
+// Seconds, 0.5 ms .. 5 s: chunk latency, stream lag and engine steps.
+const Histogram::BucketBoundaries& SecondsBuckets() {
+  static const Histogram::BucketBoundaries buckets{0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05,
+                                                   0.1,    0.2,   0.5,   1,     2,    5};
+  return buckets;
+}
+
+// Powers of two from 1 to `max`: batch sizes.
+Histogram::BucketBoundaries PowersOfTwo(double max) {
+  Histogram::BucketBoundaries buckets;
+  for (double b = 1; b <= max; b *= 2) buckets.push_back(b);
+  return buckets;
+}
+
+// Seconds, 10 ms .. 10 min: ProcessFile calls.
+const Histogram::BucketBoundaries& FileSecondsBuckets() {
+  static const Histogram::BucketBoundaries buckets{0.01, 0.05, 0.1, 0.5, 1,   2,  5,
+                                                   10,   30,   60,  120, 300, 600};
+  return buckets;
+}
+
+const char* CloseReasonName(CloseReason reason) {
+  switch (reason) {
+    case CloseReason::kCompleted:
+      return "completed";
+    case CloseReason::kCancelled:
+      return "cancelled";
+    case CloseReason::kIdleTimeout:
+      return "idle_timeout";
+    case CloseReason::kError:
+      return "error";
+    case CloseReason::kDrained:
+      return "drained";
+  }
+  return "error";
+}
+
+template <typename T>
+prometheus::Family<T>& Build(prometheus::detail::Builder<T> builder, const char* name,
+                             const char* help, prometheus::Registry* registry) {
+  return builder.Name(name).Help(help).Register(*registry);
+}
+
+}  // namespace
+
+CloseReason CloseReasonOf(StatusCode code) {
+  switch (code) {
+    case StatusCode::kOk:
+      return CloseReason::kCompleted;
+    case StatusCode::kCancelled:
+      return CloseReason::kCancelled;
+    case StatusCode::kDeadlineExceeded:
+      return CloseReason::kIdleTimeout;
+    case StatusCode::kUnavailable:
+      return CloseReason::kDrained;
+    default:
+      return CloseReason::kError;
+  }
+}
+
+void ModelMetrics::StreamOpened() {
+  streams_opened->Increment();
+  streams_active->Increment();
+  slots_used->Increment();
+  slots_free->Decrement();
+}
+
+void ModelMetrics::StreamClosed(StatusCode final_code) {
+  streams_closed[size_t(CloseReasonOf(final_code))]->Increment();
+  streams_active->Decrement();
+  slots_used->Decrement();
+  slots_free->Increment();
+}
+
+Metrics::Metrics(const std::string& version, const std::string& backend, const std::string& device)
+    : registry_(std::make_shared<prometheus::Registry>()),
+      build_info_(Build(prometheus::BuildGauge(), "ssm_build_info",
+                        "Always 1; the labels describe the server build", registry_.get())),
+      streams_active_(Build(prometheus::BuildGauge(), "ssm_streams_active",
+                            "Open streams (Stream and ProcessFile calls past `open`)",
+                            registry_.get())),
+      streams_opened_(Build(prometheus::BuildCounter(), "ssm_streams_opened_total",
+                            "Streams opened", registry_.get())),
+      streams_closed_(Build(prometheus::BuildCounter(), "ssm_streams_closed_total",
+                            "Streams closed, by reason", registry_.get())),
+      state_slots_(Build(prometheus::BuildGauge(), "ssm_state_slots",
+                         "Stream state slots, used or free (--max-streams per model)",
+                         registry_.get())),
+      state_bytes_(Build(prometheus::BuildGauge(), "ssm_state_bytes_per_stream",
+                         "Bytes of model state one stream holds", registry_.get())),
+      chunks_(Build(prometheus::BuildCounter(), "ssm_chunks_total", "Stream chunks answered",
+                    registry_.get())),
+      frames_(Build(prometheus::BuildCounter(), "ssm_frames_total", "Output frames of Stream calls",
+                    registry_.get())),
+      chunk_latency_(Build(prometheus::BuildHistogram(), "ssm_chunk_latency_seconds",
+                           "Stream chunk arrival to its response queued for gRPC",
+                           registry_.get())),
+      engine_step_(Build(prometheus::BuildHistogram(), "ssm_engine_step_seconds",
+                         "Duration of one batched engine step", registry_.get())),
+      batch_streams_(Build(prometheus::BuildHistogram(), "ssm_batch_streams",
+                           "Chunks (streams) per engine step", registry_.get())),
+      batch_frames_(Build(prometheus::BuildHistogram(), "ssm_batch_frames",
+                          "Output frames per engine step", registry_.get())),
+      queue_depth_(Build(prometheus::BuildGauge(), "ssm_queue_depth",
+                         "Chunks and file segments waiting for an engine step", registry_.get())),
+      stream_lag_(Build(prometheus::BuildHistogram(), "ssm_stream_lag_seconds",
+                        "Per Stream chunk: wall time since open minus signal time processed "
+                        "(clamped at 0)",
+                        registry_.get())),
+      realtime_factor_(Build(prometheus::BuildGauge(), "ssm_realtime_factor",
+                             "Signal seconds advanced per second of engine step time, over the "
+                             "last >= 1 s of steps",
+                             registry_.get())),
+      errors_(Build(prometheus::BuildCounter(), "ssm_errors_total",
+                    "Calls that ended with a non-OK status, by gRPC code", registry_.get())),
+      offline_files_(Build(prometheus::BuildCounter(), "ssm_offline_files_total",
+                           "ProcessFile calls completed", registry_.get())),
+      offline_frames_(Build(prometheus::BuildCounter(), "ssm_offline_frames_total",
+                            "Output frames of ProcessFile calls", registry_.get())),
+      offline_file_seconds_(Build(prometheus::BuildHistogram(), "ssm_offline_file_seconds",
+                                  "Duration of a completed ProcessFile call, open to status",
+                                  registry_.get())) {
+  build_info_.Add({{"version", version}, {"backend", backend}, {"device", device}}).Set(1);
+  errors_by_code_[0] = nullptr;
+  for (int code = 1; code < kStatusCodes; ++code)
+    errors_by_code_[code] = &errors_.Add({{"code", StatusCodeName(StatusCode(code))}});
+}
+
+ModelMetrics* Metrics::AddModel(const std::string& model, const std::string& backend, int capacity,
+                                int64_t state_bytes_per_stream) {
+  auto m = std::make_unique<ModelMetrics>();
+  const prometheus::Labels labels{{"model", model}};
+  m->streams_active = &streams_active_.Add(labels);
+  m->streams_opened = &streams_opened_.Add(labels);
+  for (int r = 0; r < kCloseReasons; ++r)
+    m->streams_closed[r] =
+        &streams_closed_.Add({{"model", model}, {"reason", CloseReasonName(CloseReason(r))}});
+  m->slots_used = &state_slots_.Add({{"model", model}, {"state", "used"}});
+  m->slots_free = &state_slots_.Add({{"model", model}, {"state", "free"}});
+  m->slots_free->Set(capacity);
+  state_bytes_.Add(labels).Set(double(state_bytes_per_stream));
+  m->chunks = &chunks_.Add(labels);
+  m->frames = &frames_.Add(labels);
+  m->chunk_latency = &chunk_latency_.Add(labels, SecondsBuckets());
+  m->engine_step = &engine_step_.Add({{"model", model}, {"backend", backend}}, SecondsBuckets());
+  m->batch_streams = &batch_streams_.Add(labels, PowersOfTwo(1024));
+  m->batch_frames = &batch_frames_.Add(labels, PowersOfTwo(16384));
+  m->queue_depth = &queue_depth_.Add(labels);
+  m->stream_lag = &stream_lag_.Add(labels, SecondsBuckets());
+  m->realtime_factor = &realtime_factor_.Add(labels);
+  m->offline_files = &offline_files_.Add(labels);
+  m->offline_frames = &offline_frames_.Add(labels);
+  m->offline_file_seconds = &offline_file_seconds_.Add(labels, FileSecondsBuckets());
+  ModelMetrics* handle = m.get();
+  models_[model] = std::move(m);
+  return handle;
+}
+
+void Metrics::CountError(int code) {
+  if (code == 0) return;
+  if (code < 0 || code >= kStatusCodes) code = int(StatusCode::kUnknown);
+  errors_by_code_[size_t(code)]->Increment();
+}
+
+}  // namespace ssm

@@ -1,0 +1,115 @@
+// The server's Prometheus metrics (names `ssm_*`, base units: seconds, bytes). Metrics owns the
+// registry and every family; the hot paths (scheduler worker, call reactors) hold typed handles
+// (ModelMetrics) and update them lock-free (counters, gauges) or under prometheus-cpp's own
+// per-histogram lock. Collected always; exposed over HTTP only with --metrics-listen.
+//
+// What is counted where:
+// - Stream (real-time) calls only: ssm_chunks_total, ssm_frames_total (output frames),
+//   ssm_chunk_latency_seconds (chunk arrival -> its response queued for gRPC, the same interval
+//   as StreamOutput.server_latency_ms), ssm_stream_lag_seconds.
+// - ProcessFile calls only: ssm_offline_files_total, ssm_offline_frames_total,
+//   ssm_offline_file_seconds (open -> final OK status; only successful files).
+// - Both: streams opened/active/closed, state slots, errors, and every engine step (the step
+//   histograms, ssm_queue_depth, ssm_realtime_factor).
+#pragma once
+
+#include <prometheus/counter.h>
+#include <prometheus/family.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+
+#include <array>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "kernels/base/status.h"
+
+namespace ssm {
+
+// Why a stream (an opened Stream or ProcessFile call) ended: the `reason` label.
+enum class CloseReason { kCompleted, kCancelled, kIdleTimeout, kError, kDrained };
+constexpr int kCloseReasons = 5;
+
+// The close reason of a call that ended with `code`: OK = completed, CANCELLED = cancelled,
+// DEADLINE_EXCEEDED = idle_timeout (only the idle sweep ends an open call with it), UNAVAILABLE
+// = drained (only the shutdown drain does), anything else = error.
+CloseReason CloseReasonOf(StatusCode code);
+
+// Handles to one model's series. Owned by Metrics; valid as long as it lives. Thread-safe.
+struct ModelMetrics {
+  prometheus::Gauge* streams_active;
+  prometheus::Counter* streams_opened;
+  std::array<prometheus::Counter*, kCloseReasons> streams_closed;  // by CloseReason
+  prometheus::Gauge* slots_used;
+  prometheus::Gauge* slots_free;
+  prometheus::Counter* chunks;
+  prometheus::Counter* frames;
+  prometheus::Histogram* chunk_latency;  // seconds
+  prometheus::Histogram* engine_step;    // seconds per Engine::Step
+  prometheus::Histogram* batch_streams;  // chunks per step
+  prometheus::Histogram* batch_frames;   // output frames per step
+  prometheus::Gauge* queue_depth;        // chunks submitted and not yet in a step
+  prometheus::Histogram* stream_lag;     // seconds
+  prometheus::Gauge* realtime_factor;    // see Metrics::AddModel
+  prometheus::Counter* offline_files;
+  prometheus::Counter* offline_frames;
+  prometheus::Histogram* offline_file_seconds;
+
+  // A call opened its stream (took a state slot), or closed it with `final_code` after its
+  // slot was freed.
+  void StreamOpened();
+  void StreamClosed(StatusCode final_code);
+};
+
+class Metrics {
+ public:
+  // Registers the server-wide families and ssm_build_info{version,backend,device} = 1.
+  Metrics(const std::string& version, const std::string& backend, const std::string& device);
+
+  // Registers the series of one model: `capacity` state slots of `state_bytes_per_stream` bytes
+  // on `backend`. ssm_realtime_factor{model} is the engine's speed: signal seconds advanced per
+  // second spent in Engine::Step, over the steps of the last >= 1 s window (50 = 50x faster
+  // than real time at the current batch mix); it keeps its last value while the engine is idle.
+  // Not thread-safe: call while starting, before any call is served.
+  ModelMetrics* AddModel(const std::string& model, const std::string& backend, int capacity,
+                         int64_t state_bytes_per_stream);
+
+  // A call (any rpc) ended with `code`; OK is not counted, an unknown code counts as UNKNOWN.
+  // Thread-safe.
+  void CountError(int code);
+
+  // What an Exposer serves.
+  std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
+
+ private:
+  std::shared_ptr<prometheus::Registry> registry_;
+  // Families, owned by registry_.
+  prometheus::Family<prometheus::Gauge>& build_info_;
+  prometheus::Family<prometheus::Gauge>& streams_active_;
+  prometheus::Family<prometheus::Counter>& streams_opened_;
+  prometheus::Family<prometheus::Counter>& streams_closed_;
+  prometheus::Family<prometheus::Gauge>& state_slots_;
+  prometheus::Family<prometheus::Gauge>& state_bytes_;
+  prometheus::Family<prometheus::Counter>& chunks_;
+  prometheus::Family<prometheus::Counter>& frames_;
+  prometheus::Family<prometheus::Histogram>& chunk_latency_;
+  prometheus::Family<prometheus::Histogram>& engine_step_;
+  prometheus::Family<prometheus::Histogram>& batch_streams_;
+  prometheus::Family<prometheus::Histogram>& batch_frames_;
+  prometheus::Family<prometheus::Gauge>& queue_depth_;
+  prometheus::Family<prometheus::Histogram>& stream_lag_;
+  prometheus::Family<prometheus::Gauge>& realtime_factor_;
+  prometheus::Family<prometheus::Counter>& errors_;
+  prometheus::Family<prometheus::Counter>& offline_files_;
+  prometheus::Family<prometheus::Counter>& offline_frames_;
+  prometheus::Family<prometheus::Histogram>& offline_file_seconds_;
+
+  static constexpr int kStatusCodes = int(StatusCode::kUnauthenticated) + 1;
+  std::array<prometheus::Counter*, kStatusCodes> errors_by_code_;  // by code; [0] (OK) unused
+  std::map<std::string, std::unique_ptr<ModelMetrics>> models_;
+};
+
+}  // namespace ssm

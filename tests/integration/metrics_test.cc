@@ -1,0 +1,215 @@
+// ssm-server's Prometheus endpoint: the real binary on loopback, one stream through the generated
+// stubs, then GET /metrics over a plain socket and check the counters against what the client saw.
+#include <arpa/inet.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ssmserve/v1/ssmserve.grpc.pb.h"
+#include "tests/engine/engine_test_util.h"
+#include "tests/integration/server_process.h"
+
+namespace ssm {
+namespace {
+
+namespace pb = ::ssmserve::v1;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kMaxStreams = 3;
+constexpr int kChunks = 8;
+constexpr int kChunkSamples = 1600;  // 100 ms at SmallAudioConfig's 16 kHz
+
+// The body of GET http://127.0.0.1:port/path (HTTP/1.0: the server closes after the response);
+// "" when the server cannot be reached.
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  timeval timeout{5, 0};
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(uint16_t(port));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(fd, request.data(), request.size()) == ssize_t(request.size())) {
+      char buffer[4096];
+      for (ssize_t n; (n = read(fd, buffer, sizeof buffer)) > 0;)
+        response.append(buffer, size_t(n));
+    }
+  }
+  close(fd);
+  const size_t body = response.find("\r\n\r\n");
+  return body == std::string::npos ? "" : response.substr(body + 4);
+}
+
+// The value of the sample `series` (name and labels exactly as exposed, labels sorted by name)
+// in a Prometheus text exposition; NaN when absent.
+double Sample(const std::string& exposition, const std::string& series) {
+  std::istringstream lines(exposition);
+  for (std::string line; std::getline(lines, line);)
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ')
+      return std::stod(line.substr(series.size() + 1));
+  return std::nan("");
+}
+
+class MetricsTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    char dir_template[] = "/tmp/ssm_metrics_test_XXXXXX";
+    ASSERT_NE(mkdtemp(dir_template), nullptr);
+    dir_ = new std::string(dir_template);
+    ASSERT_TRUE(testing::RandomModel(testing::SmallAudioConfig(), 21)->Save(*dir_ + "/audio").ok());
+  }
+  static void TearDownTestSuite() {
+    std::filesystem::remove_all(*dir_);
+    delete dir_;
+  }
+  void TearDown() override {
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Terminate(), 0);
+    }
+  }
+
+  void StartServer(const std::string& metrics_listen) {
+    std::string error;
+    server_ = testing::ServerProcess::Start(
+        testing::DefaultServerBinary(),
+        {"--model", *dir_ + "/audio", "--listen", "127.0.0.1:0", "--threads", "1", "--max-streams",
+         std::to_string(kMaxStreams), "--metrics-listen", metrics_listen},
+        &error);
+    ASSERT_NE(server_, nullptr) << error;
+  }
+
+  std::string Scrape() { return HttpGet(server_->metrics_port(), "/metrics"); }
+
+  // Scrapes until `series` has `value` (the server updates some series just after the client
+  // sees the call's status) or 5 s pass; returns the last value seen.
+  double WaitForSample(const std::string& series, double value) {
+    const auto deadline = Clock::now() + std::chrono::seconds(5);
+    double seen = Sample(Scrape(), series);
+    while (seen != value && Clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      seen = Sample(Scrape(), series);
+    }
+    return seen;
+  }
+
+  static std::string* dir_;
+  std::unique_ptr<testing::ServerProcess> server_;
+};
+
+std::string* MetricsTest::dir_ = nullptr;
+
+pb::StreamRequest OpenRequest(const std::string& label = "") {
+  pb::StreamRequest r;
+  r.mutable_open()->set_model("audio");
+  r.mutable_open()->set_format(pb::SAMPLE_FORMAT_PCM_F32LE);
+  r.mutable_open()->set_label(label);
+  return r;
+}
+
+// Streams kChunks chunks of a tone and returns the output frames received; fails the test if
+// the call does not end OK.
+int64_t StreamTone(pb::Ssm::Stub& stub) {
+  grpc::ClientContext context;
+  auto call = stub.Stream(&context);
+  std::vector<pb::StreamRequest> requests{OpenRequest()};
+  std::vector<float> samples(kChunkSamples);
+  for (int c = 0; c < kChunks; ++c) {
+    for (int i = 0; i < kChunkSamples; ++i)
+      samples[size_t(i)] = 0.3f * std::sin(0.05f * float(c * kChunkSamples + i));
+    pb::StreamRequest r;
+    r.mutable_chunk()->set_sequence(uint64_t(c));
+    r.mutable_chunk()->set_payload(
+        std::string(reinterpret_cast<const char*>(samples.data()), samples.size() * sizeof(float)));
+    requests.push_back(std::move(r));
+  }
+  std::thread writer([&] {
+    for (const auto& r : requests)
+      if (!call->Write(r)) break;
+    call->WritesDone();
+  });
+  int64_t frames = 0;
+  pb::StreamResponse response;
+  while (call->Read(&response))
+    if (response.has_output()) frames += response.output().frames();
+  writer.join();
+  const grpc::Status status = call->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  return frames;
+}
+
+TEST_F(MetricsTest, CountersMatchWhatTheClientSawAndStreamsReturnToZero) {
+  StartServer("127.0.0.1:0");
+  ASSERT_GT(server_->metrics_port(), 0);
+  auto stub =
+      pb::Ssm::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+
+  const std::string before = Scrape();
+  ASSERT_FALSE(before.empty()) << "no response from " << server_->metrics_address();
+  EXPECT_EQ(Sample(before, "ssm_streams_opened_total{model=\"audio\"}"), 0);
+  EXPECT_EQ(Sample(before, "ssm_state_slots{model=\"audio\",state=\"free\"}"), kMaxStreams);
+  EXPECT_GT(Sample(before, "ssm_state_bytes_per_stream{model=\"audio\"}"), 0);
+  EXPECT_NE(before.find("ssm_build_info{backend=\"cpu\",device=\"cpu\",version=\""),
+            std::string::npos);
+
+  const int64_t frames = StreamTone(*stub);
+  ASSERT_GT(frames, 0);
+  EXPECT_EQ(WaitForSample("ssm_streams_active{model=\"audio\"}", 0), 0);
+  EXPECT_EQ(WaitForSample("ssm_streams_closed_total{model=\"audio\",reason=\"completed\"}", 1), 1);
+  const std::string after = Scrape();
+  EXPECT_EQ(Sample(after, "ssm_streams_opened_total{model=\"audio\"}"), 1);
+  EXPECT_EQ(Sample(after, "ssm_chunks_total{model=\"audio\"}"), kChunks);
+  EXPECT_EQ(Sample(after, "ssm_frames_total{model=\"audio\"}"), double(frames));
+  EXPECT_EQ(Sample(after, "ssm_chunk_latency_seconds_count{model=\"audio\"}"), kChunks);
+  EXPECT_EQ(Sample(after, "ssm_chunk_latency_seconds_bucket{model=\"audio\",le=\"+Inf\"}"),
+            kChunks);
+  EXPECT_EQ(Sample(after, "ssm_stream_lag_seconds_count{model=\"audio\"}"), kChunks);
+  EXPECT_GE(Sample(after, "ssm_batch_streams_count{model=\"audio\"}"), 1);
+  EXPECT_EQ(Sample(after, "ssm_batch_frames_sum{model=\"audio\"}"), double(frames));
+  EXPECT_GE(Sample(after, "ssm_engine_step_seconds_count{backend=\"cpu\",model=\"audio\"}"), 1);
+  EXPECT_EQ(Sample(after, "ssm_queue_depth{model=\"audio\"}"), 0);
+  const double used = Sample(after, "ssm_state_slots{model=\"audio\",state=\"used\"}");
+  const double free = Sample(after, "ssm_state_slots{model=\"audio\",state=\"free\"}");
+  EXPECT_EQ(used, 0);
+  EXPECT_EQ(used + free, kMaxStreams);
+
+  // A refused open (label too long) is an INVALID_ARGUMENT error but opens no stream.
+  grpc::ClientContext context;
+  auto bad = stub->Stream(&context);
+  ASSERT_TRUE(bad->Write(OpenRequest(std::string(200, 'x'))));
+  bad->WritesDone();
+  pb::StreamResponse response;
+  while (bad->Read(&response)) {
+  }
+  EXPECT_EQ(bad->Finish().error_code(), grpc::INVALID_ARGUMENT);
+  EXPECT_EQ(WaitForSample("ssm_errors_total{code=\"INVALID_ARGUMENT\"}", 1), 1);
+  const std::string last = Scrape();
+  EXPECT_EQ(Sample(last, "ssm_streams_opened_total{model=\"audio\"}"), 1);
+  EXPECT_EQ(Sample(last, "ssm_errors_total{code=\"NOT_FOUND\"}"), 0);
+}
+
+TEST_F(MetricsTest, EmptyMetricsListenTurnsMetricsOff) {
+  StartServer("");
+  EXPECT_EQ(server_->metrics_port(), 0);
+  // Once the server has exited, its stdout held nothing after the "listening on" line.
+  EXPECT_EQ(server_->Terminate(), 0);
+  EXPECT_EQ(server_->ReadLine(std::chrono::seconds(2)), "");
+  server_.reset();
+}
+
+}  // namespace
+}  // namespace ssm
