@@ -118,7 +118,16 @@ class Backend {
   virtual void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out) = 0;
 };
 
-// Creates "reference" or "cpu" (and "cuda" when built with CUDA). threads <= 0: all cores.
+// Creates "reference", "cpu" or "cuda"; nullptr for an unknown name, or for "cuda" when the
+// build has no CUDA or the machine no GPU. threads: host threads (<= 0: all cores).
 std::unique_ptr<Backend> CreateBackend(const std::string& name, int threads);
+
+// Whether the cuda backend can run here; if not, *why says why (no CUDA in this build, no
+// driver, no device).
+bool CudaAvailable(std::string* why = nullptr);
+
+// The backend a --device value selects: "auto" is "cuda" when CudaAvailable(), else "cpu";
+// other values are returned unchanged.
+std::string ResolveDevice(const std::string& device);
 
 }  // namespace ssm

@@ -96,8 +96,7 @@ void StopExposer(std::unique_ptr<prometheus::Exposer> exposer, const std::string
 
 int Serve(const ServerConfig& config, const sigset_t& signals) {
   log::Info("ssm-server starting: {}", config.ToString());
-  // Every backend runs on the host CPU until the CUDA backend lands.
-  Metrics metrics(SSM_VERSION, config.backend(), "cpu");
+  Metrics metrics(SSM_VERSION, config.backend(), config.backend() == "cuda" ? "gpu" : "cpu");
   auto models = ModelRegistry::Load(config, &metrics);
   if (!models.ok()) {
     log::Error("{}", models.status().message());
@@ -177,8 +176,9 @@ int main(int argc, char** argv) {
                  "HOST:PORT serving Prometheus metrics at /metrics (port 0 picks a free port; "
                  "\"\" turns metrics off)")
       ->capture_default_str();
-  app.add_option("--device", config.device, "auto|cpu|reference (auto = cpu for now)")
-      ->check(CLI::IsMember({"auto", "cpu", "reference"}))
+  app.add_option("--device", config.device,
+                 "auto (cuda when a GPU is present, else cpu), cpu, cuda or reference")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))
       ->capture_default_str();
   app.add_option("--max-streams", config.max_streams, "Stream state slots per model")
       ->capture_default_str();

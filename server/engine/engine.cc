@@ -8,9 +8,9 @@
 namespace ssm {
 
 Status EngineOptions::Validate() const {
-  if (backend != "reference" && backend != "cpu")
-    return InvalidArgumentError(
-        fmt::format("backend: expected \"reference\" or \"cpu\", found \"{}\"", backend));
+  if (backend != "reference" && backend != "cpu" && backend != "cuda")
+    return InvalidArgumentError(fmt::format(
+        "backend: expected \"reference\", \"cpu\" or \"cuda\", found \"{}\"", backend));
   if (threads < 0) return InvalidArgumentError(fmt::format("threads: expected >= 0, found {}", threads));
   if (max_streams < 1)
     return InvalidArgumentError(fmt::format("max_streams: expected >= 1, found {}", max_streams));
@@ -50,7 +50,13 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
   e->options_ = options;
   const ModelConfig& c = e->model_->config();
   e->backend_ = CreateBackend(options.backend, options.threads);
-  if (!e->backend_) return InvalidArgumentError("unknown backend \"" + options.backend + "\"");
+  if (!e->backend_) {
+    std::string why;
+    if (options.backend == "cuda" && !CudaAvailable(&why))
+      return FailedPreconditionError("the cuda backend cannot run here: " + why +
+                                     "; use --device cpu (or auto)");
+    return InvalidArgumentError("unknown backend \"" + options.backend + "\"");
+  }
   Backend* backend = e->backend_.get();
   SSM_ASSIGN_OR_RETURN(e->frontend_,
                        CreateFrontend(c, [backend](const LogMelPlan& plan, const float* samples,

@@ -56,9 +56,9 @@ Status ServerConfig::Validate() const {
   if (!metrics_listen.empty())
     SSM_RETURN_IF_ERROR(CheckHostPort("--metrics-listen", metrics_listen,
                                       "127.0.0.1:9464 (or \"\" to turn metrics off)"));
-  if (device != "auto" && device != "cpu" && device != "reference")
+  if (device != "auto" && device != "cpu" && device != "cuda" && device != "reference")
     return InvalidArgumentError(
-        fmt::format("--device {}: expected auto, cpu or reference", device));
+        fmt::format("--device {}: expected auto, cpu, cuda or reference", device));
   auto positive = [](const char* flag, double v) {
     return v > 0 ? OkStatus() : InvalidArgumentError(fmt::format("{} {}: must be > 0", flag, v));
   };

@@ -4,6 +4,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/backend.h"
 #include "kernels/base/status.h"
 
 namespace ssm {
@@ -20,7 +21,7 @@ struct ModelSpec {
 struct ServerConfig {
   std::vector<ModelSpec> models;         // the first is the default model
   std::string listen = "0.0.0.0:50051";  // HOST:PORT; port 0 picks a free port
-  std::string device = "auto";           // auto | cpu | reference (auto = cpu until CUDA lands)
+  std::string device = "auto";           // auto | cpu | cuda | reference (auto: cuda if a GPU)
   int max_streams = 256;                 // state-pool slots per model
   double idle_timeout_s = 30;            // a call with no input for this long is closed
   int max_chunk_ms = 1000;               // longest Stream chunk, milliseconds of signal
@@ -38,7 +39,7 @@ struct ServerConfig {
   // All settings on one line, for the start-up log.
   std::string ToString() const;
   // The engine backend --device selects.
-  std::string backend() const { return device == "reference" ? "reference" : "cpu"; }
+  std::string backend() const { return ResolveDevice(device); }
 };
 
 }  // namespace ssm

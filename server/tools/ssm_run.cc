@@ -31,7 +31,7 @@ int Run(const Args& args) {
                  input->file_rate, config.frontend.sample_rate);
 
   EngineOptions options;
-  options.backend = args.device == "reference" ? "reference" : "cpu";
+  options.backend = ResolveDevice(args.device);
   options.threads = args.threads;
   options.max_streams = 1;
   auto engine = Engine::Create(*model, options);
@@ -98,8 +98,9 @@ int main(int argc, char** argv) {
                  "Stream mode: chunk length in input rows (frame input) or samples (audio)")
       ->check(CLI::PositiveNumber);
   app.add_option("--device", args.device,
-                 "auto|cpu, or reference (the slow scalar backend used as the truth in tests)")
-      ->check(CLI::IsMember({"auto", "cpu", "reference"}))->capture_default_str();
+                 "auto (cuda when a GPU is present, else cpu), cpu, cuda, or reference (the slow "
+                 "scalar backend used as the truth in tests)")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))->capture_default_str();
   app.add_option("--threads", args.threads, "Compute threads (0 = one per core)")
       ->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_option("--segment-frames", args.segment_frames, "Offline mode: frames per segment")

@@ -21,7 +21,7 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 struct Args {
-  std::string model_dir, device = "cpu";
+  std::string model_dir, device = "auto";
   int streams = 64, chunk_frames = 10, threads = 0;
   double seconds = 5;
   int64_t offline_frames = 0;
@@ -68,7 +68,7 @@ int Main(const Args& args) {
   }
   const ModelConfig& c = (*model)->config();
   EngineOptions opt;
-  opt.backend = args.device;
+  opt.backend = ResolveDevice(args.device);
   opt.threads = args.threads;
   opt.max_streams = std::max(1, args.streams);
   opt.max_batch_frames = std::max(2048, args.streams * args.chunk_frames);
@@ -88,7 +88,7 @@ int Main(const Args& args) {
   nlohmann::json out;
   out["model"] = args.model_dir;
   out["config"] = c.ToString();
-  out["device"] = args.device;
+  out["device"] = opt.backend;
   out["threads"] = threads;
   out["frame_rate"] = c.frame_rate();
   out["gflop_per_frame"] = flops / 1e9;
@@ -197,7 +197,7 @@ int main(int argc, char** argv) {
   app.add_option("--seconds", a.seconds, "Measurement time")->check(CLI::PositiveNumber)->capture_default_str();
   app.add_option("--offline", a.offline_frames, "Time the offline path on one input of T frames instead")->check(CLI::PositiveNumber);
   app.add_option("--segment-frames", a.segment_frames, "Offline segment length")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--device", a.device, "Backend: cpu or reference")->check(CLI::IsMember({"cpu", "reference"}))->capture_default_str();
+  app.add_option("--device", a.device, "auto (cuda when a GPU is present), cpu, cuda or reference")->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))->capture_default_str();
   app.add_option("--threads", a.threads, "Compute threads (0 = one per core)")->check(CLI::NonNegativeNumber)->capture_default_str();
   app.add_flag("--json", a.json, "Print one JSON object on one line");
   CLI11_PARSE(app, argc, argv);
