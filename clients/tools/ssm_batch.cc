@@ -15,6 +15,7 @@
 #include "clients/lib/client_input.h"
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/ssm_client.h"
+#include "clients/tools/tool_flags.h"
 #include "server/io/npy.h"
 
 namespace ssm {
@@ -214,25 +215,15 @@ int main(int argc, char** argv) {
       "Processes files offline through ssm-server and writes DIR/<name>.npy, float32 "
       "(frames, d_out), for each. Files whose output exists are skipped unless --force. "
       "Exit code 0 only if every file succeeded."};
-  app.add_option("--server", args.server, "Server address HOST:PORT")->required();
-  app.add_option("--model", args.model, "Model name (default: the server's default model)");
+  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format,
+                             &args.connect_timeout_s);
+  ssm::tools::AddRawRateFlag(app, &args.raw_rate);
   app.add_option("--output-dir", args.output_dir, "Output directory (created if missing)")
       ->required();
   app.add_option("--jobs,-j", args.jobs, "Files processed concurrently")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
   app.add_flag("--force", args.force, "Process files whose output already exists");
-  app.add_option("--format", args.format,
-                 "Audio wire format: s16, f32, or auto (s16 when that is lossless, else f32)")
-      ->check(CLI::IsMember({"auto", "s16", "f32"}))
-      ->capture_default_str();
-  app.add_option("--raw-rate", args.raw_rate,
-                 "Sample rate (Hz) of .raw and .npy audio inputs (default: the model's)")
-      ->check(CLI::PositiveNumber);
-  app.add_option("--connect-timeout-s", args.connect_timeout_s,
-                 "Give up if the server is unreachable for this long")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
   app.add_option("--idle-timeout-s", args.idle_timeout_s,
                  "Fail a file if the server makes no progress on it for this long")
       ->check(CLI::PositiveNumber)

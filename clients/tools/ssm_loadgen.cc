@@ -22,6 +22,7 @@
 #include "clients/lib/latency_summary.h"
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/ssm_client.h"
+#include "clients/tools/tool_flags.h"
 
 namespace ssm {
 namespace {
@@ -331,8 +332,8 @@ int main(int argc, char** argv) {
       "streams held, chunks, frames/s, latency percentiles (client send -> response), "
       "the largest lag behind real time, errors by gRPC code and frame-index errors. "
       "Exits 0 when the run completes, even if the server refused streams."};
-  app.add_option("--server", args.server, "Server address HOST:PORT")->required();
-  app.add_option("--model", args.model, "Model name (default: the server's default model)");
+  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format,
+                             &args.connect_timeout_s);
   app.add_option("--streams", args.streams, "Concurrent streams")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -355,15 +356,7 @@ int main(int argc, char** argv) {
   app.add_option("--threads", args.threads, "Pacer threads (0: min(streams, 4))")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--format", args.format,
-                 "Audio wire format: s16, f32, or auto (s16 when that is lossless, else f32)")
-      ->check(CLI::IsMember({"auto", "s16", "f32"}))
-      ->capture_default_str();
   app.add_option("--seed", args.seed, "Seed of the synthetic signal")->capture_default_str();
-  app.add_option("--connect-timeout-s", args.connect_timeout_s,
-                 "Give up if the server is unreachable for this long")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
   app.add_flag("--json", args.json, "Print the report as one line of JSON");
   CLI11_PARSE(app, argc, argv);
   if (args.ramp_s >= args.duration_s) {

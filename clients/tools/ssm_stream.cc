@@ -18,6 +18,7 @@
 #include "clients/lib/latency_summary.h"
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/ssm_client.h"
+#include "clients/tools/tool_flags.h"
 #include "server/io/npy.h"
 
 namespace ssm {
@@ -179,8 +180,9 @@ int main(int argc, char** argv) {
       "Streams a file to ssm-server chunk by chunk and writes the model's outputs.\n"
       "Audio models take WAV/FLAC (resampled to the model's rate if needed), .raw PCM "
       "s16le or 1-D .npy samples; frame models take .npy float32 (T, d_in)."};
-  app.add_option("--server", args.server, "Server address HOST:PORT")->required();
-  app.add_option("--model", args.model, "Model name (default: the server's default model)");
+  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format,
+                             &args.connect_timeout_s);
+  ssm::tools::AddRawRateFlag(app, &args.raw_rate);
   app.add_option("--input", args.input, "Input file: .wav/.flac/... audio, .raw, .npy")
       ->required()
       ->check(CLI::ExistingFile);
@@ -193,18 +195,7 @@ int main(int argc, char** argv) {
   app.add_flag("--realtime", args.realtime,
                "Send each chunk when its signal would have been recorded (real-time pace); "
                "default: as fast as the server takes them");
-  app.add_option("--format", args.format,
-                 "Audio wire format: s16, f32, or auto (s16 when that is lossless, else f32)")
-      ->check(CLI::IsMember({"auto", "s16", "f32"}))
-      ->capture_default_str();
-  app.add_option("--raw-rate", args.raw_rate,
-                 "Sample rate (Hz) of .raw and .npy audio inputs (default: the model's)")
-      ->check(CLI::PositiveNumber);
   app.add_option("--label", args.label, "Label for the server's logs")->capture_default_str();
-  app.add_option("--connect-timeout-s", args.connect_timeout_s,
-                 "Give up if the server is unreachable for this long")
-      ->check(CLI::PositiveNumber)
-      ->capture_default_str();
   app.add_option("--idle-timeout-s", args.idle_timeout_s,
                  "Give up if the server stops answering for this long")
       ->check(CLI::PositiveNumber)
