@@ -6,13 +6,14 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <set>
 
 #include "tests/model/test_files.h"
 
 namespace ssm {
 namespace {
 
+using testing_util::BadFile;
+using testing_util::ExpectEachBadFileHasItsOwnError;
 using testing_util::LittleEndian;
 using testing_util::ReadBytes;
 using testing_util::TempDir;
@@ -178,12 +179,6 @@ TEST(SafetensorsTest, BF16IsConvertedExactlyIncludingSubnormalsInfAndNan) {
 }
 
 // One malformed file and the message it must produce.
-struct BadFile {
-  const char* name;
-  std::string bytes;
-  std::string message;
-};
-
 TEST(SafetensorsTest, EachMalformedFileHasItsOwnError) {
   const std::string eight(8, '\0');
   auto one = [](const std::string& entry) { return "{\"w\":" + entry + "}"; };
@@ -234,21 +229,9 @@ TEST(SafetensorsTest, EachMalformedFileHasItsOwnError) {
       {"metadata value", MakeFile(R"({"__metadata__":{"k":1}})", ""),
        "__metadata__.k: expected a string, found 1"},
   };
-  TempDir dir;
-  std::set<std::string> messages;
-  for (const BadFile& c : cases) {
-    SCOPED_TRACE(c.name);
-    const std::string path = dir.File("bad.safetensors");
-    WriteBytes(path, c.bytes);
-    StatusOr<std::unique_ptr<SafetensorsFile>> file = SafetensorsFile::Open(path);
-    ASSERT_FALSE(file.ok());
-    EXPECT_EQ(file.status().code(), StatusCode::kInvalidArgument);
-    EXPECT_EQ(file.status().message().rfind(path + ": ", 0), 0u) << file.status().message();
-    EXPECT_NE(file.status().message().find(c.message), std::string::npos)
-        << "got: " << file.status().message() << "\nwant: " << c.message;
-    messages.insert(file.status().message());
-  }
-  EXPECT_EQ(messages.size(), cases.size());
+  ExpectEachBadFileHasItsOwnError(cases, "bad.safetensors", [](const std::string& path) {
+    return SafetensorsFile::Open(path).status();
+  });
 }
 
 TEST(SafetensorsTest, MissingFileIsNotFound) {

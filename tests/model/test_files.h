@@ -8,7 +8,11 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <set>
 #include <string>
+#include <vector>
+
+#include "kernels/base/status.h"
 
 namespace ssm::testing_util {
 
@@ -48,6 +52,36 @@ inline std::string LittleEndian(uint64_t value, int bytes) {
   std::string out;
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
   return out;
+}
+
+// A malformed file and the text its error must contain.
+struct BadFile {
+  const char* name;
+  std::string bytes;
+  std::string message;
+};
+
+// Writes each case to `file_name` in a fresh directory and opens it with `open` (path -> Status):
+// each must fail with INVALID_ARGUMENT, a message that starts with the path and contains the
+// case's text, and no two cases may share a message.
+template <typename OpenFn>
+void ExpectEachBadFileHasItsOwnError(const std::vector<BadFile>& cases,
+                                     const std::string& file_name, OpenFn open) {
+  TempDir dir;
+  std::set<std::string> messages;
+  for (const BadFile& c : cases) {
+    SCOPED_TRACE(c.name);
+    const std::string path = dir.File(file_name);
+    WriteBytes(path, c.bytes);
+    const Status status = open(path);
+    ASSERT_FALSE(status.ok());
+    EXPECT_EQ(status.code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(status.message().rfind(path + ": ", 0), 0u) << status.message();
+    EXPECT_NE(status.message().find(c.message), std::string::npos)
+        << "got: " << status.message() << "\nwant: " << c.message;
+    messages.insert(status.message());
+  }
+  EXPECT_EQ(messages.size(), cases.size());
 }
 
 }  // namespace ssm::testing_util
