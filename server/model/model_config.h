@@ -64,6 +64,10 @@ struct ModelConfig {
 
   int d_inner() const { return layer.expand * d_model; }  // E
   double frame_rate() const;                               // output frames per second
+  // Input values (samples, or frame floats) per second of signal.
+  double input_values_per_second() const {
+    return frontend.is_log_mel() ? double(frontend.sample_rate) : frame_rate() * double(d_in);
+  }
 
   // Parses config.json text. Unknown fields, wrong types and out-of-range values are errors
   // naming the field (e.g. "layer.d_state: expected a positive integer, found -3").

@@ -36,8 +36,7 @@ size_t MaxReceiveMessageBytes(const ServerConfig& config, const ModelRegistry& m
   size_t largest_chunk = 0;
   for (const auto& m : models.models()) {
     const ModelConfig& c = m->model->config();
-    const double values_per_second =
-        c.frontend.is_log_mel() ? double(c.frontend.sample_rate) : c.frame_rate() * double(c.d_in);
+    const double values_per_second = c.input_values_per_second();
     largest_chunk = std::max(
         largest_chunk, size_t(values_per_second * config.max_chunk_ms / 1000.0 * sizeof(float)));
   }

@@ -13,8 +13,7 @@ StreamReactor::StreamReactor(CallShared* shared)
 Status StreamReactor::HandleChunkLocked(uint64_t sequence, std::vector<float> values) {
   const ModelConfig& c = model().model->config();
   // Values per second of signal: samples (audio) or frames x d_in (frames).
-  const double values_per_second =
-      c.frontend.is_log_mel() ? double(c.frontend.sample_rate) : c.frame_rate() * double(c.d_in);
+  const double values_per_second = c.input_values_per_second();
   const double ms = 1000.0 * double(values.size()) / values_per_second;
   if (ms > config().max_chunk_ms)
     return InvalidArgumentError(
