@@ -118,24 +118,33 @@ class CudaBackend final : public Backend {
   }
 
  private:
-  // Copies the batch's offsets and slots to device memory (one buffer, grown as needed).
+  // Copies the batch's offsets and slots to device memory (one buffer, grown as needed). Every
+  // layer of a step passes the same batch, so an upload identical to the last one is skipped:
+  // one host->device copy per step instead of two per layer.
   DeviceBatch Upload(const SeqBatch& batch) {
     const size_t ints = 2 * size_t(batch.n_seq) + 1;
-    if (!batch_ || batch_->size() < ints) batch_ = Allocate(2 * ints);  // int and float: 4 bytes
-    staging_.resize(ints);
-    std::memcpy(staging_.data(), batch.row_offsets, sizeof(int) * (batch.n_seq + 1));
-    std::memcpy(staging_.data() + batch.n_seq + 1, batch.slots, sizeof(int) * batch.n_seq);
+    next_.resize(ints);
+    std::memcpy(next_.data(), batch.row_offsets, sizeof(int) * (batch.n_seq + 1));
+    std::memcpy(next_.data() + batch.n_seq + 1, batch.slots, sizeof(int) * batch.n_seq);
+    if (!batch_ || batch_->size() < ints) {
+      batch_ = Allocate(2 * ints);  // int and float: 4 bytes
+      uploaded_.clear();
+    }
     int* device = reinterpret_cast<int*>(batch_->data());
-    SSM_CUDA_CHECK(cudaMemcpyAsync(device, staging_.data(), ints * sizeof(int),
-                                   cudaMemcpyHostToDevice, stream_));
-    SSM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // staging_ is reused by the next op
+    if (next_ != uploaded_) {
+      SSM_CUDA_CHECK(cudaMemcpyAsync(device, next_.data(), ints * sizeof(int),
+                                     cudaMemcpyHostToDevice, stream_));
+      SSM_CUDA_CHECK(cudaStreamSynchronize(stream_));  // next_ is rewritten by the next op
+      uploaded_.swap(next_);
+    }
     return {batch.n_seq, device, device + batch.n_seq + 1};
   }
 
   int host_threads_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Buffer> batch_;  // device copy of the current batch's offsets and slots
-  std::vector<int> staging_;
+  std::vector<int> uploaded_;      // what batch_ holds (offsets then slots)
+  std::vector<int> next_;          // staging for the next upload
 };
 
 }  // namespace

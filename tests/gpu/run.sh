@@ -19,10 +19,22 @@ row() { printf '| %s | %s |\n' "$1" "$2" >> "$summary"; }
 ctest --test-dir build-gpu -j4 --output-on-failure > "$out/ctest.log" 2>&1
 row "ctest (all)" "$(grep -E 'tests passed|tests failed' "$out/ctest.log" | tail -1)"
 row "CUDA tests skipped" "$(grep -c 'Skipped' "$out/ctest.log")"
+# The integration tests again with the server and their expected outputs on the GPU.
+SSM_TEST_DEVICE=cuda ctest --test-dir build-gpu -L 'integration|tools' -j4 --output-on-failure \
+  > "$out/ctest-integration-cuda.log" 2>&1
+row "integration tests, --device cuda" \
+  "$(grep -E 'tests passed|tests failed' "$out/ctest-integration-cuda.log" | tail -1)"
 for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 1 build-gpu/bin/kernel_tests \
     --gtest_filter='CudaOpsTest.*' > "$out/sanitizer-$tool.log" 2>&1
   row "compute-sanitizer $tool" "exit $? ($(grep -m1 'ERROR SUMMARY' "$out/sanitizer-$tool.log"))"
+done
+# Conv and scan bandwidth vs a device-to-device copy: the offline segment shape (64 x 1024 rows)
+# and one long input (4 x 65536 rows: little parallelism across sequences).
+for shape in "64 1024" "4 65536"; do
+  set -- $shape
+  build-gpu/bin/cuda_kernel_bench --streams $1 --frames $2 > "$out/kernels-$1x$2.json" 2>&1
+  row "conv / scan bandwidth, $1 x $2 rows" "$(python3 -c "import json;d=json.load(open('$out/kernels-$1x$2.json'));print('copy %.0f GB/s; conv %.0f GB/s (%.2f); scan %.0f GB/s (%.2f)' % (d['copy_gb_per_s'], d['conv_gb_per_s'], d['conv_vs_copy'], d['scan_gb_per_s'], d['scan_vs_copy']))" 2>/dev/null || echo failed)"
 done
 build-gpu/bin/ssm-model random --preset bench-m --seed 1 --out "$out/bench-m" --force > /dev/null
 build-gpu/bin/ssm-model random --preset bench-l --seed 1 --out "$out/bench-l" --force > /dev/null

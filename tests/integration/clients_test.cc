@@ -321,7 +321,8 @@ class ClientsTest : public ::testing::Test {
                              const std::string& name) {
     const std::string out = Path(name + ".offline.npy");
     const CommandResult r = RunCommand(kBin + "/ssm-run --mode offline --model " + Path(model) +
-                                       " --input " + input + " --output " + out);
+                                       " --input " + input + " --output " + out +
+                                       " --device " + testing::TestDevice());
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return out;
   }

@@ -21,6 +21,14 @@
 
 namespace ssm::testing {
 
+// The --device the integration tests run the server (and their expected-output engines) on:
+// $SSM_TEST_DEVICE if set (tests/gpu/run.sh sets cuda), else cpu, so that expected outputs
+// computed in-process match the server's bitwise on any machine.
+inline std::string TestDevice() {
+  const char* device = std::getenv("SSM_TEST_DEVICE");
+  return device != nullptr && *device != '\0' ? device : std::string("cpu");
+}
+
 #ifdef SSM_BIN_DIR
 // $SSM_SERVER_BINARY if set (e.g. a sanitizer build), else the ssm-server of this build.
 inline std::string DefaultServerBinary() {
@@ -38,11 +46,14 @@ class ServerProcess {
   // "listening on HOST:PORT", then, unless `--metrics-listen ""` is given, for "metrics on
   // HOST:PORT". nullptr (and *error says why, with the line if any) on failure. Pass
   // "--listen 127.0.0.1:0" to get a free port; without --metrics-listen, "--metrics-listen
-  // 127.0.0.1:0" is added so parallel servers never share the default metrics port. stderr is
-  // inherited (server logs).
+  // 127.0.0.1:0" is added so parallel servers never share the default metrics port, and without
+  // --device, "--device TestDevice()". stderr is inherited (server logs).
   static std::unique_ptr<ServerProcess> Start(
       const std::string& binary, std::vector<std::string> args, std::string* error,
       std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    bool device_given = false;
+    for (const std::string& arg : args) device_given |= arg == "--device";
+    if (!device_given) args.insert(args.end(), {"--device", TestDevice()});
     const std::string* metrics_listen = nullptr;
     for (size_t i = 0; i + 1 < args.size(); ++i)
       if (args[i] == "--metrics-listen") metrics_listen = &args[i + 1];

@@ -194,7 +194,7 @@ class ServerTest : public ::testing::Test {
   // Offline outputs of the in-process engine: the truth.
   static std::vector<float> Offline(const std::shared_ptr<const Model>& model,
                                     const std::vector<float>& values) {
-    auto engine = testing::MakeEngine(model, "cpu", 1);
+    auto engine = testing::MakeEngine(model, testing::TestDevice(), 1);
     return testing::RunOfflineOne(*engine, values);
   }
 
