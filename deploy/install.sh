@@ -13,14 +13,19 @@ packages=(
   libeigen3-dev nlohmann-json3-dev libfmt-dev libcli11-dev libspdlog-dev
   libsndfile1-dev libsoxr-dev portaudio19-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
+  libcivetweb-dev  # ssm-server's HTTP endpoint: /metrics and the web dashboard
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-numpy python3-torch python3-grpcio
+  prometheus yamllint python3-yaml
+  espeak-ng sox  # speech clips: the ssm-mic tests, the speech-activity recipe and its test
+  chromium  # the dashboard's browser test
 )
 
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v npm >/dev/null || missing+=(nodejs npm)  # the browser test wants Node.js >= 20
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -28,6 +33,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get update -q
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
     "${missing[@]}"
+fi
+
+# The web dashboard's npm packages at the versions of its package-lock.json (uPlot, embedded
+# into ssm-server; playwright-core for the browser test); skipped when already installed.
+dashboard=clients/dashboard
+if ! cmp -s "$dashboard/package-lock.json" "$dashboard/node_modules/.installed-package-lock.json"
+then
+  (cd "$dashboard" && npm ci --no-audit --no-fund)
+  cp "$dashboard/package-lock.json" "$dashboard/node_modules/.installed-package-lock.json"
 fi
 
 [ "${1:-}" = "--no-build" ] && exit 0

@@ -1,27 +1,22 @@
 // ssm-server: the gRPC streaming service (design.md §5). Prints "listening on HOST:PORT" as its
-// first stdout line once it accepts calls, then "metrics on HOST:PORT" when Prometheus metrics
-// are served (--metrics-listen); logs go to stderr. SIGTERM/SIGINT drain and exit 0.
+// first stdout line once it accepts calls, then "metrics on HOST:PORT" when metrics are on
+// (--metrics-listen: Prometheus metrics at /metrics and the web dashboard at /); logs go to
+// stderr. SIGTERM/SIGINT drain and exit 0.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <netdb.h>
-#include <prometheus/exposer.h>
 #include <pthread.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
-#include <atomic>
 #include <chrono>
 #include <cstdio>
-#include <exception>
+#include <cstring>
 #include <memory>
-#include <stdexcept>
 #include <string>
-#include <thread>
 
 #include "server/service/call_registry.h"
+#include "server/service/http_server.h"
 #include "server/service/log.h"
 #include "server/service/metrics.h"
 #include "server/service/model_registry.h"
@@ -43,60 +38,11 @@ constexpr std::chrono::milliseconds kShutdownGrace(500);
 // The host part of a HOST:PORT flag.
 std::string Host(const std::string& host_port) { return host_port.substr(0, host_port.rfind(':')); }
 
-// Serves `metrics` on HTTP GET http://ADDRESS/metrics; nullptr (and logged why) when the address
-// cannot be bound.
-std::unique_ptr<prometheus::Exposer> ExposeMetrics(const std::string& address,
-                                                   const Metrics& metrics) {
-  try {
-    auto exposer = std::make_unique<prometheus::Exposer>(address);
-    exposer->RegisterCollectable(metrics.registry());
-    if (exposer->GetListeningPorts().empty()) throw std::runtime_error("no listening port");
-    return exposer;
-  } catch (const std::exception& e) {
-    log::Error(
-        "cannot serve metrics on {}: {}; choose another --metrics-listen, or "
-        "--metrics-listen \"\" to turn metrics off",
-        address, e.what());
-    return nullptr;
-  }
-}
-
-// Opens and closes one TCP connection to host:port (a wildcard host means this machine).
-void Knock(const std::string& host, int port) {
-  std::string target = host == "0.0.0.0" || host == "[::]" ? "localhost" : host;
-  if (target.size() > 2 && target.front() == '[') target = target.substr(1, target.size() - 2);
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(target.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
-  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
-  if (fd >= 0) {
-    connect(fd, found->ai_addr, found->ai_addrlen);
-    close(fd);
-  }
-  freeaddrinfo(found);
-}
-
-// Stops the metrics endpoint. Its listener thread sees the stop request only when its poll
-// returns, which takes up to 2 s on an idle port, so a connection is made every 20 ms until it
-// has stopped: without it every shutdown would take up to 2 s longer.
-void StopExposer(std::unique_ptr<prometheus::Exposer> exposer, const std::string& host) {
-  const int port = exposer->GetListeningPorts().front();
-  std::atomic<bool> stopped{false};
-  std::thread stopper([&] {
-    exposer.reset();
-    stopped = true;
-  });
-  while (!stopped) {
-    Knock(host, port);
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  stopper.join();
-}
-
 int Serve(const ServerConfig& config, const sigset_t& signals) {
   log::Info("ssm-server starting: {}", config.ToString());
-  Metrics metrics(SSM_VERSION, config.backend(), config.backend() == "cuda" ? "gpu" : "cpu");
+  // --metrics-listen "" turns collection off too: the hot paths then skip every update.
+  Metrics metrics(SSM_VERSION, config.backend(), config.backend() == "cuda" ? "gpu" : "cpu",
+                  !config.metrics_listen.empty());
   auto models = ModelRegistry::Load(config, &metrics);
   if (!models.ok()) {
     log::Error("{}", models.status().message());
@@ -108,10 +54,16 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
 
   CallRegistry calls(kIdleSweepPeriod);
   SsmService service(&config, models->get(), &calls, &metrics);
-  std::unique_ptr<prometheus::Exposer> exposer;
-  if (!config.metrics_listen.empty()) {
-    exposer = ExposeMetrics(config.metrics_listen, metrics);
-    if (exposer == nullptr) return 1;
+  std::unique_ptr<HttpServer> http;
+  if (metrics.enabled()) {
+    auto started = HttpServer::Start(config.metrics_listen, metrics.registry());
+    if (!started.ok()) {
+      log::Error(
+          "{}; choose another --metrics-listen, or --metrics-listen \"\" to turn metrics off",
+          started.status().message());
+      return 1;
+    }
+    http = std::move(*started);
   }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -131,12 +83,12 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   std::printf("listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
   log::Info("listening on {}:{}", host, port);
-  if (exposer != nullptr) {
+  if (http != nullptr) {
     const std::string metrics_host = Host(config.metrics_listen);
-    const int metrics_port = exposer->GetListeningPorts().front();
-    std::printf("metrics on %s:%d\n", metrics_host.c_str(), metrics_port);
+    std::printf("metrics on %s:%d\n", metrics_host.c_str(), http->port());
     std::fflush(stdout);
-    log::Info("Prometheus metrics on http://{}:{}/metrics", metrics_host, metrics_port);
+    log::Info("Prometheus metrics on http://{}:{}/metrics, dashboard on http://{}:{}/",
+              metrics_host, http->port(), metrics_host, http->port());
   }
 
   int signal_number = 0;
@@ -150,7 +102,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   if (!calls.WaitUntilEmpty(drain_deadline))
     log::Warning("drain timeout: cancelling {} open calls", calls.size());
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
-  if (exposer != nullptr) StopExposer(std::move(exposer), Host(config.metrics_listen));
+  http.reset();
   (*models)->StopSchedulers();  // runs the last stream closes
   calls.Stop();
   log::Info("stopped");
@@ -173,8 +125,8 @@ int main(int argc, char** argv) {
   app.add_option("--listen", config.listen, "HOST:PORT to listen on (port 0 picks a free port)")
       ->capture_default_str();
   app.add_option("--metrics-listen", config.metrics_listen,
-                 "HOST:PORT serving Prometheus metrics at /metrics (port 0 picks a free port; "
-                 "\"\" turns metrics off)")
+                 "HOST:PORT serving Prometheus metrics at /metrics and the live dashboard at / "
+                 "(port 0 picks a free port; \"\" turns metrics off: nothing is collected)")
       ->capture_default_str();
   app.add_option("--device", config.device,
                  "auto (cuda when a GPU is present, else cpu), cpu, cuda or reference")

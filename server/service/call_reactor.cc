@@ -128,7 +128,7 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
   label_ = open.label();
   stream_id_ = fmt::format("{}-{}", model->name, shared_->next_stream_id.fetch_add(1));
   opened_at_ = Clock::now();
-  model->metrics->StreamOpened();
+  if (model->metrics != nullptr) model->metrics->StreamOpened();
 
   pb::StreamResponse response;
   pb::StreamOpened* opened = response.mutable_opened();
@@ -183,18 +183,17 @@ void CallReactor::OnResult(ChunkResult result) {
 
 void CallReactor::RecordResultLocked(const ChunkResult& result, Clock::time_point arrival,
                                      Clock::time_point now) {
-  ModelMetrics& m = *model_->metrics;
+  ModelMetrics* m = model_->metrics;
+  if (m == nullptr) return;  // metrics off
   if (behaviour_.priority != Priority::kRealTime) {
-    m.offline_frames->Increment(result.frames);
+    m->offline_frames->Increment(result.frames);
     return;
   }
-  m.chunks->Increment();
-  m.frames->Increment(result.frames);
-  m.chunk_latency->Observe(Seconds(arrival, now));
   // Lag: wall time since open minus the signal time covered by the outputs so far.
   const double signal_s =
       double(result.first_frame + result.frames) / model_->model->config().frame_rate();
-  m.stream_lag->Observe(std::max(0.0, Seconds(opened_at_, now) - signal_s));
+  m->ChunkAnswered(Seconds(arrival, now), result.frames,
+                   std::max(0.0, Seconds(opened_at_, now) - signal_s));
 }
 
 void CallReactor::QueueWriteLocked(pb::StreamResponse response, bool completes_chunk) {
@@ -251,7 +250,8 @@ void CallReactor::OnDone() {
     scheduler = scheduler_;
     code = static_cast<StatusCode>(finish_status_.error_code());
     shared_->metrics->CountError(int(code));
-    if (model_ != nullptr && code == StatusCode::kOk && behaviour_.priority == Priority::kFile) {
+    if (model_ != nullptr && model_->metrics != nullptr && code == StatusCode::kOk &&
+        behaviour_.priority == Priority::kFile) {
       model_->metrics->offline_files->Increment();
       model_->metrics->offline_file_seconds->Observe(Seconds(opened_at_, Clock::now()));
     }
@@ -263,7 +263,7 @@ void CallReactor::OnDone() {
   // The slot is freed on the scheduler's worker, after any step still using it.
   if (stream >= 0) {
     scheduler->Close(stream, [this, code] {
-      model_->metrics->StreamClosed(code);
+      if (model_->metrics != nullptr) model_->metrics->StreamClosed(code);
       delete this;
     });
   } else {

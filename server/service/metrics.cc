@@ -80,8 +80,23 @@ void ModelMetrics::StreamClosed(StatusCode final_code) {
   slots_free->Increment();
 }
 
-Metrics::Metrics(const std::string& version, const std::string& backend, const std::string& device)
-    : registry_(std::make_shared<prometheus::Registry>()),
+void ModelMetrics::ChunkAnswered(double latency_s, int frames_answered, double lag_s) {
+  chunks->Increment();
+  frames->Increment(frames_answered);
+  chunk_latency->Observe(latency_s);
+  stream_lag->Observe(lag_s);
+}
+
+void ModelMetrics::StepRun(double step_s, int streams, int frames_out) {
+  engine_step->Observe(step_s);
+  batch_streams->Observe(double(streams));
+  batch_frames->Observe(double(frames_out));
+}
+
+Metrics::Metrics(const std::string& version, const std::string& backend, const std::string& device,
+                 bool enabled)
+    : enabled_(enabled),
+      registry_(std::make_shared<prometheus::Registry>()),
       build_info_(Build(prometheus::BuildGauge(), "ssm_build_info",
                         "Always 1; the labels describe the server build", registry_.get())),
       streams_active_(Build(prometheus::BuildGauge(), "ssm_streams_active",
@@ -136,6 +151,7 @@ Metrics::Metrics(const std::string& version, const std::string& backend, const s
 
 ModelMetrics* Metrics::AddModel(const std::string& model, const std::string& backend, int capacity,
                                 int64_t state_bytes_per_stream) {
+  if (!enabled_) return nullptr;
   auto m = std::make_unique<ModelMetrics>();
   const prometheus::Labels labels{{"model", model}};
   m->streams_active = &streams_active_.Add(labels);
@@ -165,7 +181,7 @@ ModelMetrics* Metrics::AddModel(const std::string& model, const std::string& bac
 }
 
 void Metrics::CountError(int code) {
-  if (code == 0) return;
+  if (!enabled_ || code == 0) return;
   if (code < 0 || code >= kStatusCodes) code = int(StatusCode::kUnknown);
   errors_by_code_[size_t(code)]->Increment();
 }

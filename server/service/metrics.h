@@ -1,7 +1,8 @@
 // The server's Prometheus metrics (names `ssm_*`, base units: seconds, bytes). Metrics owns the
 // registry and every family; the hot paths (scheduler worker, call reactors) hold typed handles
 // (ModelMetrics) and update them lock-free (counters, gauges) or under prometheus-cpp's own
-// per-histogram lock. Collected always; exposed over HTTP only with --metrics-listen.
+// per-histogram lock. A Metrics made with `enabled` false (--metrics-listen "") registers the
+// families but hands out no ModelMetrics: the hot paths then skip every update.
 //
 // What is counted where:
 // - Stream (real-time) calls only: ssm_chunks_total, ssm_frames_total (output frames),
@@ -62,18 +63,27 @@ struct ModelMetrics {
   // slot was freed.
   void StreamOpened();
   void StreamClosed(StatusCode final_code);
+  // A Stream chunk was answered: `frames` outputs, `latency_s` after it arrived, its stream
+  // `lag_s` behind real time.
+  void ChunkAnswered(double latency_s, int frames, double lag_s);
+  // An engine step ran `streams` chunks and file segments giving `frames` outputs in `step_s`.
+  void StepRun(double step_s, int streams, int frames);
 };
 
 class Metrics {
  public:
-  // Registers the server-wide families and ssm_build_info{version,backend,device} = 1.
-  Metrics(const std::string& version, const std::string& backend, const std::string& device);
+  // Registers the server-wide families and ssm_build_info{version,backend,device} = 1. When
+  // `enabled` is false nothing is counted: AddModel returns nullptr and CountError does nothing.
+  Metrics(const std::string& version, const std::string& backend, const std::string& device,
+          bool enabled = true);
+
+  bool enabled() const { return enabled_; }
 
   // Registers the series of one model: `capacity` state slots of `state_bytes_per_stream` bytes
   // on `backend`. ssm_realtime_factor{model} is the engine's speed: signal seconds advanced per
   // second spent in Engine::Step, over the steps of the last >= 1 s window (50 = 50x faster
   // than real time at the current batch mix); it keeps its last value while the engine is idle.
-  // Not thread-safe: call while starting, before any call is served.
+  // Not thread-safe: call while starting, before any call is served. nullptr when disabled.
   ModelMetrics* AddModel(const std::string& model, const std::string& backend, int capacity,
                          int64_t state_bytes_per_stream);
 
@@ -81,10 +91,11 @@ class Metrics {
   // Thread-safe.
   void CountError(int code);
 
-  // What an Exposer serves.
+  // What the HTTP endpoint serves.
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
  private:
+  const bool enabled_;
   std::shared_ptr<prometheus::Registry> registry_;
   // Families, owned by registry_.
   prometheus::Family<prometheus::Gauge>& build_info_;

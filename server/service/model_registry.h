@@ -19,7 +19,7 @@ struct ServedModel {
   std::string dir;
   std::shared_ptr<const Model> model;
   std::unique_ptr<Engine> engine;
-  ModelMetrics* metrics = nullptr;       // owned by the server's Metrics
+  ModelMetrics* metrics = nullptr;       // owned by the server's Metrics; nullptr: metrics off
   std::unique_ptr<Scheduler> scheduler;  // after engine: destroyed (stopped) first
 };
 

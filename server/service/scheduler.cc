@@ -43,7 +43,8 @@ void Scheduler::Submit(int stream, std::vector<float> values) {
     SSM_CHECK_MSG(it != lanes_.end(), fmt::format("Submit to stream {} which is not open", stream));
     if (it->second.queue.empty()) ++ready_;
     it->second.queue.push_back({std::move(values), Clock::now()});
-    metrics_->queue_depth->Increment();  // under mu_, so the worker's decrements follow it
+    // Under mu_, so the worker's decrements follow it.
+    if (metrics_ != nullptr) metrics_->queue_depth->Increment();
   }
   work_cv_.notify_one();
 }
@@ -109,7 +110,7 @@ void Scheduler::PickBatch(std::vector<BatchItem>* batch) {
     lane.queue.pop_front();
     if (lane.queue.empty()) --ready_;
   }
-  metrics_->queue_depth->Decrement(double(chosen.size()));
+  if (metrics_ != nullptr) metrics_->queue_depth->Decrement(double(chosen.size()));
 }
 
 void Scheduler::Run() {
@@ -134,7 +135,7 @@ void Scheduler::Run() {
         auto it = lanes_.find(close.first);
         if (it == lanes_.end()) continue;
         if (!it->second.queue.empty()) --ready_;
-        metrics_->queue_depth->Decrement(double(it->second.queue.size()));
+        if (metrics_ != nullptr) metrics_->queue_depth->Decrement(double(it->second.queue.size()));
         lanes_.erase(it);
       }
       if (!stop_) PickBatch(&batch);
@@ -160,7 +161,7 @@ void Scheduler::Run() {
   for (const auto& [stream, lane] : lanes_) engine_->CloseStream(stream);
   lanes_.clear();
   ready_ = 0;
-  metrics_->queue_depth->Set(0);
+  if (metrics_ != nullptr) metrics_->queue_depth->Set(0);
 }
 
 void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {
@@ -187,15 +188,14 @@ void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {
 }
 
 void Scheduler::RecordStep(const std::vector<BatchItem>& batch, double step_s) {
+  if (metrics_ == nullptr) return;  // metrics off
   int frames = 0;
   double values = 0;
   for (size_t i = 0; i < batch.size(); ++i) {
     frames += step_.chunks[i].frames;
     if (step_.chunks[i].status.ok()) values += double(batch[i].chunk.values.size());
   }
-  metrics_->engine_step->Observe(step_s);
-  metrics_->batch_streams->Observe(double(batch.size()));
-  metrics_->batch_frames->Observe(double(frames));
+  metrics_->StepRun(step_s, int(batch.size()), frames);
   window_signal_s_ += values / values_per_frame_ / frame_rate_;
   window_step_s_ += step_s;
   const Clock::time_point now = Clock::now();

@@ -48,7 +48,8 @@ class Scheduler {
   using ResultFn = std::function<void(ChunkResult)>;
   using ClosedFn = std::function<void()>;
 
-  // Starts the worker. `engine` and `metrics` must outlive the scheduler.
+  // Starts the worker. `engine` and `metrics` must outlive the scheduler; `metrics` nullptr:
+  // metrics are off.
   Scheduler(Engine* engine, const SchedulerOptions& options, ModelMetrics* metrics);
   ~Scheduler();  // Stop()
 

@@ -1,5 +1,6 @@
-// ssm-server's Prometheus endpoint: the real binary on loopback, one stream through the generated
-// stubs, then GET /metrics over a plain socket and check the counters against what the client saw.
+// ssm-server's HTTP endpoint: the real binary on loopback, one stream through the generated stubs,
+// then GET /metrics over a plain socket and check the counters against what the client saw; the
+// web dashboard's files on the same port.
 #include <arpa/inet.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
@@ -9,6 +10,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 #include <sstream>
 #include <string>
@@ -29,11 +31,16 @@ constexpr int kMaxStreams = 3;
 constexpr int kChunks = 8;
 constexpr int kChunkSamples = 1600;  // 100 ms at SmallAudioConfig's 16 kHz
 
-// The body of GET http://127.0.0.1:port/path (HTTP/1.0: the server closes after the response);
-// "" when the server cannot be reached.
-std::string HttpGet(int port, const std::string& path) {
+struct HttpResponse {
+  int status = 0;  // 0: no response
+  std::string headers;
+  std::string body;
+};
+
+// GET http://127.0.0.1:port/path (HTTP/1.0: the server closes after the response).
+HttpResponse HttpGet(int port, const std::string& path) {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
+  if (fd < 0) return {};
   timeval timeout{5, 0};
   setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
   sockaddr_in addr{};
@@ -50,8 +57,13 @@ std::string HttpGet(int port, const std::string& path) {
     }
   }
   close(fd);
+  HttpResponse result;
   const size_t body = response.find("\r\n\r\n");
-  return body == std::string::npos ? "" : response.substr(body + 4);
+  if (body == std::string::npos || response.compare(0, 9, "HTTP/1.1 ") != 0) return result;
+  result.status = std::atoi(response.c_str() + 9);
+  result.headers = response.substr(0, body);
+  result.body = response.substr(body + 4);
+  return result;
 }
 
 // The value of the sample `series` (name and labels exactly as exposed, labels sorted by name)
@@ -93,7 +105,7 @@ class MetricsTest : public ::testing::Test {
     ASSERT_NE(server_, nullptr) << error;
   }
 
-  std::string Scrape() { return HttpGet(server_->metrics_port(), "/metrics"); }
+  std::string Scrape() { return HttpGet(server_->metrics_port(), "/metrics").body; }
 
   // Scrapes until `series` has `value` (the server updates some series just after the client
   // sees the call's status) or 5 s pass; returns the last value seen.
@@ -202,9 +214,37 @@ TEST_F(MetricsTest, CountersMatchWhatTheClientSawAndStreamsReturnToZero) {
   EXPECT_EQ(Sample(last, "ssm_errors_total{code=\"NOT_FOUND\"}"), 0);
 }
 
-TEST_F(MetricsTest, EmptyMetricsListenTurnsMetricsOff) {
+TEST_F(MetricsTest, DashboardIsServedBesideTheMetrics) {
+  StartServer("127.0.0.1:0");
+  const int port = server_->metrics_port();
+  const HttpResponse metrics = HttpGet(port, "/metrics");
+  EXPECT_EQ(metrics.status, 200);
+  EXPECT_NE(metrics.headers.find("Content-Type: text/plain; version=0.0.4"), std::string::npos)
+      << metrics.headers;
+  const HttpResponse page = HttpGet(port, "/");
+  EXPECT_EQ(page.status, 200);
+  EXPECT_NE(page.headers.find("Content-Type: text/html"), std::string::npos) << page.headers;
+  EXPECT_NE(page.body.find("<title>ssm-server dashboard</title>"), std::string::npos);
+  // Every file the page loads is there, uPlot included (no network needed).
+  for (const char* file : {"app.js", "charts.js", "derive.js", "prometheus.js", "style.css",
+                           "uPlot.iife.min.js", "uPlot.min.css", "uPlot-LICENSE.txt"}) {
+    const HttpResponse asset = HttpGet(port, std::string("/static/") + file);
+    EXPECT_EQ(asset.status, 200) << file;
+    EXPECT_GT(asset.body.size(), 100u) << file;
+  }
+  EXPECT_NE(page.body.find("src=\"/static/app.js\""), std::string::npos);
+  EXPECT_NE(page.body.find("src=\"/static/uPlot.iife.min.js\""), std::string::npos);
+  EXPECT_EQ(HttpGet(port, "/static/missing.js").status, 404);
+  EXPECT_EQ(HttpGet(port, "/metrics/extra").status, 404);
+}
+
+TEST_F(MetricsTest, EmptyMetricsListenTurnsMetricsOffAndStreamsStillWork) {
   StartServer("");
   EXPECT_EQ(server_->metrics_port(), 0);
+  // Nothing is collected: every metric update on the stream's path is skipped.
+  auto stub =
+      pb::Ssm::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  EXPECT_GT(StreamTone(*stub), 0);
   // Once the server has exited, its stdout held nothing after the "listening on" line.
   EXPECT_EQ(server_->Terminate(), 0);
   EXPECT_EQ(server_->ReadLine(std::chrono::seconds(2)), "");

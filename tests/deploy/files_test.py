@@ -1,0 +1,461 @@
+"""Static checks of deploy/ (the Grafana dashboard, the Kubernetes manifests, the Dockerfile) and
+a live one: every ssm_* metric that the dashboard, the alerts and the prometheus-adapter rules
+name is one a real ssm-server exports.
+  files_test.py --bin-dir build/bin --source-dir .   (unittest options may follow)
+"""
+import argparse
+import fnmatch
+import glob
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import unittest
+
+import yaml
+
+import deploy_config
+import live
+from deploy_config import series_metric
+
+SOURCE = BIN = ""  # set in main()
+METRIC = re.compile(r"\bssm_[a-z0-9_]+\b")
+
+
+def path(*parts):
+    return os.path.join(SOURCE, *parts)
+
+
+def load_dashboard():
+    return deploy_config.load_dashboard(SOURCE)
+
+
+def load_yaml_docs(pattern):
+    return deploy_config.load_k8s_docs(SOURCE, pattern)
+
+
+def adapter_rules():
+    return deploy_config.adapter_rules(SOURCE)
+
+
+def flag(args, name):
+    """The value after `name` in a container's args."""
+    assert name in args, f"args lack {name}: {args}"
+    return args[args.index(name) + 1]
+
+
+def server_defaults():
+    """ServerConfig's default listen and metrics ports (server/service/server_config.h)."""
+    with open(path("server", "service", "server_config.h")) as f:
+        text = f.read()
+    listen = re.search(r'std::string listen = "[^"]*:(\d+)"', text)
+    metrics = re.search(r'std::string metrics_listen = "[^"]*:(\d+)"', text)
+    assert listen and metrics, "server_config.h: default listen ports not found"
+    return int(listen.group(1)), int(metrics.group(1))
+
+
+def runnable_here(args):
+    """Container args with the image's model directories taken from the source tree and every
+    listen address moved to a free loopback port."""
+    out = []
+    for a in args:
+        if a.startswith("/opt/ssmserve/models/"):
+            a = path("models", os.path.basename(a))
+        elif re.fullmatch(r"0\.0\.0\.0:\d+", a):
+            a = "127.0.0.1:0"
+        out.append(a)
+    return out
+
+
+def assert_server_starts(test, args):
+    """The real ssm-server starts with these (runnable_here) args and serves metrics."""
+    tmp = tempfile.mkdtemp(prefix="ssm-deploy-test-")
+    try:
+        with live.ssm_server(BIN, SOURCE, os.path.join(tmp, "server.log"),
+                             flags=runnable_here(args)) as (_, metrics):
+            test.assertIn("ssm_streams_active", live.http_get(f"http://{metrics}/metrics"))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+class DashboardTest(unittest.TestCase):
+    def setUp(self):
+        self.dashboard = load_dashboard()
+        self.panels = self.dashboard["panels"]
+
+    def test_is_a_dashboard_model(self):
+        d = self.dashboard
+        self.assertIsInstance(d.get("schemaVersion"), int)
+        self.assertGreaterEqual(d["schemaVersion"], 30)
+        for key in ("title", "uid", "time", "templating", "panels"):
+            self.assertIn(key, d)
+        ids = [p["id"] for p in self.panels]
+        self.assertEqual(len(ids), len(set(ids)), "panel ids must be unique")
+
+    def test_has_prometheus_datasource_and_model_variables(self):
+        variables = {v["name"]: v for v in self.dashboard["templating"]["list"]}
+        self.assertEqual(variables["datasource"]["type"], "datasource")
+        self.assertEqual(variables["datasource"]["query"], "prometheus")
+        self.assertEqual(variables["model"]["type"], "query")
+        self.assertIn("model", variables["model"]["definition"])
+        for v in variables.values():
+            if v["type"] == "query":
+                self.assertEqual(v["datasource"]["uid"], "${datasource}", v["name"])
+
+    def test_every_panel_has_type_grid_position_and_queries(self):
+        for p in self.panels:
+            with self.subTest(panel=p.get("title")):
+                self.assertTrue(p.get("type"))
+                grid = p["gridPos"]
+                for key in ("x", "y", "w", "h"):
+                    self.assertIsInstance(grid[key], int)
+                self.assertGreater(grid["w"], 0)
+                self.assertGreater(grid["h"], 0)
+                self.assertLessEqual(grid["x"] + grid["w"], 24, "Grafana rows are 24 wide")
+                self.assertTrue(p["targets"])
+                for t in p["targets"]:
+                    self.assertTrue(t.get("expr"))
+                    self.assertTrue(t.get("refId"))
+                self.assertEqual(p["datasource"]["uid"], "${datasource}")
+
+    def test_panels_do_not_overlap(self):
+        def cells(p):
+            g = p["gridPos"]
+            return {(x, y) for x in range(g["x"], g["x"] + g["w"])
+                    for y in range(g["y"], g["y"] + g["h"])}
+        for i, a in enumerate(self.panels):
+            for b in self.panels[i + 1:]:
+                self.assertFalse(cells(a) & cells(b),
+                                 f"panels {a['title']!r} and {b['title']!r} overlap")
+
+    def test_covers_the_server_behaviour(self):
+        used = {m for p in self.panels for t in p["targets"] for m in METRIC.findall(t["expr"])}
+        for family in ("ssm_streams_active", "ssm_chunks_total", "ssm_frames_total",
+                       "ssm_chunk_latency_seconds_bucket", "ssm_batch_streams_sum",
+                       "ssm_batch_frames_sum", "ssm_stream_lag_seconds_bucket",
+                       "ssm_errors_total", "ssm_state_slots", "ssm_engine_step_seconds_bucket",
+                       "ssm_realtime_factor", "ssm_offline_files_total"):
+            self.assertIn(family, used, f"no panel shows {family}")
+
+
+class MetricNamesTest(unittest.TestCase):
+    """Names in deploy/ against the /metrics of a real ssm-server."""
+
+    @classmethod
+    def setUpClass(cls):
+        tmp = tempfile.mkdtemp(prefix="ssm-deploy-test-")
+        try:
+            with live.ssm_server(BIN, SOURCE, os.path.join(tmp, "server.log")) as (_, metrics):
+                cls.exported = live.metric_names(live.http_get(f"http://{metrics}/metrics"))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def assert_exported(self, where, text):
+        names = METRIC.findall(text)
+        self.assertTrue(names or "ssm_" not in text, f"{where}: no metric name found")
+        for name in names:
+            self.assertIn(name, self.exported, f"{where}: {name} is not exported by ssm-server")
+
+    def test_dashboard_names_exported_metrics(self):
+        d = load_dashboard()
+        for p in d["panels"]:
+            for t in p["targets"]:
+                self.assert_exported(f"panel {p['title']!r}", t["expr"])
+        for v in d["templating"]["list"]:
+            self.assert_exported(f"variable {v['name']}", v.get("definition", ""))
+
+    def test_alerts_name_exported_metrics(self):
+        with open(path("deploy", "prometheus", "alerts.yml")) as f:
+            rules = [r for g in yaml.safe_load(f)["groups"] for r in g["rules"]]
+        self.assertTrue(rules)
+        for r in rules:
+            self.assert_exported(f"alert {r['alert']}", r["expr"])
+
+    def test_adapter_rules_name_exported_metrics(self):
+        for rule in adapter_rules():
+            self.assertIn(series_metric(rule["seriesQuery"]), self.exported, rule["seriesQuery"])
+            self.assertRegex(series_metric(rule["seriesQuery"]), rule["name"]["matches"])
+
+
+class KubernetesTest(unittest.TestCase):
+    def setUp(self):
+        self.docs = load_yaml_docs("*.yaml")
+        self.monitoring = load_yaml_docs("monitoring/*.yaml")
+        self.server = self.docs[("Deployment", "ssm-server")]
+        self.pod = self.server["spec"]["template"]
+        self.container = self.pod["spec"]["containers"][0]
+        self.ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
+
+    def pods_selected(self, selector):
+        """Deployments whose pod labels the label selector matches."""
+        return [name for (kind, name), d in self.docs.items() if kind == "Deployment" and
+                selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+
+    def test_yamllint(self):
+        if shutil.which("yamllint") is None:
+            self.skipTest("yamllint not installed (deploy/install.sh installs it)")
+        r = subprocess.run(["yamllint", "-c", path("tests", "deploy", "yamllint.yml"),
+                            path("deploy", "k8s"), path("deploy", "prometheus")],
+                           capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_kustomization_lists_every_manifest_and_builds(self):
+        with open(path("deploy", "k8s", "kustomization.yaml")) as f:
+            resources = yaml.safe_load(f)["resources"]
+        files = sorted(os.path.basename(p) for p in glob.glob(path("deploy", "k8s", "*.yaml"))
+                       if not p.endswith("kustomization.yaml"))
+        self.assertEqual(sorted(resources), files)
+        if shutil.which("kubectl") is None:
+            self.skipTest("kubectl not installed: kustomize build not checked")
+        r = subprocess.run(["kubectl", "kustomize", path("deploy", "k8s")],
+                           capture_output=True, text=True, timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        built = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(r.stdout)}
+        self.assertEqual(built, set(self.docs))
+
+    def test_deployment_selector_matches_its_pods(self):
+        self.assertEqual(self.pods_selected(self.server["spec"]["selector"]["matchLabels"]),
+                         ["ssm-server"])
+        for c in self.pod["spec"].get("topologySpreadConstraints", []):
+            self.assertEqual(self.pods_selected(c["labelSelector"]["matchLabels"]),
+                             ["ssm-server"])
+
+    def test_listen_flags_match_container_ports(self):
+        args = self.container["args"]
+        self.assertEqual(flag(args, "--listen"), f"0.0.0.0:{self.ports['grpc']}")
+        # Prometheus scrapes from another pod: metrics must listen on all interfaces.
+        self.assertEqual(flag(args, "--metrics-listen"), f"0.0.0.0:{self.ports['metrics']}")
+
+    def test_server_accepts_the_deployments_args(self):
+        assert_server_starts(self, self.container["args"])
+
+    def test_probes_use_grpc_health_on_the_grpc_port(self):
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            with self.subTest(probe=probe):
+                self.assertEqual(self.container[probe]["grpc"]["port"], self.ports["grpc"])
+
+    def test_termination_outlasts_the_drain(self):
+        drain_s = float(flag(self.container["args"], "--drain-timeout"))
+        pre_stop = self.container["lifecycle"]["preStop"]["exec"]["command"]
+        self.assertEqual(pre_stop[0], "sleep")
+        pre_stop_s = float(pre_stop[1])
+        grace_s = self.pod["spec"]["terminationGracePeriodSeconds"]
+        self.assertGreater(grace_s, pre_stop_s + drain_s,
+                           "SIGKILL would cut the drain short")
+        # A draining server reports NOT_SERVING; liveness must not kill it before it exits.
+        live_probe = self.container["livenessProbe"]
+        self.assertGreater(live_probe["periodSeconds"] * live_probe["failureThreshold"], drain_s)
+
+    def test_requests_a_gpu_and_bounds_memory(self):
+        res = self.container["resources"]
+        self.assertGreaterEqual(int(res["limits"]["nvidia.com/gpu"]), 1)
+        self.assertEqual(res["requests"]["nvidia.com/gpu"], res["limits"]["nvidia.com/gpu"])
+        self.assertIn("memory", res["requests"])
+        self.assertIn("memory", res["limits"])
+        self.assertIn("cpu", res["requests"])
+
+    def test_services_select_pods_and_target_their_ports(self):
+        services = {n: d for (k, n), d in self.docs.items() if k == "Service"}
+        self.assertIn("ssm-server", services)
+        self.assertEqual(services["ssm-server-headless"]["spec"]["clusterIP"], "None")
+        for name, svc in services.items():
+            with self.subTest(service=name):
+                selected = self.pods_selected(svc["spec"]["selector"])
+                self.assertEqual(len(selected), 1, f"selects {selected}")
+                pod = self.docs[("Deployment", selected[0])]["spec"]["template"]["spec"]
+                ports = {p.get("name"): p["containerPort"]
+                         for c in pod["containers"] for p in c["ports"]}
+                for p in svc["spec"]["ports"]:
+                    target = p.get("targetPort", p["port"])
+                    self.assertTrue(target in ports or target in ports.values(),
+                                    f"targetPort {target} is no container port of {selected[0]}")
+
+    def test_pdb_selects_the_server_pods(self):
+        pdb = self.docs[("PodDisruptionBudget", "ssm-server")]
+        self.assertEqual(self.pods_selected(pdb["spec"]["selector"]["matchLabels"]),
+                         ["ssm-server"])
+        hpa = self.docs[("HorizontalPodAutoscaler", "ssm-server")]
+        self.assertLess(pdb["spec"]["maxUnavailable"], hpa["spec"]["minReplicas"])
+
+    def test_hpa_scales_the_deployment_on_an_adapter_metric(self):
+        hpa = self.docs[("HorizontalPodAutoscaler", "ssm-server")]
+        self.assertEqual(hpa["apiVersion"], "autoscaling/v2")
+        ref = hpa["spec"]["scaleTargetRef"]
+        self.assertEqual((ref["kind"], ref["apiVersion"]), ("Deployment", "apps/v1"))
+        self.assertIn(("Deployment", ref["name"]), self.docs)
+        self.assertLessEqual(hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"])
+        served = {r["name"]["as"] for r in adapter_rules()}
+        for m in hpa["spec"]["metrics"]:
+            self.assertEqual(m["type"], "Pods")
+            self.assertIn(m["pods"]["metric"]["name"], served,
+                          "no prometheus-adapter rule serves this metric")
+
+    def test_adapter_rules_map_series_to_pods(self):
+        for rule in adapter_rules():
+            overrides = rule["resources"]["overrides"]
+            self.assertEqual(overrides["pod"]["resource"], "pod")
+            self.assertEqual(overrides["namespace"]["resource"], "namespace")
+            for part in ("<<.Series>>", "<<.LabelMatchers>>", "<<.GroupBy>>"):
+                self.assertIn(part, rule["metricsQuery"])
+
+    def test_podmonitor_scrapes_the_metrics_port_as_the_alerts_job(self):
+        monitor = self.monitoring[("PodMonitor", "ssm-server")]
+        self.assertEqual(self.pods_selected(monitor["spec"]["selector"]["matchLabels"]),
+                         ["ssm-server"])
+        self.assertEqual([e["port"] for e in monitor["spec"]["podMetricsEndpoints"]], ["metrics"])
+        # The job label takes the value of this pod label; the alerts select job="ssm-server".
+        job = self.pod["metadata"]["labels"][monitor["spec"]["jobLabel"]]
+        with open(path("deploy", "prometheus", "prometheus.yml")) as f:
+            jobs = [j["job_name"] for j in yaml.safe_load(f)["scrape_configs"]]
+        self.assertEqual(jobs, [job])
+
+    def test_envoy_balances_calls_over_the_headless_service(self):
+        config = yaml.safe_load(self.docs[("ConfigMap", "ssm-envoy")]["data"]["envoy.yaml"])
+        (cluster,) = config["static_resources"]["clusters"]
+        self.assertEqual(cluster["type"], "STRICT_DNS")
+        self.assertIn(cluster["lb_policy"], ("LEAST_REQUEST", "ROUND_ROBIN", "RANDOM"))
+        options = cluster["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        self.assertIn("http2_protocol_options", options["explicit_http_config"])
+        self.assertIn("grpc_health_check", cluster["health_checks"][0])
+        (endpoint,) = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"]
+        address = endpoint["endpoint"]["address"]["socket_address"]
+        headless = self.docs[("Service", address["address"])]
+        self.assertEqual(headless["spec"]["clusterIP"], "None")
+        grpc_port = next(p for p in headless["spec"]["ports"] if p["name"] == "grpc")
+        self.assertEqual(address["port_value"], grpc_port["port"])
+        (listener,) = config["static_resources"]["listeners"]
+        manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        for host in manager["route_config"]["virtual_hosts"]:
+            for route in host["routes"]:
+                self.assertEqual(route["route"]["cluster"], cluster["name"])
+                self.assertEqual(route["route"]["timeout"], "0s", "streams must not time out")
+        envoy = self.docs[("Deployment", "ssm-envoy")]["spec"]["template"]["spec"]
+        (container,) = envoy["containers"]
+        self.assertEqual(container["ports"][0]["containerPort"],
+                         listener["address"]["socket_address"]["port_value"])
+        (mount,) = container["volumeMounts"]
+        (volume,) = [v for v in envoy["volumes"] if v["name"] == mount["name"]]
+        self.assertEqual(volume["configMap"]["name"], "ssm-envoy")
+        self.assertEqual(flag(container["args"], "--config-path"),
+                         os.path.join(mount["mountPath"], "envoy.yaml"))
+
+
+def dockerfile_instructions():
+    """[(INSTRUCTION, arguments)] with continuation lines joined and comments dropped."""
+    with open(path("deploy", "Dockerfile")) as f:
+        lines = [l for l in f.read().splitlines() if not l.lstrip().startswith("#")]
+    text = "\n".join(lines).replace("\\\n", " ")
+    return [tuple(l.strip().split(None, 1)) for l in text.splitlines() if l.strip()]
+
+
+def dockerignored(rel_path):
+    """Whether .dockerignore keeps rel_path out of the build context (last match wins)."""
+    with open(path(".dockerignore")) as f:
+        patterns = [l.strip() for l in f if l.strip() and not l.startswith("#")]
+    ignored = False
+    for p in patterns:
+        negate = p.startswith("!")
+        p = p.lstrip("!").rstrip("/")
+        parts = rel_path.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        if any(fnmatch.fnmatch(prefix, p) for prefix in prefixes):
+            ignored = not negate
+    return ignored
+
+
+class DockerfileTest(unittest.TestCase):
+    """Static only: no container engine runs where these tests run."""
+
+    def setUp(self):
+        self.instructions = dockerfile_instructions()
+
+    def all_of(self, name):
+        return [args for inst, args in self.instructions if inst == name]
+
+    def test_copy_sources_exist_in_the_build_context(self):
+        copies = [a.split() for a in self.all_of("COPY") if not a.startswith("--from")]
+        self.assertTrue(copies)
+        for *sources, _ in copies:
+            for src in sources:
+                with self.subTest(source=src):
+                    self.assertTrue(os.path.exists(path(src)), f"{src} does not exist")
+                    self.assertFalse(dockerignored(src), f".dockerignore excludes {src}")
+
+    def test_builds_every_top_level_source_folder(self):
+        copied = {a.split()[0] for a in self.all_of("COPY") if not a.startswith("--from")}
+        with open(path("CMakeLists.txt")) as f:
+            cmake = f.read()
+        for folder in re.findall(r"add_subdirectory\((\w+)\)", cmake):
+            if folder != "tests":
+                self.assertIn(folder, copied, f"CMakeLists.txt adds {folder}/; COPY it")
+        self.assertIn("-DSSM_BUILD_TESTS=OFF", " ".join(self.all_of("RUN")))
+
+    def test_copied_binaries_are_built_targets(self):
+        run = " ".join(self.all_of("RUN"))
+        targets = re.search(r"cmake --build build --target ([\w\- ]+)", run).group(1).split()
+        binaries = [os.path.basename(src) for a in self.all_of("COPY") if a.startswith("--from")
+                    for src in a.split()[1:-1] if "/build/bin/" in src]
+        self.assertTrue(binaries)
+        cmake_files = glob.glob(path("**", "CMakeLists.txt"), recursive=True)
+        executables = set()
+        for file in cmake_files:
+            if "/build/" not in file:
+                with open(file) as f:
+                    executables.update(re.findall(r"add_executable\(([\w\-]+)", f.read()))
+        for b in binaries:
+            self.assertIn(b, targets, f"{b} is copied but not built")
+            self.assertIn(b, executables, f"no CMakeLists.txt defines {b}")
+
+    def test_entrypoint_runs_the_server_on_its_default_ports(self):
+        (entrypoint,) = self.all_of("ENTRYPOINT")
+        self.assertEqual(json.loads(entrypoint), ["/usr/local/bin/ssm-server"])
+        final_copies = [a.split() for a in self.all_of("COPY") if a.startswith("--from")]
+        self.assertIn(("/src/build/bin/ssm-server", "/usr/local/bin/"),
+                      {(src, c[-1]) for c in final_copies for src in c[1:-1]})
+        listen_port, metrics_port = server_defaults()
+        (expose,) = self.all_of("EXPOSE")
+        self.assertEqual(sorted(int(p) for p in expose.split()),
+                         sorted([listen_port, metrics_port]))
+        (cmd,) = self.all_of("CMD")
+        cmd = json.loads(cmd)
+        self.assertEqual(flag(cmd, "--listen"), f"0.0.0.0:{listen_port}")
+        self.assertEqual(flag(cmd, "--metrics-listen"), f"0.0.0.0:{metrics_port}")
+        model = flag(cmd, "--model")
+        self.assertIn(model, [a.split()[-1] for a in self.all_of("COPY")], "model not copied")
+        assert_server_starts(self, cmd)
+
+    def test_variants_use_cuda_devel_and_runtime_or_debian(self):
+        stages = {a.split()[-1]: a.split()[0] for a in self.all_of("FROM") if " AS " in a}
+        self.assertIn("-devel-", stages["builder-cuda"])
+        self.assertIn("-runtime-", stages["runtime-cuda"])
+        self.assertEqual(stages["builder-cpu"], "debian:12")
+        self.assertEqual(stages["runtime-cpu"], "debian:12")
+        self.assertEqual(stages["builder"], "builder-${VARIANT}")
+        self.assertEqual(self.all_of("FROM")[-1], "runtime-${VARIANT}")  # the image
+        self.assertIn("deploy/install.sh --no-build", " ".join(self.all_of("RUN")))
+
+    def test_image_user_is_the_pods_user(self):
+        (user,) = self.all_of("USER")
+        pod = load_yaml_docs("deployment.yaml")[("Deployment", "ssm-server")]
+        self.assertEqual(int(user), pod["spec"]["template"]["spec"]["securityContext"]["runAsUser"])
+        model = flag(pod["spec"]["template"]["spec"]["containers"][0]["args"], "--model")
+        self.assertIn(model, [a.split()[-1] for a in self.all_of("COPY")],
+                      "the Deployment's --model is not in the image")
+
+
+def main():
+    global SOURCE, BIN
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bin-dir", required=True)
+    parser.add_argument("--source-dir", required=True)
+    args, rest = parser.parse_known_args()
+    SOURCE, BIN = os.path.abspath(args.source_dir), os.path.abspath(args.bin_dir)
+    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+
+
+if __name__ == "__main__":
+    main()
