@@ -2,7 +2,8 @@
 """Outside check of the ssmserve/v1 semantics against an independent PyTorch model.
 
 Everything on the Python side is written from design.md (sections 2 and 3) alone and shares
-no code with the C++ tree:
+no code with the C++ tree (the model, safetensors and log-mel code is in ssm_torch.py, shared
+with models/speech-activity/):
 
   1. Random models are built here (Mamba-style initialisation, fixed seed) and written as model
      directories: config.json in the ssmserve/v1 format and model.safetensors from the small
@@ -39,11 +40,13 @@ import wave
 try:
     import numpy as np
     import torch
-    import torch.nn as nn
-    import torch.nn.functional as F
 except ImportError:
     print("SKIP: python3-torch not installed (apt-get install python3-torch)")
     sys.exit(77)
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ssm_torch import (expected_tensors, load_model, log_mel, mel_filterbank,  # noqa: E402
+                       n_frames, read_safetensors, write_model_dir)
 
 REL_TOL = 1e-4          # C++ (float32) vs this reference (float64), relative to max|reference|
 SELF_TOL = 1e-10        # reference vs its own alternative formulations (all float64)
@@ -113,38 +116,6 @@ def make_configs():
 SCAN_HEAVY = {"d"}
 
 
-def expected_tensors(cfg):
-    """(name, shape) of every tensor, in the order of the design.md §2 table.
-
-    conv1d.bias exists only with conv_bias (as in mamba_ssm, where nn.Conv1d(bias=conv_bias)),
-    in_proj/out_proj biases only with bias.
-    """
-    D, lay = cfg["d_model"], cfg["layer"]
-    E, R, N, K = lay["expand"] * D, lay["dt_rank"], lay["d_state"], lay["d_conv"]
-    out = [("input_proj.weight", (D, cfg["d_in"])), ("input_proj.bias", (D,))]
-    for i in range(cfg["n_layer"]):
-        L = f"backbone.layers.{i}."
-        out.append((L + "norm.weight", (D,)))
-        out.append((L + "mixer.in_proj.weight", (2 * E, D)))
-        if lay["bias"]:
-            out.append((L + "mixer.in_proj.bias", (2 * E,)))
-        out.append((L + "mixer.conv1d.weight", (E, 1, K)))
-        if lay["conv_bias"]:
-            out.append((L + "mixer.conv1d.bias", (E,)))
-        out.append((L + "mixer.x_proj.weight", (R + 2 * N, E)))
-        out.append((L + "mixer.dt_proj.weight", (E, R)))
-        out.append((L + "mixer.dt_proj.bias", (E,)))
-        out.append((L + "mixer.A_log", (E, N)))
-        out.append((L + "mixer.D", (E,)))
-        out.append((L + "mixer.out_proj.weight", (D, E)))
-        if lay["bias"]:
-            out.append((L + "mixer.out_proj.bias", (D,)))
-    out.append(("backbone.norm_f.weight", (D,)))
-    out.append(("head.weight", (cfg["d_out"], D)))
-    out.append(("head.bias", (cfg["d_out"],)))
-    return out
-
-
 def init_weights(cfg, seed, scan_heavy=False):
     """Random float32 weights initialised the way mamba_ssm initialises a fresh Mamba block
     (scan_heavy: dt in [0.05, 1], D ~ U(+-0.1), x_proj weights x3; see SCAN_HEAVY)."""
@@ -179,215 +150,12 @@ def init_weights(cfg, seed, scan_heavy=False):
 
 
 # ----------------------------------------------------------------------------------------------
-# 2. safetensors writer (and a reader, used to load the reference from the very same file)
+# 2.-4. safetensors, the reference model (float64, mamba_ssm module names) and the exact log-mel
+#       frontend live in ssm_torch.py (shared with models/speech-activity/)
 # ----------------------------------------------------------------------------------------------
-
-def write_safetensors(path, tensors):
-    """8-byte LE header length, JSON header {name: {dtype, shape, data_offsets}}, padded with
-    spaces to a multiple of 8, then the contiguous little-endian data."""
-    header, blobs, offset = {}, [], 0
-    for name, arr in tensors.items():
-        data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(arr.shape),
-                        "data_offsets": [offset, offset + len(data)]}
-        blobs.append(data)
-        offset += len(data)
-    hjson = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    hjson += b" " * ((8 - len(hjson) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(hjson)))
-        f.write(hjson)
-        for b in blobs:
-            f.write(b)
-
-
-def read_safetensors(path):
-    with open(path, "rb") as f:
-        raw = f.read()
-    (n,) = struct.unpack("<Q", raw[:8])
-    header = json.loads(raw[8:8 + n].decode("utf-8"))
-    data = raw[8 + n:]
-    out = {}
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
-        assert info["dtype"] == "F32", name
-        b, e = info["data_offsets"]
-        out[name] = np.frombuffer(data[b:e], dtype="<f4").reshape(info["shape"]).copy()
-    return out
-
-
-def write_model_dir(path, cfg, tensors):
-    os.makedirs(path, exist_ok=True)
-    with open(os.path.join(path, "config.json"), "w") as f:
-        json.dump(cfg, f, indent=2)
-    write_safetensors(os.path.join(path, "model.safetensors"), tensors)
-
-
-# ----------------------------------------------------------------------------------------------
-# 3. The reference model (design.md §3), float64, mamba_ssm module names
-# ----------------------------------------------------------------------------------------------
-
-def silu(x):
-    return x * torch.sigmoid(x)
-
-
-def softplus(x):
-    return torch.logaddexp(x, torch.zeros_like(x))  # ln(1 + e^x), exact (no threshold)
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, d, eps):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.empty(d, dtype=DTYPE))
-
-    def forward(self, x):  # x * rsqrt(mean(x^2) + eps) * w
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
-
-
-class Mixer(nn.Module):
-    """The Mamba-1 selective SSM exactly as written in design.md §3, one frame at a time."""
-
-    def __init__(self, d_model, lay):
-        super().__init__()
-        self.E = E = lay["expand"] * d_model
-        self.R, self.N, self.K = lay["dt_rank"], lay["d_state"], lay["d_conv"]
-        kw = dict(dtype=DTYPE)
-        self.in_proj = nn.Linear(d_model, 2 * E, bias=lay["bias"], **kw)
-        self.conv1d = nn.Conv1d(E, E, self.K, groups=E, padding=self.K - 1,
-                                bias=lay["conv_bias"], **kw)
-        self.x_proj = nn.Linear(E, self.R + 2 * self.N, bias=False, **kw)
-        self.dt_proj = nn.Linear(self.R, E, bias=True, **kw)
-        self.A_log = nn.Parameter(torch.empty(E, self.N, **kw))
-        self.D = nn.Parameter(torch.empty(E, **kw))
-        self.out_proj = nn.Linear(E, d_model, bias=lay["bias"], **kw)
-
-    def pre_scan(self, v):
-        """Everything before the recurrence: returns s, delta, A, B, C, z (all per frame)."""
-        T = v.shape[0]
-        x, z = self.in_proj(v).split([self.E, self.E], dim=-1)          # x first
-        # Causal depthwise conv: padding K-1 on both sides, keep the first T outputs, so
-        # output t sees x_{t-K+1} .. x_t with x_{<0} = 0 (conv1d is a cross-correlation).
-        c = self.conv1d(x.t().unsqueeze(0))[0, :, :T].t()
-        s = silu(c)
-        dtr, B, C = self.x_proj(s).split([self.R, self.N, self.N], dim=-1)
-        delta = softplus(self.dt_proj(dtr))                                # (T, E)
-        A = -torch.exp(self.A_log)                                         # (E, N)
-        return x, c, s, delta, A, B, C, z
-
-    def scan(self, s, delta, A, B, C):
-        """H_t = exp(Delta_t A) H_{t-1} + (Delta_t s_t) (x) B_t, H_{-1} = 0; returns H_t . C_t."""
-        H = torch.zeros(self.E, self.N, dtype=DTYPE)
-        ys = []
-        for t in range(s.shape[0]):
-            H = torch.exp(delta[t, :, None] * A) * H + (delta[t] * s[t])[:, None] * B[t][None, :]
-            ys.append(H @ C[t])
-        return torch.stack(ys) if ys else torch.zeros(0, self.E, dtype=DTYPE)
-
-    def forward(self, v):
-        _, _, s, delta, A, B, C, z = self.pre_scan(v)
-        o = (self.scan(s, delta, A, B, C) + self.D * s) * silu(z)
-        return self.out_proj(o)
-
-
-class Block(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.norm = RMSNorm(cfg["d_model"], cfg["norm"]["eps"])
-        self.mixer = Mixer(cfg["d_model"], cfg["layer"])
-
-
-class Backbone(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.layers = nn.ModuleList([Block(cfg) for _ in range(cfg["n_layer"])])
-        self.norm_f = RMSNorm(cfg["d_model"], cfg["norm"]["eps"])
-
-
-class SSMModel(nn.Module):
-    def __init__(self, cfg):
-        super().__init__()
-        self.cfg = cfg
-        fe = cfg["frontend"]
-        self.input_proj = nn.Linear(cfg["d_in"], cfg["d_model"], dtype=DTYPE)
-        self.backbone = Backbone(cfg)
-        self.head = nn.Linear(cfg["d_model"], cfg["d_out"], dtype=DTYPE)
-        # Frame normalisation (frontend "none"): u <- (u - mean) / std, per feature.
-        self.mean = torch.tensor(fe["mean"], dtype=DTYPE) if "mean" in fe else None
-        self.std = torch.tensor(fe["std"], dtype=DTYPE) if "std" in fe else None
-
-    def forward(self, u):  # u: (T, d_in) frames after the frontend
-        if self.mean is not None:
-            u = u - self.mean
-        if self.std is not None:
-            u = u / self.std
-        h = self.input_proj(u)
-        for layer in self.backbone.layers:
-            h = h + layer.mixer(layer.norm(h))
-        y = self.head(self.backbone.norm_f(h))
-        act = self.cfg["head_activation"]
-        if act == "sigmoid":
-            y = torch.sigmoid(y)
-        elif act == "softmax":
-            y = torch.softmax(y, dim=-1)
-        return y
-
 
 def load_reference(model_dir):
-    with open(os.path.join(model_dir, "config.json")) as f:
-        cfg = json.load(f)
-    model = SSMModel(cfg)
-    state = {k: torch.from_numpy(v).to(DTYPE)
-             for k, v in read_safetensors(os.path.join(model_dir, "model.safetensors")).items()}
-    model.load_state_dict(state, strict=True)  # names and shapes must match the module exactly
-    model.eval()
-    return model
-
-
-# ----------------------------------------------------------------------------------------------
-# 4. The exact log-mel frontend (design.md §3), float64
-# ----------------------------------------------------------------------------------------------
-
-def hann_periodic(win):
-    i = np.arange(win, dtype=np.float64)
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * i / win)
-
-
-def mel_filterbank(fe):
-    """(n_mels, n_fft/2 + 1) HTK triangles, no area normalisation."""
-    def mel(f):
-        return 2595.0 * np.log10(1.0 + f / 700.0)
-    m = np.linspace(mel(fe["f_min"]), mel(fe["f_max"]), fe["n_mels"] + 2)
-    f = 700.0 * (10.0 ** (m / 2595.0) - 1.0)
-    freqs = np.arange(fe["n_fft"] // 2 + 1) * fe["sample_rate"] / fe["n_fft"]
-    W = np.zeros((fe["n_mels"], freqs.size))
-    for j in range(fe["n_mels"]):
-        rise = (freqs - f[j]) / (f[j + 1] - f[j])
-        fall = (f[j + 2] - freqs) / (f[j + 2] - f[j + 1])
-        W[j] = np.maximum(0.0, np.minimum(rise, fall))
-    return W
-
-
-def n_frames(n_samples, fe):
-    if n_samples < fe["win_length"]:
-        return 0
-    return (n_samples - fe["win_length"]) // fe["hop_length"] + 1
-
-
-def log_mel(samples, fe):
-    """samples: float64 (n,) -> features (frames, n_mels). Frames are cut by hand: frame t is
-    samples [t*hop, t*hop + win); no centring, padding, dither or pre-emphasis."""
-    win, hop, nfft = fe["win_length"], fe["hop_length"], fe["n_fft"]
-    T = n_frames(samples.size, fe)
-    if T == 0:
-        return torch.zeros(0, fe["n_mels"], dtype=DTYPE)
-    idx = np.arange(T)[:, None] * hop + np.arange(win)[None, :]
-    frames = torch.from_numpy(samples[idx] * hann_periodic(win))            # (T, win)
-    frames = F.pad(frames, (0, nfft - win))                                 # zero-pad to n_fft
-    P = torch.fft.rfft(frames, n=nfft, dim=-1).abs().pow(2)                 # (T, nfft/2+1)
-    E = P @ torch.from_numpy(mel_filterbank(fe)).t()
-    return torch.log(torch.clamp(E, min=fe["log_floor"]))
+    return load_model(model_dir, DTYPE)  # strict: names and shapes must match the module exactly
 
 
 # ----------------------------------------------------------------------------------------------
