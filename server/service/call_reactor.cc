@@ -294,10 +294,15 @@ void CallReactor::MaybeCompleteLocked() {
   }
 }
 
+// The first status requested wins. Finish itself waits for the write in flight; every caller
+// comes here (or to MaybeFinishLocked) again once that write is done. A cancel that arrives
+// while a write is in flight requests the status first, and the failed write's OnWriteDone
+// comes back here: it must still reach Finish, or the call (and its slot) is never released.
 void CallReactor::FinishLocked(const grpc::Status& status) {
-  if (finish_requested_) return;
-  finish_requested_ = true;
-  finish_status_ = status;
+  if (!finish_requested_) {
+    finish_requested_ = true;
+    finish_status_ = status;
+  }
   MaybeFinishLocked();
 }
 

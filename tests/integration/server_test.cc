@@ -488,6 +488,30 @@ TEST_F(ServerTest, IdleStreamIsClosedAndItsSlotFreed) {
   b->Close();
 }
 
+// The client sends large frame chunks and never reads its responses, so they back up behind
+// HTTP/2 flow control when it cancels: the call must still end and free its slot.
+TEST_F(ServerTest, CancelWithAWriteInFlightFreesTheSlot) {
+  StartServer({"--max-streams", "1", "--max-chunk-ms", "10000"});
+  auto a = std::make_unique<OpenStream>(*stub_, "frames");
+  ASSERT_TRUE(a->opened);
+  const int d_in = (*frames_model_)->config().d_in;
+  // 10 s per chunk: 12 kB of outputs each.
+  const std::vector<float> frames = rng_.Uniform(size_t(1000) * d_in, -1.0f, 1.0f);
+  const std::string bytes = F32Bytes(frames.data(), frames.size());
+  std::thread writer([&] {
+    for (uint64_t sequence = 0; sequence < 4000; ++sequence)
+      if (!a->call->Write(ChunkRequest(sequence, bytes))) break;  // false once cancelled
+  });
+  std::this_thread::sleep_for(seconds(1));  // the server's writes stall meanwhile
+  a->context.TryCancel();
+  writer.join();
+  EXPECT_EQ(a->call->Finish().error_code(), grpc::CANCELLED);
+  a.reset();
+  auto b = OpenWithin(*stub_, seconds(3));
+  EXPECT_TRUE(b->opened) << "the cancelled call still holds the only slot";
+  b->Close();
+}
+
 TEST_F(ServerTest, ClientCancelFreesTheSlotForTheNextStream) {
   StartServer({"--max-streams", "1"});
   auto a = std::make_unique<OpenStream>(*stub_);
