@@ -1,10 +1,22 @@
 #!/usr/bin/env bash
 # Installs everything ssmserve needs on Debian 12 (idempotent: apt runs only for missing
 # packages) and builds it in Release into build/ (binaries in build/bin/).
-#   deploy/install.sh [--no-build]
-# The CUDA toolkit is never installed here; the CUDA backend is built only where nvcc exists.
+#   deploy/install.sh [--no-build] [--no-test-deps]
+# --no-build: packages only; --no-test-deps: without what only the tests and benchmarks need
+# (a container image's builder). The CUDA toolkit is never installed here; the CUDA backend is
+# built only where nvcc exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+build=1
+test_deps=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-build) build=0 ;;
+    --no-test-deps) test_deps=0 ;;
+    *) echo "install.sh: unknown option $arg (expected --no-build, --no-test-deps)" >&2; exit 2 ;;
+  esac
+done
 
 packages=(
   # toolchain
@@ -14,6 +26,8 @@ packages=(
   libsndfile1-dev libsoxr-dev portaudio19-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
   libcivetweb-dev  # ssm-server's HTTP endpoint: /metrics and the web dashboard
+)
+test_packages=(
   # tests and benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev python3 python3-numpy python3-torch python3-grpcio
   prometheus yamllint python3-yaml
@@ -21,6 +35,7 @@ packages=(
   chromium  # the dashboard's browser test
 )
 
+[ "$test_deps" -eq 1 ] && packages+=("${test_packages[@]}")
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -44,6 +59,6 @@ then
   cp "$dashboard/package-lock.json" "$dashboard/node_modules/.installed-package-lock.json"
 fi
 
-[ "${1:-}" = "--no-build" ] && exit 0
+[ "$build" -eq 0 ] && exit 0
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"

@@ -19,8 +19,10 @@ class WavRecorder {
                                                        bool pcm16);
   ~WavRecorder();  // closes the file if Close was not called
 
+  // Appends samples; an error (disk full?) naming the path when not all were written.
   Status Write(const float* samples, size_t n);
-  // Finishes the header; the first write error, if any.
+  // Finishes the header and closes the file; an error when closing fails (write errors are
+  // Write's).
   Status Close();
 
   int64_t samples_written() const { return written_; }

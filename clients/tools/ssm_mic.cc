@@ -213,10 +213,12 @@ struct Captured {
 constexpr double kMaxUnansweredMs = 1000;
 
 // Captures chunks until --max-seconds, a stop signal or an error; records, resamples and sends
-// them; at the end sends the resampler's tail. The stream stays open (the caller half-closes).
+// them, in pieces of at most `max_chunk_samples` (the server's limit at the model's rate; 0: no
+// limit): the resampler may return more than one chunk's worth at once. At the end sends the
+// resampler's tail. The stream stays open (the caller half-closes).
 Captured CaptureAndSend(const Args& args, client::AudioCapture& capture,
                         client::StreamResampler& resampler, client::WavRecorder* recorder,
-                        client::Stream& stream) {
+                        client::Stream& stream, size_t max_chunk_samples) {
   const int rate = capture.sample_rate();
   const int64_t chunk_frames =
       std::max<int64_t>(1, std::llround(double(rate) * args.chunk_ms / 1000));
@@ -226,14 +228,20 @@ Captured CaptureAndSend(const Args& args, client::AudioCapture& capture,
   const uint64_t max_unanswered = uint64_t(std::max(2.0, kMaxUnansweredMs / args.chunk_ms));
   Captured totals;
   auto send = [&] {
-    if (resampled.empty() || !totals.send.ok()) return;
-    for (;;) {  // the server answers every chunk of a Stream call
-      const client::StreamStats stats = stream.stats();
-      if (stats.chunks_sent - stats.outputs_received < max_unanswered || stream.done()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const size_t piece = max_chunk_samples > 0 ? max_chunk_samples : resampled.size();
+    for (size_t pos = 0; pos < resampled.size() && totals.send.ok(); pos += piece) {
+      // The server answers every chunk of a Stream call; a stop signal ends the wait.
+      for (;;) {
+        const client::StreamStats stats = stream.stats();
+        if (stats.chunks_sent - stats.outputs_received < max_unanswered || stream.done() ||
+            g_stop.load())
+          break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      const size_t n = std::min(piece, resampled.size() - pos);
+      totals.send = stream.SendSamples(resampled.data() + pos, n);
+      totals.samples_sent += int64_t(n);
     }
-    totals.send = stream.SendSamples(resampled.data(), resampled.size());
-    totals.samples_sent += int64_t(resampled.size());
     resampled.clear();
   };
   totals.audio = capture.Start();
@@ -340,7 +348,10 @@ int Run(const Args& args) {
 
   std::signal(SIGINT, OnStopSignal);
   std::signal(SIGTERM, OnStopSignal);
-  Captured totals = CaptureAndSend(args, **capture, **resampler, recorder.get(), **stream);
+  const size_t max_chunk_samples =
+      size_t(opened->max_chunk_ms()) * size_t(model->sample_rate()) / 1000;
+  Captured totals =
+      CaptureAndSend(args, **capture, **resampler, recorder.get(), **stream, max_chunk_samples);
   (*stream)->CloseSend();
   reader.join();
   Status stream_status = (*stream)->Close();

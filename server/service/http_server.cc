@@ -59,8 +59,10 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
 
   std::unique_ptr<HttpServer> server(
       new HttpServer(address.substr(0, address.rfind(':')), std::move(registry)));
-  const char* options[] = {"listening_ports",    address.c_str(), "num_threads", "4",
-                           "request_timeout_ms", "10000",         nullptr};
+  // Enough threads, and a short timeout, that a few idle or slow clients cannot hold every
+  // thread and make Prometheus scrapes fail.
+  const char* options[] = {"listening_ports",    address.c_str(), "num_threads", "16",
+                           "request_timeout_ms", "3000",          nullptr};
   mg_callbacks callbacks{};
   callbacks.log_message = [](const mg_connection*, const char* message) {
     log::Warning("http: {}", message);

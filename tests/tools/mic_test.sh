@@ -151,6 +151,11 @@ for rate in 16 48; do
     "$py" "$helper" frames-equal "$tmp/mic$rate.lines" "$tmp/stream$rate.jsonl"
 done
 
+# Chunks as long as the server allows (--max-chunk-ms, 1000 by default) from a 48 kHz device: the
+# resampler may return more than one chunk's worth at once, and ssm-mic must split it.
+expect "--chunk-ms at the server's limit, 48 kHz device" 0 '"stopped_by":"max-seconds"' 60 \
+  "$mic" "$tmp/clip48.conf" --jsonl --chunk-ms 1000 --max-seconds "$seconds"
+
 # The human-readable view (not a terminal here: segment lines and the summary, no redrawn bar).
 frames=$("$py" -c "import json  # random-demo: win 400, hop 160
 print((json.load(open('$tmp/edges.json'))['samples'] - 400) // 160 + 1)")
