@@ -165,7 +165,7 @@ int64_t StreamTone(pb::Ssm::Stub& stub) {
 }
 
 TEST_F(MetricsTest, CountersMatchWhatTheClientSawAndStreamsReturnToZero) {
-  StartServer("127.0.0.1:0");
+  ASSERT_NO_FATAL_FAILURE(StartServer("127.0.0.1:0"));
   ASSERT_GT(server_->metrics_port(), 0);
   auto stub =
       pb::Ssm::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
@@ -215,7 +215,7 @@ TEST_F(MetricsTest, CountersMatchWhatTheClientSawAndStreamsReturnToZero) {
 }
 
 TEST_F(MetricsTest, DashboardIsServedBesideTheMetrics) {
-  StartServer("127.0.0.1:0");
+  ASSERT_NO_FATAL_FAILURE(StartServer("127.0.0.1:0"));
   const int port = server_->metrics_port();
   const HttpResponse metrics = HttpGet(port, "/metrics");
   EXPECT_EQ(metrics.status, 200);
@@ -239,7 +239,7 @@ TEST_F(MetricsTest, DashboardIsServedBesideTheMetrics) {
 }
 
 TEST_F(MetricsTest, EmptyMetricsListenTurnsMetricsOffAndStreamsStillWork) {
-  StartServer("");
+  ASSERT_NO_FATAL_FAILURE(StartServer(""));
   EXPECT_EQ(server_->metrics_port(), 0);
   // Nothing is collected: every metric update on the stream's path is skipped.
   auto stub =

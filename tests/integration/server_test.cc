@@ -213,7 +213,7 @@ std::shared_ptr<const Model>* ServerTest::frames_model_ = nullptr;
 // ---- tests -------------------------------------------------------------------------------------
 
 TEST_F(ServerTest, StreamEqualsOfflineForRandomChunkSizes) {
-  StartServer();
+  ASSERT_NO_FATAL_FAILURE(StartServer());
   struct Case {
     const char* model;
     pb::SampleFormat format;
@@ -241,7 +241,7 @@ TEST_F(ServerTest, StreamEqualsOfflineForRandomChunkSizes) {
 }
 
 TEST_F(ServerTest, ProcessFileEqualsOfflineAndStreamsOutputsInPieces) {
-  StartServer({"--file-segment-frames", "64"});
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--file-segment-frames", "64"}));
   for (const bool audio : {true, false}) {
     SCOPED_TRACE(audio ? "audio" : "frames");
     const auto& model = audio ? *audio_model_ : *frames_model_;
@@ -263,7 +263,7 @@ TEST_F(ServerTest, ProcessFileEqualsOfflineAndStreamsOutputsInPieces) {
 
 // 64 streams and 4 files at once, on both models: every output equals its solo offline run.
 TEST_F(ServerTest, ConcurrentStreamsAndFilesEachEqualTheirSoloResult) {
-  StartServer({"--file-segment-frames", "100", "--max-batch-streams", "24"});
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--file-segment-frames", "100", "--max-batch-streams", "24"}));
   constexpr int kStreams = 64, kFiles = 4;
   struct Job {
     Rpc rpc;
@@ -301,7 +301,7 @@ TEST_F(ServerTest, ConcurrentStreamsAndFilesEachEqualTheirSoloResult) {
 // Each bad request ends its own call with its code and a message naming the problem, while a
 // healthy stream running alongside stays exact.
 TEST_F(ServerTest, BadInputsGetTheirCodeWhileAHealthyStreamStaysExact) {
-  StartServer({"--max-chunk-ms", "500"});
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--max-chunk-ms", "500"}));
   const auto& audio = *audio_model_;
   auto healthy_values = testing::RandomInput(rng_, audio->config(), 40000);
   const auto healthy_chunks = testing::Chunking(rng_, 40000, "random", 800);
@@ -445,7 +445,7 @@ std::unique_ptr<OpenStream> OpenWithin(pb::Ssm::Stub& stub, milliseconds timeout
 }
 
 TEST_F(ServerTest, RefusesStreamsBeyondCapacityWithTheLimitInTheMessage) {
-  StartServer({"--max-streams", "2"});
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--max-streams", "2"}));
   OpenStream a(*stub_), b(*stub_);
   ASSERT_TRUE(a.opened && b.opened);
   OpenStream c(*stub_);
@@ -466,7 +466,7 @@ TEST_F(ServerTest, RefusesStreamsBeyondCapacityWithTheLimitInTheMessage) {
 }
 
 TEST_F(ServerTest, IdleStreamIsClosedAndItsSlotFreed) {
-  StartServer({"--idle-timeout", "1", "--max-streams", "1"});
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--idle-timeout", "1", "--max-streams", "1"}));
   OpenStream a(*stub_);
   ASSERT_TRUE(a.opened);
   std::vector<float> samples(800, 0.2f);
@@ -491,7 +491,7 @@ TEST_F(ServerTest, IdleStreamIsClosedAndItsSlotFreed) {
 // The client sends large frame chunks and never reads its responses, so they back up behind
 // HTTP/2 flow control when it cancels: the call must still end and free its slot.
 TEST_F(ServerTest, CancelWithAWriteInFlightFreesTheSlot) {
-  StartServer({"--max-streams", "1", "--max-chunk-ms", "10000"});
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--max-streams", "1", "--max-chunk-ms", "10000"}));
   auto a = std::make_unique<OpenStream>(*stub_, "frames");
   ASSERT_TRUE(a->opened);
   const int d_in = (*frames_model_)->config().d_in;
@@ -513,7 +513,7 @@ TEST_F(ServerTest, CancelWithAWriteInFlightFreesTheSlot) {
 }
 
 TEST_F(ServerTest, ClientCancelFreesTheSlotForTheNextStream) {
-  StartServer({"--max-streams", "1"});
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--max-streams", "1"}));
   auto a = std::make_unique<OpenStream>(*stub_);
   ASSERT_TRUE(a->opened);
   std::vector<float> samples(1000, 0.3f);
@@ -542,7 +542,7 @@ TEST_F(ServerTest, ClientCancelFreesTheSlotForTheNextStream) {
 // are refused with UNAVAILABLE and health says NOT_SERVING; a file being uploaded completes; the
 // server exits 0.
 TEST_F(ServerTest, SigtermDrainsOpenCallsAndExitsZero) {
-  StartServer({"--file-segment-frames", "50"});
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--file-segment-frames", "50"}));
   OpenStream a(*stub_);
   ASSERT_TRUE(a.opened);
   OpenStream file(*stub_, "audio", Rpc::kProcessFile);
@@ -588,7 +588,7 @@ TEST_F(ServerTest, SigtermDrainsOpenCallsAndExitsZero) {
 }
 
 TEST_F(ServerTest, ListModelsAndGetModelInfoDescribeEveryModel) {
-  StartServer();
+  ASSERT_NO_FATAL_FAILURE(StartServer());
   grpc::ClientContext list_context;
   pb::ListModelsResponse list;
   ASSERT_TRUE(stub_->ListModels(&list_context, pb::ListModelsRequest(), &list).ok());
@@ -634,7 +634,7 @@ TEST_F(ServerTest, ListModelsAndGetModelInfoDescribeEveryModel) {
 // The standard health service answers SERVING (grpc.health.v1, called without generated stubs:
 // an empty HealthCheckRequest; the response is field 1 = 1, bytes 08 01).
 TEST_F(ServerTest, HealthCheckSaysServing) {
-  StartServer();
+  ASSERT_NO_FATAL_FAILURE(StartServer());
   EXPECT_EQ(HealthStatus(server_->address()), kServing);
 }
 
