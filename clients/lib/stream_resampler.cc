@@ -1,20 +1,18 @@
 #include "clients/lib/stream_resampler.h"
 
-#include <soxr.h>
-
 #include <cmath>
 #include <string>
+
+#include "server/io/soxr_settings.h"
 
 namespace ssm::client {
 
 StatusOr<std::unique_ptr<StreamResampler>> StreamResampler::Create(int in_rate, int out_rate) {
-  if (in_rate <= 0 || out_rate <= 0)
-    return InvalidArgumentError("cannot resample from " + std::to_string(in_rate) + " Hz to " +
-                                std::to_string(out_rate) + " Hz: rates must be positive");
+  if (Status s = CheckResampleRates(in_rate, out_rate); !s.ok()) return s;
   soxr* resampler = nullptr;
   if (in_rate != out_rate) {
-    const soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
-    const soxr_quality_spec_t quality = soxr_quality_spec(SOXR_HQ, 0);  // as ssm::Resample
+    const soxr_io_spec_t io = SoxrIoSpec();
+    const soxr_quality_spec_t quality = SoxrQualitySpec();
     soxr_error_t error = nullptr;
     resampler = soxr_create(double(in_rate), double(out_rate), /*num_channels=*/1, &error, &io,
                             &quality, /*runtime_spec=*/nullptr);

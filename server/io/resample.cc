@@ -1,23 +1,21 @@
 #include "server/io/resample.h"
 
-#include <soxr.h>
-
 #include <cmath>
 #include <string>
+
+#include "server/io/soxr_settings.h"
 
 namespace ssm {
 
 StatusOr<std::vector<float>> Resample(const std::vector<float>& samples, int in_rate,
                                       int out_rate) {
-  if (in_rate <= 0 || out_rate <= 0)
-    return InvalidArgumentError("cannot resample from " + std::to_string(in_rate) + " Hz to " +
-                                std::to_string(out_rate) + " Hz: rates must be positive");
+  if (Status s = CheckResampleRates(in_rate, out_rate); !s.ok()) return s;
   if (in_rate == out_rate || samples.empty()) return samples;
   const size_t out_len =
       size_t(std::llround(double(samples.size()) * double(out_rate) / double(in_rate)));
   std::vector<float> out(out_len);
-  const soxr_io_spec_t io = soxr_io_spec(SOXR_FLOAT32_I, SOXR_FLOAT32_I);
-  const soxr_quality_spec_t quality = soxr_quality_spec(SOXR_HQ, 0);
+  const soxr_io_spec_t io = SoxrIoSpec();
+  const soxr_quality_spec_t quality = SoxrQualitySpec();
   size_t in_done = 0, out_done = 0;
   const soxr_error_t error =
       soxr_oneshot(double(in_rate), double(out_rate), /*num_channels=*/1, samples.data(),
