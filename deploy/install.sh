@@ -25,7 +25,7 @@ packages=(
   libeigen3-dev nlohmann-json3-dev libfmt-dev libcli11-dev libspdlog-dev
   libsndfile1-dev libsoxr-dev portaudio19-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
-  libcivetweb-dev  # ssm-server's HTTP endpoint: /metrics and the web dashboard
+  libmicrohttpd-dev  # ssm-server's HTTP endpoint: /metrics and the web dashboard
 )
 test_packages=(
   # tests and benchmarks
@@ -40,7 +40,7 @@ missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-command -v npm >/dev/null || missing+=(nodejs npm)  # the browser test wants Node.js >= 20
+command -v npm >/dev/null || missing+=(nodejs npm)  # Debian 12 ships Node.js 18: the browser test runs on it
 if [ ${#missing[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

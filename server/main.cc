@@ -7,6 +7,7 @@
 #include <grpcpp/health_check_service_interface.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -17,6 +18,7 @@
 
 #include "server/service/call_registry.h"
 #include "server/service/http_server.h"
+#include "server/service/listener.h"
 #include "server/service/log.h"
 #include "server/service/metrics.h"
 #include "server/service/model_registry.h"
@@ -38,8 +40,22 @@ constexpr std::chrono::milliseconds kShutdownGrace(500);
 // The host part of a HOST:PORT flag.
 std::string Host(const std::string& host_port) { return host_port.substr(0, host_port.rfind(':')); }
 
+// Raises the soft limit on open descriptors to the hard limit (each connection and stream
+// costs descriptors); returns the limit in force.
+uint64_t RaiseDescriptorLimit() {
+  rlimit limit{};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return 0;
+  if (limit.rlim_cur < limit.rlim_max) {
+    limit.rlim_cur = limit.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &limit);
+    getrlimit(RLIMIT_NOFILE, &limit);
+  }
+  return uint64_t(limit.rlim_cur);
+}
+
 int Serve(const ServerConfig& config, const sigset_t& signals) {
   log::Info("ssm-server starting: {}", config.ToString());
+  log::Info("open file descriptor limit: {}", RaiseDescriptorLimit());
   // --metrics-listen "" turns collection off too: the hot paths then skip every update.
   Metrics metrics(SSM_VERSION, config.backend(), config.backend() == "cuda" ? "gpu" : "cpu",
                   !config.metrics_listen.empty());
@@ -65,19 +81,30 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
     }
     http = std::move(*started);
   }
+  auto listener = Listener::Bind(config.listen);
+  if (!listener.ok()) {
+    log::Error("{}: the address is invalid or in use; choose another --listen",
+               listener.status().message());
+    return 1;
+  }
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  int port = 0;
-  builder.AddListeningPort(config.listen, grpc::InsecureServerCredentials(), &port);
-  builder.SetMaxReceiveMessageSize(int(MaxReceiveMessageBytes(config, **models)));
+  // Connections come from our own accept loop (listener.h), not from a gRPC listening port.
+  auto acceptor = builder.experimental().AddExternalConnectionAcceptor(
+      grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
+      grpc::InsecureServerCredentials());
+  builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
+                             int(config.handshake_timeout_s * 1000.0));
+  builder.SetMaxReceiveMessageSize(int(GrpcReceiveLimitBytes(config, **models)));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  if (server == nullptr || port == 0) {
-    log::Error("cannot listen on {}: the address is invalid or in use; choose another --listen",
-               config.listen);
+  if (server == nullptr) {
+    log::Error("cannot start the gRPC server on {}", config.listen);
     return 1;
   }
+  (*listener)->StartAccepting(std::move(acceptor));
+  const int port = (*listener)->port();
   server->GetHealthCheckService()->SetServingStatus(true);
   const std::string host = Host(config.listen);
   std::printf("listening on %s:%d\n", host.c_str(), port);
@@ -102,6 +129,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   if (!calls.WaitUntilEmpty(drain_deadline))
     log::Warning("drain timeout: cancelling {} open calls", calls.size());
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
+  (*listener)->Stop();
   http.reset();
   (*models)->StopSchedulers();  // runs the last stream closes
   calls.Stop();
@@ -136,6 +164,14 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--idle-timeout", config.idle_timeout_s,
                  "Seconds without a chunk after which a call is closed")
+      ->capture_default_str();
+  app.add_option("--write-timeout", config.write_timeout_s,
+                 "Seconds a response may wait for the client to read it; a stream whose client "
+                 "stopped reading longer ends with DEADLINE_EXCEEDED and frees its slot")
+      ->capture_default_str();
+  app.add_option("--handshake-timeout", config.handshake_timeout_s,
+                 "Seconds a new connection gets to complete its HTTP/2 handshake before it is "
+                 "closed (bounds silent and half-open connections)")
       ->capture_default_str();
   app.add_option("--max-chunk-ms", config.max_chunk_ms,
                  "Longest Stream chunk accepted, milliseconds of signal")

@@ -1,6 +1,7 @@
 #include "server/service/call_reactor.h"
 
 #include <fmt/format.h>
+#include <grpc/grpc.h>
 
 #include <algorithm>
 #include <utility>
@@ -30,8 +31,9 @@ grpc::Status ToGrpcStatus(const Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), status.message());
 }
 
-CallReactor::CallReactor(CallShared* shared, const Behaviour& behaviour)
-    : shared_(shared), behaviour_(behaviour), last_activity_(Clock::now()) {}
+CallReactor::CallReactor(CallShared* shared, grpc::CallbackServerContext* context,
+                         const Behaviour& behaviour)
+    : shared_(shared), context_(context), behaviour_(behaviour), last_activity_(Clock::now()) {}
 
 void CallReactor::Start() {
   shared_->calls->Add(this);
@@ -47,30 +49,61 @@ size_t CallReactor::values_per_frame() const {
 void CallReactor::OnReadDone(bool ok) {
   std::lock_guard<std::mutex> lock(mu_);
   read_in_flight_ = false;
-  if (finish_requested_) return;
+  if (finish_requested_ || input_ended_) return;
   if (!ok) {  // half-close, or the call is broken (OnCancel follows then)
     input_ended_ = true;
     if (model_ == nullptr) {
       FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                                "the request stream ended before its `open` message"));
+                                "the request stream ended before its `open` message"),
+                   CloseReason::kError);
       return;
     }
     HandleInputEndLocked();
     MaybeCompleteLocked();
     return;
   }
+  ++messages_read_;
   last_activity_ = Clock::now();
   if (draining_ && behaviour_.ends_on_drain) {
     // Input that arrives while draining is not processed; the final status says so.
     MaybeCompleteLocked();
     return;
   }
-  const Status status = HandleRequestLocked(request_);
+  Status status = ParseRequestLocked();
+  if (status.ok()) status = HandleRequestLocked(request_);
   if (!status.ok()) {
-    FinishLocked(ToGrpcStatus(status));
+    FailInputLocked(status);
     return;
   }
   MaybeReadLocked();
+}
+
+Status CallReactor::ParseRequestLocked() {
+  const std::string which = messages_read_ == 1
+                                ? std::string("the first request message (`open`)")
+                                : fmt::format("request message #{}", messages_read_);
+  const size_t bytes = read_buffer_.Length();
+  if (bytes > shared_->max_request_bytes)
+    return ResourceExhaustedError(fmt::format(
+        "{} is {} bytes, more than the server's limit of {} bytes (set by --max-chunk-ms); "
+        "send shorter chunks",
+        which, bytes, shared_->max_request_bytes));
+  request_.Clear();
+  const grpc::Status parsed =
+      grpc::SerializationTraits<pb::StreamRequest>::Deserialize(&read_buffer_, &request_);
+  if (!parsed.ok())
+    return InvalidArgumentError(fmt::format(
+        "{} ({} bytes) could not be parsed as ssmserve.v1.StreamRequest (truncated or corrupt "
+        "protobuf)",
+        which, bytes));
+  return OkStatus();
+}
+
+void CallReactor::FailInputLocked(const Status& status) {
+  input_ended_ = true;
+  input_error_ = status;
+  HandleInputEndLocked();  // what was accepted is answered, held input (a file's tail) too
+  MaybeCompleteLocked();
 }
 
 Status CallReactor::HandleRequestLocked(const pb::StreamRequest& request) {
@@ -103,10 +136,7 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
   const pb::StreamOpen& open = request.open();
   if (shared_->calls->draining())
     return UnavailableError("the server is shutting down; open the stream on another server");
-  const ServedModel* model = shared_->models->Find(open.model());
-  if (model == nullptr)
-    return NotFoundError(fmt::format("unknown model \"{}\"; this server has: {}", open.model(),
-                                     shared_->models->names()));
+  SSM_ASSIGN_OR_RETURN(const ServedModel* model, shared_->models->Lookup(open.model()));
   if (open.label().size() > kMaxLabelBytes)
     return InvalidArgumentError(fmt::format("label of {} bytes; at most {} are allowed",
                                             open.label().size(), kMaxLabelBytes));
@@ -138,7 +168,7 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
   // 100 ms: 10 frames per chunk at 100 frames/s batches well and keeps latency low.
   opened->set_recommended_chunk_ms(uint32_t(std::min(100, config().max_chunk_ms)));
   opened->set_next_sequence(0);
-  QueueWriteLocked(std::move(response), false);
+  QueueWriteLocked(response, false);
   return OkStatus();
 }
 
@@ -160,7 +190,8 @@ void CallReactor::OnResult(ChunkResult result) {
   last_activity_ = now;
   if (!result.status.ok()) {
     --in_flight_;
-    FinishLocked(ToGrpcStatus(result.status.WithContext(fmt::format("chunk {}", meta.sequence))));
+    FinishLocked(ToGrpcStatus(result.status.WithContext(fmt::format("chunk {}", meta.sequence))),
+                 CloseReason::kError);
     return;
   }
   if (result.frames == 0 && !behaviour_.write_empty_outputs) {
@@ -174,7 +205,7 @@ void CallReactor::OnResult(ChunkResult result) {
     out->mutable_values()->Add(result.outputs.begin(), result.outputs.end());
     out->set_sequence(meta.sequence);
     out->set_server_latency_ms(Millis(meta.arrival, now));
-    QueueWriteLocked(std::move(response), true);
+    QueueWriteLocked(response, true);
   }
   RecordResultLocked(result, meta.arrival, now);
   MaybeCompleteLocked();
@@ -196,12 +227,21 @@ void CallReactor::RecordResultLocked(const ChunkResult& result, Clock::time_poin
                    std::max(0.0, Seconds(opened_at_, now) - signal_s));
 }
 
-void CallReactor::QueueWriteLocked(pb::StreamResponse response, bool completes_chunk) {
-  writes_.push_back({std::move(response), completes_chunk});
-  if (!write_in_flight_) {
-    write_in_flight_ = true;
-    StartWrite(&writes_.front().response);
-  }
+void CallReactor::QueueWriteLocked(const pb::StreamResponse& response, bool completes_chunk) {
+  Write write{grpc::ByteBuffer(), completes_chunk};
+  bool own_buffer = false;
+  const grpc::Status serialized =
+      grpc::SerializationTraits<pb::StreamResponse>::Serialize(response, &write.bytes, &own_buffer);
+  SSM_CHECK_MSG(serialized.ok(),
+                "cannot serialize a StreamResponse: " + serialized.error_message());
+  writes_.push_back(std::move(write));
+  if (!write_in_flight_) StartWriteLocked();
+}
+
+void CallReactor::StartWriteLocked() {
+  write_in_flight_ = true;
+  write_started_ = Clock::now();
+  StartWrite(&writes_.front().bytes);
 }
 
 void CallReactor::OnWriteDone(bool ok) {
@@ -212,12 +252,12 @@ void CallReactor::OnWriteDone(bool ok) {
   last_activity_ = Clock::now();
   if (!ok) {  // the call is broken: nothing more can be written
     DropQueuedWritesLocked();
-    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "write failed: the client is gone"));
+    FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "write failed: the client is gone"),
+                 CloseReason::kCancelled);
     return;
   }
   if (!writes_.empty()) {
-    write_in_flight_ = true;
-    StartWrite(&writes_.front().response);
+    StartWriteLocked();
     return;
   }
   MaybeCompleteLocked();
@@ -235,8 +275,10 @@ void CallReactor::DropQueuedWritesLocked() {
 
 void CallReactor::OnCancel() {
   std::lock_guard<std::mutex> lock(mu_);
+  cancelled_ = true;
   DropQueuedWritesLocked();
-  FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"));
+  FinishLocked(grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client"),
+               CloseReason::kCancelled);
 }
 
 void CallReactor::OnDone() {
@@ -244,10 +286,18 @@ void CallReactor::OnDone() {
   int stream;
   Scheduler* scheduler;
   StatusCode code;
+  CloseReason reason;
   {
     std::lock_guard<std::mutex> lock(mu_);
     stream = stream_;
     scheduler = scheduler_;
+    // A cancel can follow a status already requested (the cancelled read looks like a
+    // half-close): the call still ended by the client's doing.
+    if (cancelled_ && finish_status_.ok()) {
+      finish_status_ = grpc::Status(grpc::StatusCode::CANCELLED, "cancelled by the client");
+      close_reason_ = CloseReason::kCancelled;
+    }
+    reason = close_reason_;
     code = static_cast<StatusCode>(finish_status_.error_code());
     shared_->metrics->CountError(int(code));
     if (model_ != nullptr && model_->metrics != nullptr && code == StatusCode::kOk &&
@@ -262,8 +312,8 @@ void CallReactor::OnDone() {
   }
   // The slot is freed on the scheduler's worker, after any step still using it.
   if (stream >= 0) {
-    scheduler->Close(stream, [this, code] {
-      if (model_->metrics != nullptr) model_->metrics->StreamClosed(code);
+    scheduler->Close(stream, [this, reason] {
+      if (model_->metrics != nullptr) model_->metrics->StreamClosed(reason);
       delete this;
     });
   } else {
@@ -276,21 +326,25 @@ void CallReactor::MaybeReadLocked() {
   if (draining_ && behaviour_.ends_on_drain) return;
   if (in_flight_ >= kMaxChunksInFlight) return;  // resumed when a chunk's output is written
   read_in_flight_ = true;
-  StartRead(&request_);
+  StartRead(&read_buffer_);
 }
 
 void CallReactor::MaybeCompleteLocked() {
   if (finish_requested_ || in_flight_ > 0) return;
   if (input_ended_) {
-    FinishLocked(grpc::Status::OK);
+    FinishLocked(ToGrpcStatus(input_error_),
+                 input_error_.ok() ? CloseReason::kCompleted : CloseReason::kError);
   } else if (draining_ && behaviour_.ends_on_drain) {
-    FinishLocked(grpc::Status(
-        grpc::StatusCode::UNAVAILABLE,
-        next_sequence_ == 0
-            ? std::string("the server is shutting down; no chunk was received")
-            : fmt::format("the server is shutting down; chunks up to sequence {} were answered, "
-                          "later ones were not processed; continue on another server",
-                          next_sequence_ - 1)));
+    FinishLocked(
+        grpc::Status(
+            grpc::StatusCode::UNAVAILABLE,
+            next_sequence_ == 0
+                ? std::string("the server is shutting down; no chunk was received")
+                : fmt::format(
+                      "the server is shutting down; chunks up to sequence {} were answered, "
+                      "later ones were not processed; continue on another server",
+                      next_sequence_ - 1)),
+        CloseReason::kDrained);
   }
 }
 
@@ -298,10 +352,11 @@ void CallReactor::MaybeCompleteLocked() {
 // comes here (or to MaybeFinishLocked) again once that write is done. A cancel that arrives
 // while a write is in flight requests the status first, and the failed write's OnWriteDone
 // comes back here: it must still reach Finish, or the call (and its slot) is never released.
-void CallReactor::FinishLocked(const grpc::Status& status) {
+void CallReactor::FinishLocked(const grpc::Status& status, CloseReason reason) {
   if (!finish_requested_) {
     finish_requested_ = true;
     finish_status_ = status;
+    close_reason_ = reason;
   }
   MaybeFinishLocked();
 }
@@ -313,14 +368,38 @@ void CallReactor::MaybeFinishLocked() {
 }
 
 void CallReactor::CheckIdle(Clock::time_point now) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (finish_requested_ || in_flight_ > 0) return;
-  const double idle_s = Millis(last_activity_, now) / 1000.0;
-  if (idle_s <= config().idle_timeout_s) return;
-  FinishLocked(grpc::Status(
-      grpc::StatusCode::DEADLINE_EXCEEDED,
-      fmt::format("no {} for {:g} s (--idle-timeout); the stream was closed",
-                  model_ == nullptr ? "open message" : "chunk", config().idle_timeout_s)));
+  std::string stalled;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finished_) return;
+    if (write_in_flight_ && Seconds(write_started_, now) > config().write_timeout_s) {
+      if (cancel_sent_) return;
+      // The client stopped reading: the write can never complete, and Finish waits for it.
+      stalled = fmt::format(
+          "the client took no response for {:g} s (--write-timeout): a stream must read its "
+          "responses; the stream was closed",
+          config().write_timeout_s);
+      DropQueuedWritesLocked();
+      FinishLocked(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, stalled),
+                   CloseReason::kWriteTimeout);
+      cancel_sent_ = true;
+    } else {
+      if (finish_requested_ || in_flight_ > 0) return;
+      const double idle_s = Seconds(last_activity_, now);
+      if (idle_s <= config().idle_timeout_s) return;
+      FinishLocked(
+          grpc::Status(
+              grpc::StatusCode::DEADLINE_EXCEEDED,
+              fmt::format("no {} for {:g} s (--idle-timeout); the stream was closed",
+                          model_ == nullptr ? "open message" : "chunk", config().idle_timeout_s)),
+          CloseReason::kIdleTimeout);
+      return;
+    }
+  }
+  // Outside mu_: gRPC fails the stuck write (OnWriteDone(false), then OnCancel), and the status
+  // still reaches the client (trailers are not held back by flow control).
+  grpc_call_cancel_with_status(context_->c_call(), GRPC_STATUS_DEADLINE_EXCEEDED, stalled.c_str(),
+                               nullptr);
 }
 
 void CallReactor::Drain() {
@@ -328,7 +407,8 @@ void CallReactor::Drain() {
   draining_ = true;
   if (model_ == nullptr) {
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                              "the server is shutting down; open the stream on another server"));
+                              "the server is shutting down; open the stream on another server"),
+                 CloseReason::kDrained);
     return;
   }
   MaybeCompleteLocked();

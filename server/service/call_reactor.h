@@ -1,5 +1,19 @@
 // The common part of the two streaming rpcs (Stream and ProcessFile): one reactor per call that
 // reads `open` then chunks, hands decoded input to its model's scheduler, and writes the outputs.
+// Messages travel as raw bytes (the service registers both rpcs as raw callback methods) and are
+// parsed and size-checked here, so that a malformed or oversized request ends the call with its
+// own clear status instead of looking like the client's half-close.
+//
+// How a call ends (each lands in its own close reason and code, metrics.h):
+// - the client half-closes: OK once every accepted chunk is answered;
+// - bad input (unparseable or oversized message, sequence gap, bad payload, ...): no more input
+//   is read, every chunk accepted before it is still answered, then the call ends with the
+//   input's error (INVALID_ARGUMENT, RESOURCE_EXHAUSTED, ...);
+// - the client cancels or disappears: CANCELLED, whatever was requested before;
+// - no input for --idle-timeout: DEADLINE_EXCEEDED; a response not taken by the client for
+//   --write-timeout (a client that stopped reading): DEADLINE_EXCEEDED, and the call is cancelled
+//   with that status so that its slot is freed at once;
+// - the server drains: UNAVAILABLE; the engine fails a chunk: that chunk's error.
 //
 // Threading: gRPC callbacks (OnReadDone, OnWriteDone, OnCancel, OnDone), scheduler results (worker
 // thread) and the call registry (idle sweep, drain) all enter through mu_, which guards every
@@ -46,10 +60,11 @@ struct CallShared {
   CallRegistry* calls = nullptr;
   Metrics* metrics = nullptr;
   std::map<std::string, pb::ModelInfo> model_infos;  // by model name, immutable
+  size_t max_request_bytes = 0;  // larger request messages fail with RESOURCE_EXHAUSTED
   std::atomic<uint64_t> next_stream_id{1};
 };
 
-class CallReactor : public grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>,
+class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
                     public LiveCall {
  public:
   // Chunks (or file segments) submitted and not yet written back, per call.
@@ -70,8 +85,8 @@ class CallReactor : public grpc::ServerBidiReactor<pb::StreamRequest, pb::Stream
     bool ends_on_drain;        // draining ends the call once accepted input is answered
   };
   // Subclasses are created by the service with `new` and call Start() last in their
-  // constructor (callbacks may run at once); OnDone deletes them.
-  CallReactor(CallShared* shared, const Behaviour& behaviour);
+  // constructor (callbacks may run at once); OnDone deletes them. `context` is the call's.
+  CallReactor(CallShared* shared, grpc::CallbackServerContext* context, const Behaviour& behaviour);
   ~CallReactor() override = default;
   void Start();  // registers the call and starts the first read
 
@@ -92,31 +107,40 @@ class CallReactor : public grpc::ServerBidiReactor<pb::StreamRequest, pb::Stream
 
  private:
   struct Write {
-    pb::StreamResponse response;
-    bool completes_chunk;  // its write ends a chunk's time in flight
+    grpc::ByteBuffer bytes;  // a serialized StreamResponse
+    bool completes_chunk;    // its write ends a chunk's time in flight
   };
   struct ChunkMeta {
     uint64_t sequence;
     std::chrono::steady_clock::time_point arrival;
   };
 
+  // Parses the message just read into request_ (size limit, then protobuf).
+  Status ParseRequestLocked();
   Status HandleOpenLocked(const pb::StreamRequest& request);
   Status HandleRequestLocked(const pb::StreamRequest& request);
+  // Bad input: reads no more, and ends the call with `status` once every accepted chunk is
+  // answered (at once when none is waiting).
+  void FailInputLocked(const Status& status);
   void OnResult(ChunkResult result);  // scheduler worker thread
   // Updates the chunk metrics for an answered chunk that arrived at `arrival`.
   void RecordResultLocked(const ChunkResult& result, std::chrono::steady_clock::time_point arrival,
                           std::chrono::steady_clock::time_point now);
-  void QueueWriteLocked(pb::StreamResponse response, bool completes_chunk);
+  void QueueWriteLocked(const pb::StreamResponse& response, bool completes_chunk);
+  void StartWriteLocked();  // writes writes_.front()
   // Drops queued writes not yet started (the client is gone).
   void DropQueuedWritesLocked();
   void MaybeReadLocked();      // starts a read if allowed (see backpressure above)
   void MaybeCompleteLocked();  // ends the call once its input is over and all is answered
-  void FinishLocked(const grpc::Status& status);  // ends the call after the queued writes
+  // Ends the call after the queued writes; the first status (and reason) requested wins.
+  void FinishLocked(const grpc::Status& status, CloseReason reason);
   void MaybeFinishLocked();
 
   CallShared* const shared_;
+  grpc::CallbackServerContext* const context_;
   const Behaviour behaviour_;
-  pb::StreamRequest request_;     // target of the read in flight
+  grpc::ByteBuffer read_buffer_;  // target of the read in flight
+  pb::StreamRequest request_;     // the last message read, parsed
   std::deque<Write> writes_;      // front is in flight when write_in_flight_
   std::deque<ChunkMeta> chunks_;  // submitted, awaiting their result, in order
   const ServedModel* model_ = nullptr;
@@ -125,15 +149,21 @@ class CallReactor : public grpc::ServerBidiReactor<pb::StreamRequest, pb::Stream
   std::string stream_id_, label_;
   int stream_ = -1;  // scheduler stream id once open
   uint64_t next_sequence_ = 0;
-  int in_flight_ = 0;  // chunks submitted and not yet written back
+  uint64_t messages_read_ = 0;  // request messages received, `open` included
+  int in_flight_ = 0;           // chunks submitted and not yet written back
   bool read_in_flight_ = false;
   bool write_in_flight_ = false;
-  bool input_ended_ = false;  // half-close (or a failed read)
+  bool input_ended_ = false;  // half-close, a failed read, or bad input (input_error_)
+  Status input_error_;        // bad input: the call's final status once all is answered
+  bool cancelled_ = false;    // OnCancel ran: the call ends CANCELLED unless already failed
   bool draining_ = false;
   bool finish_requested_ = false;
   bool finished_ = false;  // Finish called
   grpc::Status finish_status_;
+  CloseReason close_reason_ = CloseReason::kError;  // with finish_status_
+  bool cancel_sent_ = false;                        // the call was cancelled for --write-timeout
   std::chrono::steady_clock::time_point last_activity_;  // last read, result or write done
+  std::chrono::steady_clock::time_point write_started_;  // of the write in flight
   std::chrono::steady_clock::time_point opened_at_;      // when `open` was accepted
 };
 

@@ -4,8 +4,8 @@
 
 namespace ssm {
 
-FileReactor::FileReactor(CallShared* shared)
-    : CallReactor(shared, {"ProcessFile", Priority::kFile, /*write_empty_outputs=*/false,
+FileReactor::FileReactor(CallShared* shared, grpc::CallbackServerContext* context)
+    : CallReactor(shared, context, {"ProcessFile", Priority::kFile, /*write_empty_outputs=*/false,
                            /*ends_on_drain=*/false}) {
   Start();
 }

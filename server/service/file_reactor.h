@@ -11,7 +11,7 @@ namespace ssm {
 
 class FileReactor final : public CallReactor {
  public:
-  explicit FileReactor(CallShared* shared);
+  FileReactor(CallShared* shared, grpc::CallbackServerContext* context);
 
  private:
   // Appends the upload chunk to the carry and submits every whole segment in it.

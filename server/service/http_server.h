@@ -1,6 +1,10 @@
-// ssm-server's HTTP endpoint (--metrics-listen), on civetweb: Prometheus metrics at /metrics
-// and the live web dashboard (clients/dashboard) at / and /static/<file>, which polls
-// /metrics. GET and HEAD only; a few worker threads, no keep-alive.
+// ssm-server's HTTP endpoint (--metrics-listen), on GNU libmicrohttpd: Prometheus metrics at
+// /metrics and the live web dashboard (clients/dashboard) at / and /static/<file>, which polls
+// /metrics. GET and HEAD only, no keep-alive.
+//
+// One event thread (epoll) serves every connection, so a slow or silent client holds only a
+// connection slot, never a thread: scrapes stay prompt however many such clients there are, up
+// to the connection limit, and each of them is closed after kConnectionTimeoutS without progress.
 #pragma once
 
 #include <prometheus/registry.h>
@@ -10,18 +14,27 @@
 
 #include "kernels/base/status.h"
 
-struct mg_connection;
-struct mg_context;
+struct MHD_Daemon;
 
 namespace ssm {
 
 class HttpServer {
  public:
+  // A connection that sends or accepts nothing for this long is closed (a scrape sends its
+  // request at once, so only stalled clients reach it).
+  static constexpr int kConnectionTimeoutS = 3;
+  // Connections served at once, at most; fewer when RLIMIT_NOFILE is low (see ConnectionLimit).
+  static constexpr unsigned kMaxConnections = 1000;
+
   // Listens on `address` (HOST:PORT; port 0 picks a free port) and serves `registry`.
   static StatusOr<std::unique_ptr<HttpServer>> Start(
       const std::string& address, std::shared_ptr<prometheus::Registry> registry);
 
-  // Stops serving; requests in progress finish first.
+  // The connection limit Start uses: kMaxConnections, but at most a quarter of the soft
+  // RLIMIT_NOFILE, so that HTTP clients can never take the file descriptors gRPC needs.
+  static unsigned ConnectionLimit();
+
+  // Stops serving at once: closes every connection, a response in progress included.
   ~HttpServer();
 
   HttpServer(const HttpServer&) = delete;
@@ -30,16 +43,11 @@ class HttpServer {
   int port() const { return port_; }
 
  private:
-  HttpServer(std::string host, std::shared_ptr<prometheus::Registry> registry)
-      : host_(std::move(host)), registry_(std::move(registry)) {}
+  explicit HttpServer(std::shared_ptr<prometheus::Registry> registry)
+      : registry_(std::move(registry)) {}
 
-  // civetweb's request handler (worker threads); returns the HTTP status sent.
-  static int Handle(mg_connection* connection, void* self);
-  int HandleRequest(mg_connection* connection);
-
-  const std::string host_;  // as given in the address, for the stop (see the .cc)
-  const std::shared_ptr<prometheus::Registry> registry_;
-  mg_context* context_ = nullptr;
+  const std::shared_ptr<prometheus::Registry> registry_;  // read by the event thread
+  MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
 };
 

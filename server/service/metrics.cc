@@ -27,22 +27,6 @@ const Histogram::BucketBoundaries& FileSecondsBuckets() {
   return buckets;
 }
 
-const char* CloseReasonName(CloseReason reason) {
-  switch (reason) {
-    case CloseReason::kCompleted:
-      return "completed";
-    case CloseReason::kCancelled:
-      return "cancelled";
-    case CloseReason::kIdleTimeout:
-      return "idle_timeout";
-    case CloseReason::kError:
-      return "error";
-    case CloseReason::kDrained:
-      return "drained";
-  }
-  return "error";
-}
-
 template <typename T>
 prometheus::Family<T>& Build(prometheus::detail::Builder<T> builder, const char* name,
                              const char* help, prometheus::Registry* registry) {
@@ -51,19 +35,22 @@ prometheus::Family<T>& Build(prometheus::detail::Builder<T> builder, const char*
 
 }  // namespace
 
-CloseReason CloseReasonOf(StatusCode code) {
-  switch (code) {
-    case StatusCode::kOk:
-      return CloseReason::kCompleted;
-    case StatusCode::kCancelled:
-      return CloseReason::kCancelled;
-    case StatusCode::kDeadlineExceeded:
-      return CloseReason::kIdleTimeout;
-    case StatusCode::kUnavailable:
-      return CloseReason::kDrained;
-    default:
-      return CloseReason::kError;
+const char* CloseReasonName(CloseReason reason) {
+  switch (reason) {
+    case CloseReason::kCompleted:
+      return "completed";
+    case CloseReason::kCancelled:
+      return "cancelled";
+    case CloseReason::kIdleTimeout:
+      return "idle_timeout";
+    case CloseReason::kWriteTimeout:
+      return "write_timeout";
+    case CloseReason::kError:
+      return "error";
+    case CloseReason::kDrained:
+      return "drained";
   }
+  return "error";
 }
 
 void ModelMetrics::StreamOpened() {
@@ -73,8 +60,8 @@ void ModelMetrics::StreamOpened() {
   slots_free->Decrement();
 }
 
-void ModelMetrics::StreamClosed(StatusCode final_code) {
-  streams_closed[size_t(CloseReasonOf(final_code))]->Increment();
+void ModelMetrics::StreamClosed(CloseReason reason) {
+  streams_closed[size_t(reason)]->Increment();
   streams_active->Decrement();
   slots_used->Decrement();
   slots_free->Increment();

@@ -30,14 +30,16 @@
 
 namespace ssm {
 
-// Why a stream (an opened Stream or ProcessFile call) ended: the `reason` label.
-enum class CloseReason { kCompleted, kCancelled, kIdleTimeout, kError, kDrained };
-constexpr int kCloseReasons = 5;
+// Why a stream (an opened Stream or ProcessFile call) ended: the `reason` label. completed: the
+// client half-closed and got every answer (OK); cancelled: the client cancelled or went away;
+// idle_timeout: no input for --idle-timeout; write_timeout: the client took no response for
+// --write-timeout; drained: the server shut down; error: any other failure (bad input, an
+// engine error), whose code ssm_errors_total counts.
+enum class CloseReason { kCompleted, kCancelled, kIdleTimeout, kWriteTimeout, kError, kDrained };
+constexpr int kCloseReasons = 6;
 
-// The close reason of a call that ended with `code`: OK = completed, CANCELLED = cancelled,
-// DEADLINE_EXCEEDED = idle_timeout (only the idle sweep ends an open call with it), UNAVAILABLE
-// = drained (only the shutdown drain does), anything else = error.
-CloseReason CloseReasonOf(StatusCode code);
+// The `reason` label value.
+const char* CloseReasonName(CloseReason reason);
 
 // Handles to one model's series. Owned by Metrics; valid as long as it lives. Thread-safe.
 struct ModelMetrics {
@@ -59,10 +61,10 @@ struct ModelMetrics {
   prometheus::Counter* offline_frames;
   prometheus::Histogram* offline_file_seconds;
 
-  // A call opened its stream (took a state slot), or closed it with `final_code` after its
-  // slot was freed.
+  // A call opened its stream (took a state slot), or closed it for `reason` after its slot was
+  // freed.
   void StreamOpened();
-  void StreamClosed(StatusCode final_code);
+  void StreamClosed(CloseReason reason);
   // A Stream chunk was answered: `frames` outputs, `latency_s` after it arrived, its stream
   // `lag_s` behind real time.
   void ChunkAnswered(double latency_s, int frames, double lag_s);

@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include "server/service/log.h"
+
 namespace ssm {
 
 StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const ServerConfig& config,
@@ -40,6 +42,17 @@ const ServedModel* ModelRegistry::Find(const std::string& name) const {
   for (const auto& m : models_)
     if (m->name == name) return m.get();
   return nullptr;
+}
+
+StatusOr<const ServedModel*> ModelRegistry::Lookup(const std::string& name) const {
+  if (name.size() > kMaxNameBytes)
+    return InvalidArgumentError(fmt::format("model name of {} bytes; at most {} are allowed",
+                                            name.size(), kMaxNameBytes));
+  const ServedModel* model = Find(name);
+  if (model == nullptr)
+    return NotFoundError(
+        fmt::format("unknown model \"{}\"; this server has: {}", log::Printable(name), names()));
+  return model;
 }
 
 std::string ModelRegistry::names() const {

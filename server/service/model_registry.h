@@ -32,8 +32,14 @@ class ModelRegistry {
   static StatusOr<std::unique_ptr<ModelRegistry>> Load(const ServerConfig& config,
                                                        Metrics* metrics);
 
+  // Longest model name a request may carry, bytes.
+  static constexpr size_t kMaxNameBytes = 128;
+
   // The model called `name`; "" selects the default (first) model. nullptr when unknown.
   const ServedModel* Find(const std::string& name) const;
+  // Find for a name a client sent: INVALID_ARGUMENT for a name longer than kMaxNameBytes,
+  // NOT_FOUND naming the served models for an unknown one (the name quoted printably).
+  StatusOr<const ServedModel*> Lookup(const std::string& name) const;
   const ServedModel& default_model() const { return *models_.front(); }
   const std::vector<std::unique_ptr<ServedModel>>& models() const { return models_; }
   std::string names() const;  // "a, b" for messages

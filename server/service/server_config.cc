@@ -64,6 +64,8 @@ Status ServerConfig::Validate() const {
   };
   SSM_RETURN_IF_ERROR(positive("--max-streams", max_streams));
   SSM_RETURN_IF_ERROR(positive("--idle-timeout", idle_timeout_s));
+  SSM_RETURN_IF_ERROR(positive("--write-timeout", write_timeout_s));
+  SSM_RETURN_IF_ERROR(positive("--handshake-timeout", handshake_timeout_s));
   SSM_RETURN_IF_ERROR(positive("--max-chunk-ms", max_chunk_ms));
   SSM_RETURN_IF_ERROR(positive("--max-batch-streams", max_batch_streams));
   SSM_RETURN_IF_ERROR(positive("--drain-timeout", drain_timeout_s));
@@ -82,11 +84,11 @@ std::string ServerConfig::ToString() const {
     model_list += fmt::format("{}{}={}", model_list.empty() ? "" : ",", m.name, m.dir);
   return fmt::format(
       "models=[{}] listen={} metrics_listen={} device={} max_streams={} idle_timeout={}s "
-      "max_chunk_ms={} "
+      "write_timeout={}s handshake_timeout={}s max_chunk_ms={} "
       "max_batch_streams={} batch_wait_ms={} threads={} drain_timeout={}s "
       "file_segment_frames={} file_frames_per_step={}",
       model_list, listen, metrics_listen.empty() ? "off" : metrics_listen, device, max_streams,
-      idle_timeout_s, max_chunk_ms, max_batch_streams, batch_wait_ms, threads, drain_timeout_s,
+      idle_timeout_s, write_timeout_s, handshake_timeout_s, max_chunk_ms, max_batch_streams, batch_wait_ms, threads, drain_timeout_s,
       file_segment_frames, file_frames_per_step);
 }
 

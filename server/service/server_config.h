@@ -24,6 +24,12 @@ struct ServerConfig {
   std::string device = "auto";           // auto | cpu | cuda | reference (auto: cuda if a GPU)
   int max_streams = 256;                 // state-pool slots per model
   double idle_timeout_s = 30;            // a call with no input for this long is closed
+  // A call whose client has not taken a response for this long (a reader that stopped) is
+  // closed with DEADLINE_EXCEEDED and its slot freed.
+  double write_timeout_s = 10;
+  // A connection that has not completed its HTTP/2 handshake (sent its preface and SETTINGS)
+  // this long after it was accepted is closed.
+  double handshake_timeout_s = 10;
   int max_chunk_ms = 1000;               // longest Stream chunk, milliseconds of signal
   int max_batch_streams = 256;           // streams per engine step
   double batch_wait_ms = 2;              // how long a step waits for more streams to be ready

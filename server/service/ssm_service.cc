@@ -43,23 +43,29 @@ size_t MaxReceiveMessageBytes(const ServerConfig& config, const ModelRegistry& m
   return std::max(kFloor, largest_chunk + kMessageOverhead);
 }
 
+size_t GrpcReceiveLimitBytes(const ServerConfig& config, const ModelRegistry& models) {
+  const size_t limit = 2 * MaxReceiveMessageBytes(config, models);
+  return std::min<size_t>(limit, size_t(INT32_MAX));
+}
+
 SsmService::SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
                        Metrics* metrics) {
   shared_.config = config;
   shared_.metrics = metrics;
   shared_.models = models;
   shared_.calls = calls;
+  shared_.max_request_bytes = MaxReceiveMessageBytes(*config, *models);
   for (const auto& m : models->models()) shared_.model_infos[m->name] = MakeModelInfo(*m);
 }
 
-grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* SsmService::Stream(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* SsmService::Stream(
     grpc::CallbackServerContext* context) {
-  return new StreamReactor(&shared_);
+  return new StreamReactor(&shared_, context);
 }
 
-grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* SsmService::ProcessFile(
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* SsmService::ProcessFile(
     grpc::CallbackServerContext* context) {
-  return new FileReactor(&shared_);
+  return new FileReactor(&shared_, context);
 }
 
 grpc::ServerUnaryReactor* SsmService::ListModels(grpc::CallbackServerContext* context,
@@ -77,14 +83,12 @@ grpc::ServerUnaryReactor* SsmService::GetModelInfo(grpc::CallbackServerContext* 
                                                    const pb::GetModelInfoRequest* request,
                                                    pb::ModelInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  const ServedModel* model = shared_.models->Find(request->name());
-  if (model == nullptr) {
-    shared_.metrics->CountError(int(StatusCode::kNotFound));
-    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
-                                 fmt::format("unknown model \"{}\"; this server has: {}",
-                                             request->name(), shared_.models->names())));
+  auto model = shared_.models->Lookup(request->name());
+  if (!model.ok()) {
+    shared_.metrics->CountError(int(model.status().code()));
+    reactor->Finish(ToGrpcStatus(model.status()));
   } else {
-    *response = shared_.model_infos.at(model->name);
+    *response = shared_.model_infos.at((*model)->name);
     reactor->Finish(grpc::Status::OK);
   }
   return reactor;

@@ -18,18 +18,28 @@ pb::ModelInfo MakeModelInfo(const ServedModel& model);
 
 // The largest request the server accepts, bytes: room for a --max-chunk-ms chunk of the most
 // demanding model in its largest encoding, and at least 4 MiB (ProcessFile upload pieces).
-// Larger messages fail with RESOURCE_EXHAUSTED.
+// Larger messages fail with RESOURCE_EXHAUSTED, checked by the call itself (call_reactor.h).
 size_t MaxReceiveMessageBytes(const ServerConfig& config, const ModelRegistry& models);
+// The limit gRPC itself enforces (2 x MaxReceiveMessageBytes): a message between the two gets
+// the call's own RESOURCE_EXHAUSTED, counted as an error; only a larger one is cut off by gRPC
+// before it is buffered (the client sees RESOURCE_EXHAUSTED, the server a cancelled call).
+size_t GrpcReceiveLimitBytes(const ServerConfig& config, const ModelRegistry& models);
+
+// Stream and ProcessFile are raw callback methods (bytes in, bytes out: the reactors parse and
+// serialize, see call_reactor.h); ListModels and GetModelInfo are typed.
+using SsmServiceBase = pb::Ssm::WithCallbackMethod_ListModels<
+    pb::Ssm::WithCallbackMethod_GetModelInfo<pb::Ssm::WithRawCallbackMethod_Stream<
+        pb::Ssm::WithRawCallbackMethod_ProcessFile<pb::Ssm::Service>>>>;
 
 // Thread-safe; all state is in the reactors and CallShared. Must outlive the grpc::Server.
-class SsmService final : public pb::Ssm::CallbackService {
+class SsmService final : public SsmServiceBase {
  public:
   SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
              Metrics* metrics);
 
-  grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* Stream(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Stream(
       grpc::CallbackServerContext* context) override;
-  grpc::ServerBidiReactor<pb::StreamRequest, pb::StreamResponse>* ProcessFile(
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ProcessFile(
       grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const pb::ListModelsRequest* request,

@@ -4,8 +4,8 @@
 
 namespace ssm {
 
-StreamReactor::StreamReactor(CallShared* shared)
-    : CallReactor(shared, {"Stream", Priority::kRealTime, /*write_empty_outputs=*/true,
+StreamReactor::StreamReactor(CallShared* shared, grpc::CallbackServerContext* context)
+    : CallReactor(shared, context, {"Stream", Priority::kRealTime, /*write_empty_outputs=*/true,
                            /*ends_on_drain=*/true}) {
   Start();
 }

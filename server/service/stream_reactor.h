@@ -7,7 +7,7 @@ namespace ssm {
 
 class StreamReactor final : public CallReactor {
  public:
-  explicit StreamReactor(CallShared* shared);
+  StreamReactor(CallShared* shared, grpc::CallbackServerContext* context);
 
  private:
   // Checks the chunk against --max-chunk-ms and submits it whole.

@@ -19,6 +19,7 @@
 
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/integration/http_get.h"
 #include "tests/integration/server_process.h"
 
 namespace ssm {
@@ -26,56 +27,13 @@ namespace {
 
 namespace pb = ::ssmserve::v1;
 using Clock = std::chrono::steady_clock;
+using testing::HttpGet;
+using testing::HttpResponse;
+using testing::Sample;
 
 constexpr int kMaxStreams = 3;
 constexpr int kChunks = 8;
 constexpr int kChunkSamples = 1600;  // 100 ms at SmallAudioConfig's 16 kHz
-
-struct HttpResponse {
-  int status = 0;  // 0: no response
-  std::string headers;
-  std::string body;
-};
-
-// GET http://127.0.0.1:port/path (HTTP/1.0: the server closes after the response).
-HttpResponse HttpGet(int port, const std::string& path) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return {};
-  timeval timeout{5, 0};
-  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(uint16_t(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string response;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
-    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == ssize_t(request.size())) {
-      char buffer[4096];
-      for (ssize_t n; (n = read(fd, buffer, sizeof buffer)) > 0;)
-        response.append(buffer, size_t(n));
-    }
-  }
-  close(fd);
-  HttpResponse result;
-  const size_t body = response.find("\r\n\r\n");
-  if (body == std::string::npos || response.compare(0, 9, "HTTP/1.1 ") != 0) return result;
-  result.status = std::atoi(response.c_str() + 9);
-  result.headers = response.substr(0, body);
-  result.body = response.substr(body + 4);
-  return result;
-}
-
-// The value of the sample `series` (name and labels exactly as exposed, labels sorted by name)
-// in a Prometheus text exposition; NaN when absent.
-double Sample(const std::string& exposition, const std::string& series) {
-  std::istringstream lines(exposition);
-  for (std::string line; std::getline(lines, line);)
-    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
-        line[series.size()] == ' ')
-      return std::stod(line.substr(series.size() + 1));
-  return std::nan("");
-}
 
 class MetricsTest : public ::testing::Test {
  protected:

@@ -47,10 +47,12 @@ class ServerProcess {
   // HOST:PORT". nullptr (and *error says why, with the line if any) on failure. Pass
   // "--listen 127.0.0.1:0" to get a free port; without --metrics-listen, "--metrics-listen
   // 127.0.0.1:0" is added so parallel servers never share the default metrics port, and without
-  // --device, "--device TestDevice()". stderr is inherited (server logs).
+  // --device, "--device TestDevice()". stderr (the server's log) is inherited, or written to
+  // `stderr_path` when given.
   static std::unique_ptr<ServerProcess> Start(
       const std::string& binary, std::vector<std::string> args, std::string* error,
-      std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+      std::chrono::milliseconds timeout = std::chrono::seconds(30),
+      const std::string& stderr_path = "") {
     bool device_given = false;
     for (const std::string& arg : args) device_given |= arg == "--device";
     if (!device_given) args.insert(args.end(), {"--device", TestDevice()});
@@ -73,6 +75,8 @@ class ServerProcess {
     for (std::string& s : argv_strings) argv.push_back(s.data());
     argv.push_back(nullptr);
 
+    const int stderr_fd =
+        stderr_path.empty() ? -1 : open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
     const pid_t pid = fork();
     if (pid < 0) {
       close(fds[0]);
@@ -83,10 +87,12 @@ class ServerProcess {
     if (pid == 0) {                      // child: only async-signal-safe calls until exec
       prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a crashed test
       dup2(fds[1], STDOUT_FILENO);       // dup2 clears O_CLOEXEC on the copy
+      if (stderr_fd >= 0) dup2(stderr_fd, STDERR_FILENO);
       execv(binary.c_str(), argv.data());
       _exit(127);
     }
     close(fds[1]);
+    if (stderr_fd >= 0) close(stderr_fd);
     std::unique_ptr<ServerProcess> process(new ServerProcess(pid, fds[0]));
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     if (!process->ReadAddress("listening on ", deadline, &process->address_, &process->port_,
