@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 #include <thread>
 
 namespace ssm {
@@ -85,6 +86,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
   }
   e->pool_ = std::make_unique<StatePool>(backend, options.max_streams, state_floats);
   e->frontend_states_.resize(options.max_streams);
+  e->non_finite_.assign(options.max_streams, 0);
 
   const size_t rows = options.max_batch_frames;
   e->in_ = backend->Allocate(rows * c.d_in);
@@ -101,6 +103,7 @@ Engine::~Engine() = default;
 StatusOr<int> Engine::OpenStream() {
   SSM_ASSIGN_OR_RETURN(int slot, pool_->Acquire());
   frontend_states_[slot] = frontend_->NewState();
+  non_finite_[slot] = 0;
   return slot;
 }
 
@@ -136,6 +139,13 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
       continue;
     }
     seen[in.stream] = true;
+    if (non_finite_[in.stream]) {
+      out.status = FailedPreconditionError(fmt::format(
+          "stream {} produced a non-finite output earlier and its state is no longer usable; "
+          "open a new stream",
+          in.stream));
+      continue;
+    }
     out.first_frame = frontend_states_[in.stream]->frames_emitted();
     auto frames = frontend_->Process(frontend_states_[in.stream].get(), in.data, in.count,
                                      &features_);
@@ -174,6 +184,23 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
     RunPass(batch, features_.data() + size_t(pass_row) * d_in,
             result->outputs.data() + size_t(pass_row) * d_out);
     pass_row += pass_rows;
+  }
+
+  // Finite weights can still overflow float32 (huge weights, or an extreme input); a NaN or inf
+  // is never handed on as an output. frames x d_out values: nothing next to the pass itself.
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    ChunkOutput& out = result->chunks[i];
+    if (!out.status.ok()) continue;
+    const float* values = result->outputs.data() + out.offset;
+    const size_t n = size_t(out.frames) * d_out;
+    const size_t bad = size_t(
+        std::find_if(values, values + n, [](float v) { return !std::isfinite(v); }) - values);
+    if (bad == n) continue;
+    non_finite_[chunks[i].stream] = 1;
+    out.status = InternalError(fmt::format(
+        "the model produced a non-finite output ({} at frame {}, output {}): its weights or this "
+        "input overflow float32; the stream's state is no longer usable; open a new stream",
+        values[bad], out.first_frame + int64_t(bad / d_out), bad % d_out));
   }
 }
 

@@ -36,7 +36,10 @@ struct ChunkInput {
 };
 
 struct ChunkOutput {
-  Status status;            // a bad chunk fails alone and leaves its stream's state untouched
+  // A bad chunk fails alone and leaves its stream's state untouched, with one exception: a chunk
+  // whose outputs are not all finite (the weights or the input overflow float32) fails with
+  // INTERNAL after its stream's state has advanced, and the stream refuses every later chunk.
+  Status status;
   int64_t first_frame = 0;  // stream-wide index of the first output frame
   int frames = 0;           // output frames produced by this chunk
   size_t offset = 0;        // index of its first output float in StepResult::outputs
@@ -75,7 +78,8 @@ class Engine {
 
   // Advances each chunk's stream by its input (at most one chunk per stream). The outputs of a
   // stream are the same, bitwise, whatever else is in the batch and however its input is
-  // chunked. Not thread-safe: one caller at a time (the scheduler).
+  // chunked; a chunk with a non-finite output fails (see ChunkOutput), so none is ever returned.
+  // Not thread-safe: one caller at a time (the scheduler).
   void Step(const std::vector<ChunkInput>& chunks, StepResult* result);
 
   // Whole inputs through the model, segment by segment with carried state, many inputs per
@@ -95,6 +99,9 @@ class Engine {
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<StatePool> pool_;
   std::vector<std::unique_ptr<FrontendState>> frontend_states_;  // by slot
+  // By slot: the stream produced a non-finite output. char, not bool: OpenStream writes its own
+  // slot from any thread, so the elements must not share bytes.
+  std::vector<char> non_finite_;
 
   // Weights outside the layers.
   std::unique_ptr<LinearWeights> input_proj_, head_;

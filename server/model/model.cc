@@ -7,6 +7,7 @@
 #include <fstream>
 #include <set>
 
+#include "server/model/json_check.h"
 #include "server/model/safetensors.h"
 
 namespace ssm {
@@ -43,7 +44,7 @@ Status CheckTensorSet(const ModelConfig& config,
   }
   std::vector<std::string> extra;
   for (const auto& [name, shape] : shapes) {
-    if (!expected.count(name)) extra.push_back(fmt::format("'{}'", name));
+    if (!expected.count(name)) extra.push_back(fmt::format("'{}'", Excerpt(name)));
   }
   // Reported together: a missing and an extra tensor often are one misnamed tensor.
   if (!missing.empty()) {
@@ -87,7 +88,8 @@ int64_t Tensor::numel() const {
 }
 
 StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
-  if (!fs::is_directory(dir)) {
+  std::error_code ec;  // the throwing overload would end the program on e.g. EACCES
+  if (!fs::is_directory(dir, ec)) {
     return NotFoundError(fmt::format("{}: model directory does not exist", dir));
   }
   SSM_ASSIGN_OR_RETURN(ModelConfig config, ModelConfig::FromFile(fs::path(dir) / kModelConfigFile));

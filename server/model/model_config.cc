@@ -14,6 +14,8 @@
 #include <set>
 #include <sstream>
 
+#include "server/model/json_check.h"
+
 namespace ssm {
 namespace {
 
@@ -143,7 +145,7 @@ class ObjectReader {
   Status CheckNoUnknownFields() const {
     for (const auto& item : object_.items()) {
       if (known_.count(item.key())) continue;
-      std::string message = Path(item.key()) + ": unknown field";
+      std::string message = Path(Excerpt(item.key())) + ": unknown field";
       const std::string* nearest = nullptr;
       size_t best = 3;  // suggest only close matches (distance <= 2)
       for (const std::string& k : known_) {
@@ -206,7 +208,8 @@ Status CheckOneOf(const std::string& field, const std::string& value,
     if (value == a) return OkStatus();
     list += fmt::format("{}\"{}\"", list.empty() ? "" : " | ", a);
   }
-  return InvalidArgumentError(fmt::format("{}: expected {}, found \"{}\"", field, list, value));
+  return InvalidArgumentError(
+      fmt::format("{}: expected {}, found \"{}\"", field, list, Excerpt(value)));
 }
 
 Status CheckFrontendType(const std::string& type) {
@@ -305,11 +308,14 @@ double ModelConfig::frame_rate() const {
 }
 
 StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) {
+  // First: the tree must never hold nesting that the recursive dump() in Describe would overflow
+  // the stack on, and Json::parse throws on a number that overflows a double.
+  SSM_RETURN_IF_ERROR(CheckJson(json_text, "config"));
   Json root;
   try {
     root = Json::parse(json_text);
-  } catch (const Json::parse_error& e) {
-    return InvalidArgumentError(fmt::format("invalid JSON: {}", e.what()));
+  } catch (const Json::exception& e) {  // not expected after CheckJson; never let one escape
+    return InvalidArgumentError(fmt::format("config: {}", e.what()));
   }
   if (!root.is_object()) return TypeError("config", "a JSON object", root);
 
@@ -450,8 +456,14 @@ Status ModelConfig::Validate() const {
   SSM_RETURN_IF_ERROR(CheckIntRange("layer.dt_rank", layer.dt_rank, 1, kMaxDim));
 
   SSM_RETURN_IF_ERROR(CheckOneOf("norm.type", norm.type, {"rmsnorm"}));
+  // The engine adds eps in float32: 1e-50 would become 0 there (0/0 on a zero row), 1e39 inf.
+  const float eps32 = static_cast<float>(norm.eps);
   if (!(norm.eps > 0 && std::isfinite(norm.eps))) {
     return InvalidArgumentError(fmt::format("norm.eps: expected a number > 0, found {}", norm.eps));
+  }
+  if (!(eps32 > 0 && std::isfinite(eps32))) {
+    return InvalidArgumentError(fmt::format(
+        "norm.eps: expected a number float32 can hold (1e-45 to 3.4e38), found {}", norm.eps));
   }
 
   SSM_RETURN_IF_ERROR(

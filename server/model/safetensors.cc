@@ -13,6 +13,8 @@
 #include <cstring>
 #include <nlohmann/json.hpp>
 
+#include "server/model/json_check.h"
+
 // Tensor bytes are little-endian and copied as they are.
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ssmserve assumes a little-endian host");
 
@@ -54,7 +56,7 @@ StatusOr<DType> ParseDType(const std::string& name) {
     if (name == DTypeName(d)) return d;
   }
   return InvalidArgumentError(
-      fmt::format("unsupported dtype \"{}\" (expected F32, F16 or BF16)", name));
+      fmt::format("unsupported dtype \"{}\" (expected F32, F16 or BF16)", Excerpt(name)));
 }
 
 std::string Describe(const Json& v) {
@@ -116,6 +118,13 @@ Status ParseEntry(const Json& entry, uint64_t data_bytes, TensorInfo* info) {
                     info->begin, info->end, data_bytes));
   }
   const uint64_t needed = numel * DTypeSize(info->dtype);  // numel <= data_bytes + 1: no overflow
+  if (numel > data_bytes) {  // the product was cut short above: say so rather than a wrong count
+    return InvalidArgumentError(fmt::format(
+        "data_offsets [{}, {}] span {} bytes, but shape {} of {} needs more than the whole data "
+        "section ({} bytes)",
+        info->begin, info->end, info->end - info->begin, ShapeString(info->shape),
+        DTypeName(info->dtype), data_bytes));
+  }
   if (info->end - info->begin != needed) {
     return InvalidArgumentError(fmt::format(
         "data_offsets [{}, {}] span {} bytes, but shape {} of {} needs {}", info->begin, info->end,
@@ -133,14 +142,14 @@ Status CheckCoverage(std::vector<const TensorInfo*> by_offset, uint64_t data_byt
   const TensorInfo* previous = nullptr;
   for (const TensorInfo* t : by_offset) {
     if (t->begin < covered) {
-      return InvalidArgumentError(
-          fmt::format("tensor '{}' (bytes [{}, {})) overlaps tensor '{}' (bytes [{}, {}))", t->name,
-                      t->begin, t->end, previous->name, previous->begin, previous->end));
+      return InvalidArgumentError(fmt::format(
+          "tensor '{}' (bytes [{}, {})) overlaps tensor '{}' (bytes [{}, {}))", Excerpt(t->name),
+          t->begin, t->end, Excerpt(previous->name), previous->begin, previous->end));
     }
     if (t->begin > covered) {
       return InvalidArgumentError(fmt::format(
           "bytes [{}, {}) of the data section belong to no tensor (a hole before tensor '{}')",
-          covered, t->begin, t->name));
+          covered, t->begin, Excerpt(t->name)));
     }
     covered = t->end;
     previous = t;
@@ -230,11 +239,14 @@ Status SafetensorsFile::ParseHeader() {
   const uint64_t data_bytes = map_size_ - data_start_;
 
   const char* text = reinterpret_cast<const char*>(map_ + 8);
+  // First: the tree must never hold nesting that the recursive dump() in Describe would overflow
+  // the stack on, and Json::parse throws on a number that overflows a double.
+  SSM_RETURN_IF_ERROR(CheckJson(std::string_view(text, header_bytes), "header"));
   Json header;
   try {
     header = Json::parse(text, text + header_bytes);
-  } catch (const Json::parse_error& e) {
-    return InvalidArgumentError(fmt::format("header is not valid JSON: {}", e.what()));
+  } catch (const Json::exception& e) {  // not expected after CheckJson; never let one escape
+    return InvalidArgumentError(fmt::format("header: {}", e.what()));
   }
   if (!header.is_object()) {
     return InvalidArgumentError(
@@ -250,7 +262,7 @@ Status SafetensorsFile::ParseHeader() {
       for (const auto& [key, value] : entry.items()) {
         if (!value.is_string()) {
           return InvalidArgumentError(fmt::format("{}.{}: expected a string, found {}",
-                                                  kMetadataKey, key, Describe(value)));
+                                                  kMetadataKey, Excerpt(key), Describe(value)));
         }
         metadata_[key] = value.get<std::string>();
       }
@@ -259,7 +271,7 @@ Status SafetensorsFile::ParseHeader() {
     TensorInfo info;
     info.name = name;
     Status status = ParseEntry(entry, data_bytes, &info);
-    if (!status.ok()) return status.WithContext(fmt::format("tensor '{}'", name));
+    if (!status.ok()) return status.WithContext(fmt::format("tensor '{}'", Excerpt(name)));
     tensors_.push_back(std::move(info));
   }
 

@@ -188,7 +188,7 @@ TEST(SafetensorsTest, EachMalformedFileHasItsOwnError) {
        "header length 1000 exceeds the file (2 bytes after the 8-byte length)"},
       {"absurd header", LittleEndian(uint64_t{1} << 40, 8) + "{}",
        "header length 1099511627776 is larger than the"},
-      {"not json", MakeFile("{\"w\": [", ""), "header is not valid JSON"},
+      {"not json", MakeFile("{\"w\": [", ""), "header: invalid JSON"},
       {"not object", MakeFile("[1, 2]", ""), "header: expected a JSON object, found [1,2]"},
       {"entry not object", MakeFile(one("3"), ""), "tensor 'w': expected an object, found 3"},
       {"missing dtype", MakeFile(one(R"({"shape":[2],"data_offsets":[0,8]})"), eight),

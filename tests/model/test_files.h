@@ -1,4 +1,5 @@
-// Temporary directories and raw-byte file helpers shared by the model and io tests.
+// Temporary directories, raw-byte file helpers and a small model on disk, shared by the model and
+// io tests.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -13,6 +14,8 @@
 #include <vector>
 
 #include "kernels/base/status.h"
+#include "server/model/model.h"
+#include "server/model/random_model.h"
 
 namespace ssm::testing_util {
 
@@ -52,6 +55,39 @@ inline std::string LittleEndian(uint64_t value, int bytes) {
   std::string out;
   for (int i = 0; i < bytes; ++i) out.push_back(static_cast<char>((value >> (8 * i)) & 0xff));
   return out;
+}
+
+// A safetensors file's header text and data bytes, and the file made from them again (the
+// 8-byte length always matches the header given).
+struct SafetensorsParts {
+  std::string header;
+  std::string data;
+};
+inline SafetensorsParts SplitSafetensors(const std::string& file) {
+  uint64_t header_bytes = 0;
+  for (int i = 7; i >= 0 && file.size() >= 8; --i) {
+    header_bytes = (header_bytes << 8) | static_cast<unsigned char>(file[i]);
+  }
+  EXPECT_LE(8 + header_bytes, file.size());
+  return {file.substr(8, header_bytes), file.substr(8 + header_bytes)};
+}
+inline std::string JoinSafetensors(const SafetensorsParts& parts) {
+  return LittleEndian(parts.header.size(), 8) + parts.header + parts.data;
+}
+
+// Saves a small valid log-mel model (d_in 8, d_model 16, one layer, d_out 2) into `dir`.
+inline void SaveSmallModel(const std::string& dir, uint64_t seed = 1) {
+  ModelConfig c;
+  c.frontend.n_mels = 8;
+  c.d_in = 8;
+  c.d_model = 16;
+  c.n_layer = 1;
+  c.layer.dt_rank = 2;
+  c.layer.d_state = 4;
+  c.d_out = 2;
+  StatusOr<std::shared_ptr<const Model>> model = MakeRandomModel(c, seed);
+  ASSERT_TRUE(model.ok()) << model.status().ToString();
+  ASSERT_TRUE((*model)->Save(dir).ok());
 }
 
 // A malformed file and the text its error must contain.
