@@ -191,8 +191,17 @@ int main(int argc, char** argv) {
                  "ProcessFile: frames per engine step per file")
       ->capture_default_str();
   app.add_option("--file-frames-per-step", config.file_frames_per_step,
-                 "ProcessFile: file frames per engine step, all files together (bounds the "
-                 "delay files add to real-time chunks)")
+                 "Background frames per engine step (ProcessFile segments and Stream chunks sent "
+                 "ahead of real time, all together; bounds the delay they add to live streams)")
+      ->capture_default_str();
+  app.add_option("--realtime-lead-ms", config.realtime_lead_ms_flag,
+                 "How far ahead of real time a Stream may send before its chunks wait behind "
+                 "those of streams that keep to real time, ms (0: twice --max-chunk-ms, at least "
+                 "2000)")
+      ->capture_default_str();
+  app.add_option("--background-step-ms", config.background_step_ms,
+                 "While live streams run, how long the background work of one step may take, ms "
+                 "(from the measured compute time per frame)")
       ->capture_default_str();
   try {
     app.parse(argc, argv);

@@ -30,6 +30,8 @@ StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const ServerConfig&
     scheduling.batch_wait =
         std::chrono::microseconds(static_cast<int64_t>(config.batch_wait_ms * 1000.0));
     scheduling.file_frames_per_step = config.file_frames_per_step;
+    scheduling.realtime_lead = std::chrono::milliseconds(config.realtime_lead_ms());
+    scheduling.background_step_time = std::chrono::milliseconds(config.background_step_ms);
     served->scheduler =
         std::make_unique<Scheduler>(served->engine.get(), scheduling, served->metrics);
     registry->models_.push_back(std::move(served));
@@ -46,8 +48,8 @@ const ServedModel* ModelRegistry::Find(const std::string& name) const {
 
 StatusOr<const ServedModel*> ModelRegistry::Lookup(const std::string& name) const {
   if (name.size() > kMaxNameBytes)
-    return InvalidArgumentError(fmt::format("model name of {} bytes; at most {} are allowed",
-                                            name.size(), kMaxNameBytes));
+    return InvalidArgumentError(
+        fmt::format("model name of {} bytes; at most {} are allowed", name.size(), kMaxNameBytes));
   const ServedModel* model = Find(name);
   if (model == nullptr)
     return NotFoundError(

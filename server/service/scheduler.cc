@@ -11,6 +11,14 @@ namespace {
 
 // ssm_realtime_factor is recomputed once this much wall time has passed with steps in it.
 constexpr std::chrono::seconds kRealtimeFactorWindow(1);
+// Background chunks wait at most this long for a backlog of on-time chunks to clear, so they
+// progress even while real-time work alone keeps the engine busy.
+constexpr std::chrono::milliseconds kMaxBackgroundDeferral(1000);
+// Per step, the weight of earlier steps in the compute time per frame estimate.
+constexpr double kStepCostDecay = 0.9;
+// How much faster than ours a client's clock may run (audio devices: about 0.01%, rarely 0.1%),
+// so that a stream kept to real time for hours is never taken for one sent ahead of it.
+constexpr double kClientClockTolerance = 0.01;
 
 }  // namespace
 
@@ -21,6 +29,7 @@ Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options, ModelMetri
                             ? double(engine->model().config().frontend.hop_length)
                             : double(engine->model().config().d_in)),
       frame_rate_(engine->model().config().frame_rate()),
+      values_per_second_(engine->model().config().input_values_per_second()),
       metrics_(metrics),
       window_start_(Clock::now()),
       worker_([this] { Run(); }) {}
@@ -33,6 +42,7 @@ StatusOr<int> Scheduler::Open(Priority priority, ResultFn on_result) {
   Lane& lane = lanes_[stream];
   lane.priority = priority;
   lane.on_result = std::move(on_result);
+  lane.opened = Clock::now();
   return stream;
 }
 
@@ -41,8 +51,10 @@ void Scheduler::Submit(int stream, std::vector<float> values) {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = lanes_.find(stream);
     SSM_CHECK_MSG(it != lanes_.end(), fmt::format("Submit to stream {} which is not open", stream));
-    if (it->second.queue.empty()) ++ready_;
-    it->second.queue.push_back({std::move(values), Clock::now()});
+    Lane& lane = it->second;
+    if (lane.queue.empty()) ++ready_;
+    lane.submitted_s += double(values.size()) / values_per_second_;
+    lane.queue.push_back({std::move(values), Clock::now(), lane.submitted_s});
     // Under mu_, so the worker's decrements follow it.
     if (metrics_ != nullptr) metrics_->queue_depth->Increment();
   }
@@ -74,35 +86,81 @@ Scheduler::Clock::time_point Scheduler::OldestReadyArrival() const {
   return oldest;
 }
 
-// Policy: real-time chunks first, oldest first, up to max_batch_streams; then file segments, round
-// robin over files, up to file_frames_per_step frames. When files are waiting, one batch place is
-// kept for them so they never starve; real-time chunks left out are the oldest next time.
+bool Scheduler::AheadOfRealTime(const Lane& lane, double signal_end_s,
+                                Clock::time_point now) const {
+  const double wall_s = std::chrono::duration<double>(now - lane.opened).count();
+  const double lead_s = std::chrono::duration<double>(options_.realtime_lead).count();
+  return signal_end_s > wall_s * (1 + kClientClockTolerance) + lead_s;
+}
+
+double Scheduler::BackgroundFrameBudget(bool realtime_open) const {
+  const double budget = double(options_.file_frames_per_step);
+  if (!realtime_open || cost_frames_ <= 0 || cost_s_ <= 0) return budget;
+  const double frame_s = cost_s_ / cost_frames_;
+  return std::min(budget,
+                  std::chrono::duration<double>(options_.background_step_time).count() / frame_s);
+}
+
+// Policy: at most one chunk per lane per step, in two classes. A stream's own chunks keep their
+// order, and batching never changes outputs, so the policy only decides when chunks run.
+// - On time: real-time chunks ending within realtime_lead of real time (by the wall time since
+//   their stream opened, with kClientClockTolerance), oldest first, up to max_batch_streams.
+// - Background: file segments, and real-time chunks ahead of real time (a client sending faster
+//   than real time), round robin over lanes, up to a frames budget: file_frames_per_step and,
+//   while a stream that keeps to real time is open, what fits in background_step_time. Frames,
+//   not chunks, bound what they add to a step: a real-time chunk waits for at most about
+//   background_step_time of background work in the step before it and in its own. At least one
+//   background chunk per step, and one batch place is kept for it, so they never starve.
+// While on-time chunks remain queued after this step's (a backlog, after a long step or a burst),
+// background chunks wait for it to clear, up to kMaxBackgroundDeferral, so that real-time streams
+// catch up in short steps instead of falling further behind.
 void Scheduler::PickBatch(std::vector<BatchItem>* batch) {
-  std::vector<int> real_time, files;
+  const Clock::time_point now = Clock::now();
+  std::vector<int> on_time, background;
+  bool realtime_open = false;  // a real-time stream that keeps to real time
+  bool backlog = false;        // an on-time lane with a second on-time chunk
   for (const auto& [id, lane] : lanes_) {
+    const bool real_time = lane.priority == Priority::kRealTime;
+    realtime_open |= real_time && !AheadOfRealTime(lane, lane.submitted_s, now);
     if (lane.queue.empty()) continue;
-    (lane.priority == Priority::kRealTime ? real_time : files).push_back(id);
+    if (!real_time || AheadOfRealTime(lane, lane.queue.front().signal_end_s, now)) {
+      background.push_back(id);
+      continue;
+    }
+    on_time.push_back(id);
+    backlog |= lane.queue.size() > 1 && !AheadOfRealTime(lane, lane.queue[1].signal_end_s, now);
   }
-  std::sort(real_time.begin(), real_time.end(), [this](int a, int b) {
+  std::sort(on_time.begin(), on_time.end(), [this](int a, int b) {
     return lanes_[a].queue.front().arrival < lanes_[b].queue.front().arrival;
   });
   const size_t max_streams = size_t(options_.max_batch_streams);
-  // With --max-batch-streams 1 real-time chunks take the only place.
-  const size_t real_time_places =
-      files.empty() ? max_streams : std::max<size_t>(max_streams, 2) - 1;
-  real_time.resize(std::min(real_time.size(), real_time_places));
-  // Files in round-robin order: those after the last one served first.
-  std::stable_partition(files.begin(), files.end(),
-                        [this](int id) { return id > last_file_stream_; });
-  std::vector<int> chosen = real_time;
-  double file_frames = 0;
-  for (int id : files) {
-    if (chosen.size() >= max_streams) break;
-    const double frames = double(lanes_[id].queue.front().values.size()) / values_per_frame_;
-    if (file_frames > 0 && file_frames + frames > options_.file_frames_per_step) break;
-    file_frames += frames;
-    chosen.push_back(id);
-    last_file_stream_ = id;
+  // With --max-batch-streams 1 on-time chunks take the only place.
+  const size_t places_beside_background = std::max<size_t>(max_streams, 2) - 1;
+  backlog |= on_time.size() > places_beside_background;
+  bool serve_background = !background.empty();
+  if (serve_background && backlog) {
+    if (background_deferred_since_ == Clock::time_point::max()) background_deferred_since_ = now;
+    serve_background = now - background_deferred_since_ >= kMaxBackgroundDeferral;
+  }
+  if (serve_background || background.empty()) background_deferred_since_ = Clock::time_point::max();
+  on_time.resize(
+      std::min(on_time.size(), serve_background ? places_beside_background : max_streams));
+  std::vector<int> chosen = on_time;
+  if (serve_background) {
+    // Round-robin order: lanes after the last one served first.
+    std::stable_partition(background.begin(), background.end(),
+                          [this](int id) { return id > last_background_stream_; });
+    const double budget = BackgroundFrameBudget(realtime_open);
+    double frames = 0;
+    for (int id : background) {
+      if (chosen.size() >= max_streams) break;
+      const double chunk_frames =
+          double(lanes_[id].queue.front().values.size()) / values_per_frame_;
+      if (frames > 0 && frames + chunk_frames > budget) break;
+      frames += chunk_frames;
+      chosen.push_back(id);
+      last_background_stream_ = id;
+    }
   }
   for (int id : chosen) {
     Lane& lane = lanes_[id];
@@ -171,7 +229,9 @@ void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {
     inputs.push_back({item.stream, item.chunk.values.data(), item.chunk.values.size()});
   const Clock::time_point start = Clock::now();
   engine_->Step(inputs, &step_);
-  RecordStep(*batch, std::chrono::duration<double>(Clock::now() - start).count());
+  const double step_s = std::chrono::duration<double>(Clock::now() - start).count();
+  RecordStepCost(*batch, step_s);
+  RecordStep(*batch, step_s);
   const size_t d_out = size_t(engine_->d_out());
   for (size_t i = 0; i < batch->size(); ++i) {
     const ChunkOutput& out = step_.chunks[i];
@@ -185,6 +245,15 @@ void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {
     }
     (*(*batch)[i].on_result)(std::move(result));
   }
+}
+
+void Scheduler::RecordStepCost(const std::vector<BatchItem>& batch, double step_s) {
+  double frames = 0;
+  for (const BatchItem& item : batch) frames += double(item.chunk.values.size());
+  frames /= values_per_frame_;
+  if (frames <= 0) return;
+  cost_s_ = kStepCostDecay * cost_s_ + step_s;
+  cost_frames_ = kStepCostDecay * cost_frames_ + frames;
 }
 
 void Scheduler::RecordStep(const std::vector<BatchItem>& batch, double step_s) {

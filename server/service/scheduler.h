@@ -25,7 +25,9 @@
 
 namespace ssm {
 
-// Real-time chunks are batched before file segments (see Scheduler::PickBatch).
+// Stream calls submit kRealTime chunks, ProcessFile calls kFile segments. On-time real-time chunks
+// are batched first; file segments and real-time chunks sent ahead of real time share the
+// background (see Scheduler::PickBatch).
 enum class Priority { kRealTime, kFile };
 
 // What one submitted chunk produced.
@@ -40,7 +42,16 @@ struct SchedulerOptions {
   int max_batch_streams = 256;                 // chunks per step
   std::chrono::microseconds batch_wait{2000};  // wait for more ready streams, from the
                                                // oldest ready chunk's arrival
-  int file_frames_per_step = 2048;             // file-segment frames per step (all files)
+  int file_frames_per_step = 2048;  // background frames per step (file segments and chunks
+                                    // ahead of real time, all streams together)
+  // A real-time chunk whose signal ends more than this ahead of the wall time since its stream
+  // opened is ahead of real time: it waits in the background, so a client sending faster than
+  // real time cannot delay those that keep to it. Must cover the longest chunk (--max-chunk-ms)
+  // plus the client's jitter; the default suits chunks up to 1000 ms.
+  std::chrono::milliseconds realtime_lead{2000};
+  // While a stream that keeps to real time is open, a step's background work is sized to take
+  // about this long, from the measured compute time per frame (at least one chunk per step).
+  std::chrono::milliseconds background_step_time{25};
 };
 
 class Scheduler {
@@ -71,11 +82,14 @@ class Scheduler {
   struct Queued {
     std::vector<float> values;
     Clock::time_point arrival;
+    double signal_end_s = 0;  // the stream's signal submitted up to the end of this chunk, s
   };
   struct Lane {
     Priority priority = Priority::kRealTime;
     ResultFn on_result;
     std::deque<Queued> queue;
+    Clock::time_point opened;
+    double submitted_s = 0;  // signal submitted so far, seconds
   };
   struct BatchItem {
     int stream;
@@ -86,27 +100,39 @@ class Scheduler {
   void Run();  // the worker loop
   // Moves at most one chunk per ready lane into *batch (mu_ held); see the .cc for the policy.
   void PickBatch(std::vector<BatchItem>* batch);
+  // Whether signal up to `signal_end_s` of `lane` is more than realtime_lead ahead of `now`.
+  bool AheadOfRealTime(const Lane& lane, double signal_end_s, Clock::time_point now) const;
+  // Frames the background may add to the next step (worker, mu_ held).
+  double BackgroundFrameBudget(bool realtime_open) const;
   Clock::time_point OldestReadyArrival() const;  // mu_ held; ready_ > 0
   void DeliverResults(std::vector<BatchItem>* batch);
   // Updates the step metrics for the step just run on `batch`, which took `step_s` (worker).
   void RecordStep(const std::vector<BatchItem>& batch, double step_s);
+  // Updates the compute time per frame estimate from the step just run (worker).
+  void RecordStepCost(const std::vector<BatchItem>& batch, double step_s);
 
   Engine* const engine_;
   const SchedulerOptions options_;
-  const double values_per_frame_;  // hop samples (audio) or d_in floats (frames)
-  const double frame_rate_;        // output frames per second of signal
+  const double values_per_frame_;   // hop samples (audio) or d_in floats (frames)
+  const double frame_rate_;         // output frames per second of signal
+  const double values_per_second_;  // values_per_frame_ x frame_rate_
   ModelMetrics* const metrics_;
 
-  mutable std::mutex mu_;            // guards lanes_, ready_, closing_, stop_, last_file_stream_
+  // guards lanes_, ready_, closing_, stop_, last_background_stream_, background_deferred_since_
+  mutable std::mutex mu_;
   std::condition_variable work_cv_;  // signalled on Submit, Close and Stop
   std::map<int, Lane> lanes_;        // open streams by id
   int ready_ = 0;                    // lanes with a queued chunk
   std::vector<std::pair<int, ClosedFn>> closing_;
   bool stop_ = false;
-  int last_file_stream_ = -1;  // round robin among file lanes
+  int last_background_stream_ = -1;  // round robin among lanes with background chunks
+  // When background chunks first waited for on-time ones to catch up; max(): they are not.
+  Clock::time_point background_deferred_since_ = Clock::time_point::max();
 
   // Worker-only: the step's inputs and outputs, reused.
   StepResult step_;
+  // Worker-only: decaying sums of step seconds and input frames, for the time per frame.
+  double cost_s_ = 0, cost_frames_ = 0;
   // Worker-only: the current ssm_realtime_factor window.
   Clock::time_point window_start_;
   double window_signal_s_ = 0, window_step_s_ = 0;

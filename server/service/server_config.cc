@@ -71,6 +71,16 @@ Status ServerConfig::Validate() const {
   SSM_RETURN_IF_ERROR(positive("--drain-timeout", drain_timeout_s));
   SSM_RETURN_IF_ERROR(positive("--file-segment-frames", file_segment_frames));
   SSM_RETURN_IF_ERROR(positive("--file-frames-per-step", file_frames_per_step));
+  SSM_RETURN_IF_ERROR(positive("--background-step-ms", background_step_ms));
+  if (realtime_lead_ms_flag < 0)
+    return InvalidArgumentError(
+        fmt::format("--realtime-lead-ms {}: must be >= 0 (0: twice --max-chunk-ms, at least 2000)",
+                    realtime_lead_ms_flag));
+  if (realtime_lead_ms_flag > 0 && realtime_lead_ms_flag < max_chunk_ms)
+    return InvalidArgumentError(fmt::format(
+        "--realtime-lead-ms {} is shorter than --max-chunk-ms {}: a chunk of the longest length "
+        "sent in real time would count as ahead of it; use at least {}",
+        realtime_lead_ms_flag, max_chunk_ms, max_chunk_ms));
   if (batch_wait_ms < 0 || batch_wait_ms > 1000)
     return InvalidArgumentError(
         fmt::format("--batch-wait-ms {}: must be in [0, 1000]", batch_wait_ms));
@@ -86,10 +96,11 @@ std::string ServerConfig::ToString() const {
       "models=[{}] listen={} metrics_listen={} device={} max_streams={} idle_timeout={}s "
       "write_timeout={}s handshake_timeout={}s max_chunk_ms={} "
       "max_batch_streams={} batch_wait_ms={} threads={} drain_timeout={}s "
-      "file_segment_frames={} file_frames_per_step={}",
+      "file_segment_frames={} file_frames_per_step={} realtime_lead_ms={} background_step_ms={}",
       model_list, listen, metrics_listen.empty() ? "off" : metrics_listen, device, max_streams,
-      idle_timeout_s, write_timeout_s, handshake_timeout_s, max_chunk_ms, max_batch_streams, batch_wait_ms, threads, drain_timeout_s,
-      file_segment_frames, file_frames_per_step);
+      idle_timeout_s, write_timeout_s, handshake_timeout_s, max_chunk_ms, max_batch_streams,
+      batch_wait_ms, threads, drain_timeout_s, file_segment_frames, file_frames_per_step,
+      realtime_lead_ms(), background_step_ms);
 }
 
 }  // namespace ssm

@@ -1,6 +1,7 @@
 // ssm-server's configuration: every flag with its default, checks and a one-line summary.
 #pragma once
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -30,13 +31,17 @@ struct ServerConfig {
   // A connection that has not completed its HTTP/2 handshake (sent its preface and SETTINGS)
   // this long after it was accepted is closed.
   double handshake_timeout_s = 10;
-  int max_chunk_ms = 1000;               // longest Stream chunk, milliseconds of signal
-  int max_batch_streams = 256;           // streams per engine step
-  double batch_wait_ms = 2;              // how long a step waits for more streams to be ready
-  int threads = 0;                       // compute threads per engine; 0 = all cores
-  double drain_timeout_s = 10;           // SIGTERM: how long open calls get to finish
-  int file_segment_frames = 1024;        // ProcessFile: frames per engine step per file
-  int file_frames_per_step = 2048;       // ProcessFile: file frames per step, all files together
+  int max_chunk_ms = 1000;          // longest Stream chunk, milliseconds of signal
+  int max_batch_streams = 256;      // streams per engine step
+  double batch_wait_ms = 2;         // how long a step waits for more streams to be ready
+  int threads = 0;                  // compute threads per engine; 0 = all cores
+  double drain_timeout_s = 10;      // SIGTERM: how long open calls get to finish
+  int file_segment_frames = 1024;   // ProcessFile: frames per engine step per file
+  int file_frames_per_step = 2048;  // background frames per step (files, chunks sent ahead)
+  // A Stream chunk whose signal ends more than this ahead of the wall time since its stream
+  // opened waits behind on-time chunks (scheduler.h); 0 = max(2000, 2 x max_chunk_ms).
+  int realtime_lead_ms_flag = 0;
+  int background_step_ms = 25;  // while live streams run, background work per step, ms
   // HOST:PORT serving Prometheus metrics at /metrics; port 0 picks a free port; "" = off.
   std::string metrics_listen = "127.0.0.1:9464";
 
@@ -44,6 +49,10 @@ struct ServerConfig {
   Status Validate() const;
   // All settings on one line, for the start-up log.
   std::string ToString() const;
+  // --realtime-lead-ms in force (0 resolved).
+  int realtime_lead_ms() const {
+    return realtime_lead_ms_flag > 0 ? realtime_lead_ms_flag : std::max(2000, 2 * max_chunk_ms);
+  }
   // The engine backend --device selects.
   std::string backend() const { return ResolveDevice(device); }
 };
