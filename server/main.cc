@@ -83,8 +83,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   }
   auto listener = Listener::Bind(config.listen);
   if (!listener.ok()) {
-    log::Error("{}: the address is invalid or in use; choose another --listen",
-               listener.status().message());
+    log::Error("{}; choose another --listen", listener.status().message());
     return 1;
   }
   grpc::EnableDefaultHealthCheckService(true);

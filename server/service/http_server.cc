@@ -18,6 +18,7 @@
 #include <string_view>
 
 #include "server/service/dashboard_assets.h"
+#include "server/service/listener.h"
 #include "server/service/log.h"
 
 namespace ssm {
@@ -25,55 +26,6 @@ namespace {
 
 constexpr std::string_view kMetricsContentType = "text/plain; version=0.0.4; charset=utf-8";
 constexpr std::string_view kTextContentType = "text/plain; charset=utf-8";
-
-// Binds and listens on HOST:PORT (HOST may be a name, an IPv4 address, a bracketed IPv6
-// address or empty for every interface); returns the non-blocking listening socket.
-StatusOr<int> Listen(const std::string& address) {
-  const size_t colon = address.rfind(':');
-  std::string host = address.substr(0, colon);
-  const std::string port = colon == std::string::npos ? "" : address.substr(colon + 1);
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']')
-    host = host.substr(1, host.size() - 2);
-  addrinfo hints{};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  const int resolved =
-      getaddrinfo(host.empty() ? nullptr : host.c_str(), port.c_str(), &hints, &found);
-  if (resolved != 0)
-    return UnavailableError(
-        fmt::format("cannot serve HTTP on {}: {}", address, gai_strerror(resolved)));
-  int error = 0;
-  int fd = -1;
-  for (const addrinfo* a = found; a != nullptr && fd < 0; a = a->ai_next) {
-    fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
-    if (fd < 0) {
-      error = errno;
-      continue;
-    }
-    const int on = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof on);  // rebinds at once after a restart
-    if (bind(fd, a->ai_addr, a->ai_addrlen) != 0 || listen(fd, SOMAXCONN) != 0) {
-      error = errno;
-      close(fd);
-      fd = -1;
-    }
-  }
-  freeaddrinfo(found);
-  if (fd < 0)
-    return UnavailableError(fmt::format("cannot serve HTTP on {}: {}", address, strerror(error)));
-  return fd;
-}
-
-// The port `fd` is bound to; 0 if unknown.
-int BoundPort(int fd) {
-  sockaddr_storage bound{};
-  socklen_t length = sizeof bound;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &length) != 0) return 0;
-  if (bound.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
-  if (bound.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port);
-  return 0;
-}
 
 // libmicrohttpd's messages, into the server log. Most are about one misbehaving client (e.g.
 // "closed by remote side with incomplete request"), so at most one a second is logged, with a
@@ -158,7 +110,22 @@ unsigned HttpServer::ConnectionLimit() {
 
 StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
     const std::string& address, std::shared_ptr<prometheus::Registry> registry) {
-  SSM_ASSIGN_OR_RETURN(const int fd, Listen(address));
+  auto fds = ListenSockets(address);
+  if (!fds.ok()) return fds.status().WithContext("metrics endpoint");
+  // libmicrohttpd takes one socket: of a name's addresses (localhost: ::1 and 127.0.0.1), the
+  // first IPv4 one, which is what "localhost" scrapers try first or fall back to.
+  int fd = fds->front();
+  for (int candidate : *fds) {
+    sockaddr_storage addr{};
+    socklen_t len = sizeof addr;
+    if (getsockname(candidate, reinterpret_cast<sockaddr*>(&addr), &len) == 0 &&
+        addr.ss_family == AF_INET) {
+      fd = candidate;
+      break;
+    }
+  }
+  for (int other : *fds)
+    if (other != fd) close(other);
   std::unique_ptr<HttpServer> server(new HttpServer(std::move(registry)));
   server->port_ = BoundPort(fd);
   // MHD_USE_ITC: the destructor wakes the event thread at once instead of at its next event.

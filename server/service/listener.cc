@@ -64,7 +64,7 @@ Status SplitHostPort(const std::string& address, std::string* host, std::string*
   const size_t colon = address.rfind(':');
   if (colon == std::string::npos || colon + 1 == address.size())
     return InvalidArgumentError(
-        fmt::format("--listen \"{}\": expected HOST:PORT, e.g. 0.0.0.0:50051", address));
+        fmt::format("\"{}\": expected HOST:PORT, e.g. 0.0.0.0:50051", address));
   *host = address.substr(0, colon);
   *port = address.substr(colon + 1);
   if (host->size() >= 2 && host->front() == '[' && host->back() == ']')
@@ -91,14 +91,6 @@ int ListenOn(const sockaddr* addr, socklen_t len, bool dual_stack, std::string* 
   return fd;
 }
 
-int BoundPort(int fd) {
-  sockaddr_storage addr{};
-  socklen_t len = sizeof addr;
-  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
-  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
-  return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
-}
-
 void SetPort(sockaddr* addr, int port) {
   if (addr->sa_family == AF_INET6)
     reinterpret_cast<sockaddr_in6*>(addr)->sin6_port = htons(uint16_t(port));
@@ -113,28 +105,28 @@ uint64_t DescriptorLimit() {
 
 }  // namespace
 
-StatusOr<std::unique_ptr<Listener>> Listener::Bind(const std::string& address) {
+StatusOr<std::vector<int>> ListenSockets(const std::string& address) {
   std::string host, port_text;
   SSM_RETURN_IF_ERROR(SplitHostPort(address, &host, &port_text));
-  std::unique_ptr<Listener> listener(new Listener());
+  std::vector<int> fds;
   std::string error;
   if (IsWildcard(host)) {
     // [::] with IPV6_V6ONLY off takes IPv4 too; 0.0.0.0 where IPv6 is off.
+    char* end = nullptr;
+    const long port = std::strtol(port_text.c_str(), &end, 10);
+    if (*end != '\0' || port < 0 || port > 65535)
+      return InvalidArgumentError(fmt::format("\"{}\": bad port", address));
     sockaddr_in6 any6{};
     any6.sin6_family = AF_INET6;
     any6.sin6_addr = in6addr_any;
     sockaddr_in any4{};
     any4.sin_family = AF_INET;
     any4.sin_addr.s_addr = htonl(INADDR_ANY);
-    char* end = nullptr;
-    const long port = std::strtol(port_text.c_str(), &end, 10);
-    if (*end != '\0' || port < 0 || port > 65535)
-      return InvalidArgumentError(fmt::format("--listen \"{}\": bad port", address));
     SetPort(reinterpret_cast<sockaddr*>(&any6), int(port));
     SetPort(reinterpret_cast<sockaddr*>(&any4), int(port));
     int fd = ListenOn(reinterpret_cast<sockaddr*>(&any6), sizeof any6, true, &error);
     if (fd < 0) fd = ListenOn(reinterpret_cast<sockaddr*>(&any4), sizeof any4, false, &error);
-    if (fd >= 0) listener->fds_.push_back(fd);
+    if (fd >= 0) fds.push_back(fd);
   } else {
     addrinfo hints{};
     hints.ai_socktype = SOCK_STREAM;
@@ -143,7 +135,7 @@ StatusOr<std::unique_ptr<Listener>> Listener::Bind(const std::string& address) {
     const int rc = getaddrinfo(host.c_str(), port_text.c_str(), &hints, &found);
     if (rc != 0)
       return InvalidArgumentError(
-          fmt::format("--listen \"{}\": cannot resolve: {}", address, gai_strerror(rc)));
+          fmt::format("cannot resolve \"{}\": {}", address, gai_strerror(rc)));
     // Every address of the name, all on the port the first one got (port 0: a free port).
     int port = 0;
     for (addrinfo* a = found; a != nullptr; a = a->ai_next) {
@@ -154,13 +146,27 @@ StatusOr<std::unique_ptr<Listener>> Listener::Bind(const std::string& address) {
         if (error.empty()) error = this_error;
         continue;
       }
-      listener->fds_.push_back(fd);
+      fds.push_back(fd);
       if (port == 0) port = BoundPort(fd);
     }
     freeaddrinfo(found);
   }
-  if (listener->fds_.empty())
-    return UnavailableError(fmt::format("cannot listen on {}: {}", address, error));
+  if (fds.empty()) return UnavailableError(fmt::format("cannot listen on {}: {}", address, error));
+  return fds;
+}
+
+int BoundPort(int fd) {
+  sockaddr_storage addr{};
+  socklen_t len = sizeof addr;
+  if (getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) return 0;
+  if (addr.ss_family == AF_INET6) return ntohs(reinterpret_cast<sockaddr_in6*>(&addr)->sin6_port);
+  if (addr.ss_family == AF_INET) return ntohs(reinterpret_cast<sockaddr_in*>(&addr)->sin_port);
+  return 0;
+}
+
+StatusOr<std::unique_ptr<Listener>> Listener::Bind(const std::string& address) {
+  std::unique_ptr<Listener> listener(new Listener());
+  SSM_ASSIGN_OR_RETURN(listener->fds_, ListenSockets(address));
   listener->port_ = BoundPort(listener->fds_.front());
   listener->wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
   listener->reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);

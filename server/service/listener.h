@@ -25,13 +25,18 @@
 
 namespace ssm {
 
+// Listening sockets (non-blocking, close-on-exec) for HOST:PORT: port 0 picks a free port; a
+// wildcard host ("0.0.0.0", "[::]", "*" or "") gives one socket for every address, IPv6 and IPv4;
+// a name such as "localhost" one socket for each address it resolves to, all on one port.
+StatusOr<std::vector<int>> ListenSockets(const std::string& address);
+// The port a socket is bound to; 0 if unknown.
+int BoundPort(int fd);
+
 class Listener {
  public:
   using Acceptor = grpc::experimental::ExternalConnectionAcceptor;
 
-  // Binds and listens on HOST:PORT (port 0 picks a free port; a wildcard host "0.0.0.0", "[::]"
-  // or "" listens on every address, IPv6 and IPv4; a name such as "localhost" on each address
-  // it resolves to, with one port). Accepting starts with StartAccepting.
+  // Binds and listens on HOST:PORT (see ListenSockets). Accepting starts with StartAccepting.
   static StatusOr<std::unique_ptr<Listener>> Bind(const std::string& address);
   ~Listener();  // Stop()
 
