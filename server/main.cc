@@ -127,8 +127,8 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
                               std::chrono::milliseconds(int64_t(config.drain_timeout_s * 1000.0));
   if (!calls.WaitUntilEmpty(drain_deadline))
     log::Warning("drain timeout: cancelling {} open calls", calls.size());
+  (*listener)->Stop();  // first: gRPC's acceptor drops (and leaks) connections after Shutdown
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
-  (*listener)->Stop();
   http.reset();
   (*models)->StopSchedulers();  // runs the last stream closes
   calls.Stop();

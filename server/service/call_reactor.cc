@@ -380,6 +380,9 @@ void CallReactor::CheckIdle(Clock::time_point now) {
           "responses; the stream was closed",
           config().write_timeout_s);
       DropQueuedWritesLocked();
+      // What the client is told (the cancel below) is what the metrics and the log record, even
+      // when another status was already waiting for this write.
+      finish_requested_ = false;
       FinishLocked(grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED, stalled),
                    CloseReason::kWriteTimeout);
       cancel_sent_ = true;

@@ -1,5 +1,7 @@
 #include "server/service/call_registry.h"
 
+#include <vector>
+
 namespace ssm {
 
 CallRegistry::CallRegistry(std::chrono::milliseconds sweep_period)
@@ -14,10 +16,26 @@ void CallRegistry::Add(LiveCall* call) {
 
 void CallRegistry::Remove(LiveCall* call) {
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    std::unique_lock<std::mutex> lock(mu_);
     calls_.erase(call);
+    cv_.wait(lock, [&] { return visiting_ != call || visitor_ == std::this_thread::get_id(); });
   }
   cv_.notify_all();
+}
+
+template <typename Visit>
+void CallRegistry::VisitAll(std::unique_lock<std::mutex>& lock, Visit visit) {
+  const std::vector<LiveCall*> snapshot(calls_.begin(), calls_.end());
+  for (LiveCall* call : snapshot) {
+    if (calls_.count(call) == 0) continue;  // removed since the snapshot
+    visiting_ = call;
+    visitor_ = std::this_thread::get_id();
+    lock.unlock();
+    visit(call);
+    lock.lock();
+    visiting_ = nullptr;
+    cv_.notify_all();
+  }
 }
 
 size_t CallRegistry::size() const {
@@ -26,9 +44,9 @@ size_t CallRegistry::size() const {
 }
 
 void CallRegistry::StartDrain() {
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   draining_ = true;  // under mu_: a call added after this sees it when it opens
-  for (LiveCall* call : calls_) call->Drain();
+  VisitAll(lock, [](LiveCall* call) { call->Drain(); });
 }
 
 bool CallRegistry::WaitUntilEmpty(std::chrono::steady_clock::time_point deadline) {
@@ -51,7 +69,7 @@ void CallRegistry::Sweep() {
     cv_.wait_for(lock, sweep_period_, [this] { return stop_; });
     if (stop_) break;
     const auto now = std::chrono::steady_clock::now();
-    for (LiveCall* call : calls_) call->CheckIdle(now);
+    VisitAll(lock, [now](LiveCall* call) { call->CheckIdle(now); });
   }
 }
 

@@ -10,8 +10,10 @@
 
 namespace ssm {
 
-// A call the registry can time out or drain. Both methods are called with the registry's lock
-// held, so they must not call back into the registry; they must not block.
+// A call the registry can time out or drain. Both methods are called without the registry's lock
+// (they may call into gRPC, which can run other calls' handlers inline, and those register
+// themselves); the registry guarantees the call stays registered, and so alive, until the method
+// returns. They must not block.
 class LiveCall {
  public:
   virtual ~LiveCall() = default;
@@ -41,12 +43,18 @@ class CallRegistry {
 
  private:
   void Sweep();
+  // Calls `visit` on every call registered now, one at a time with mu_ released; a call removed
+  // meanwhile is skipped, and Remove of the call being visited waits for the visit to end.
+  template <typename Visit>
+  void VisitAll(std::unique_lock<std::mutex>& lock, Visit visit);
 
   const std::chrono::milliseconds sweep_period_;
   std::atomic<bool> draining_{false};
-  mutable std::mutex mu_;       // guards calls_ and stop_; held while calling into a call
-  std::condition_variable cv_;  // signalled when a call is removed and on Stop
+  mutable std::mutex mu_;       // guards calls_, visiting_, visitor_ and stop_
+  std::condition_variable cv_;  // signalled when a call is removed, a visit ends, and on Stop
   std::set<LiveCall*> calls_;
+  LiveCall* visiting_ = nullptr;  // the call VisitAll is in
+  std::thread::id visitor_;       // the thread doing it (its own Remove must not wait)
   bool stop_ = false;
   std::thread sweeper_;  // last: starts after the members above exist
 };

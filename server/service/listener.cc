@@ -213,14 +213,29 @@ void Listener::Run() {
       continue;
     }
     if (polled.back().revents != 0) return;  // Stop
-    bool short_of_fds = false, accepted = false;
+    // The reserve is given up to refuse a connection; if another thread took the descriptor
+    // before it could be re-reserved, take it back as soon as there is one.
+    if (reserve_fd_ < 0) reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    bool short_of_fds = false, accepted = false, failing = false;
     for (size_t i = 0; i + 1 < polled.size(); ++i) {
-      if (!stuck && (polled[i].revents & POLLIN) == 0) continue;
+      const short events = stuck ? short(POLLIN) : polled[i].revents;
+      if ((events & (POLLERR | POLLHUP | POLLNVAL)) != 0 && (events & POLLIN) == 0) {
+        failing = true;  // a broken socket would wake every poll at once: back off
+        continue;
+      }
+      if ((events & POLLIN) == 0) continue;
       const AcceptResult r = AcceptAll(polled[i].fd, &accepted);
-      short_of_fds |= r != AcceptResult::kDrained;
+      short_of_fds |= r == AcceptResult::kRefused || r == AcceptResult::kStuck;
+      failing |= r == AcceptResult::kFailed;
     }
-    stuck = short_of_fds && !accepted;
+    stuck = (short_of_fds && !accepted) || failing;
     const Clock::time_point now = Clock::now();
+    if (failing && now - last_warning >= kWarningPeriod) {
+      last_warning = now;
+      log::Error("listener: accept keeps failing ({}); retrying every {} ms",
+                 failed_errno_ != 0 ? std::strerror(failed_errno_) : "socket error",
+                 kStuckBackoffMs);
+    }
     if (short_of_fds) {
       out_of_fds = true;
       if (now - last_warning >= kWarningPeriod) {
@@ -264,8 +279,21 @@ Listener::AcceptResult Listener::AcceptAll(int listen_fd, bool* accepted) {
       case ENOBUFS:
       case ENOMEM:
         return RefusePending(listen_fd);
-      default:  // ECONNABORTED, EINTR, EPROTO, ...: that connection is gone; go on
-        continue;
+      case ECONNABORTED:
+      case EINTR:
+      case EPROTO:
+      case EPERM:
+      case ENETDOWN:
+      case ENOPROTOOPT:
+      case EHOSTDOWN:
+      case ENONET:
+      case EHOSTUNREACH:
+      case EOPNOTSUPP:
+      case ENETUNREACH:
+        continue;  // that connection is gone (accept(2) says to retry): go on
+      default:     // EBADF, EINVAL, ENOTSOCK, ...: the listening socket itself is broken
+        failed_errno_ = errno;
+        return AcceptResult::kFailed;
     }
   }
 }

@@ -61,6 +61,7 @@ class Listener {
     kDrained,  // the accept queue is empty
     kRefused,  // out of descriptors: every pending connection was refused
     kStuck,    // out of descriptors, and not even one could be accepted to refuse it
+    kFailed,   // accept failed for a reason that will not pass by itself (logged)
   };
   void Run();  // the accept thread
   // Accepts every pending connection of `listen_fd` and hands it to gRPC (*accepted is set if
@@ -76,6 +77,7 @@ class Listener {
   int reserve_fd_ = -1;  // /dev/null, given up to accept-and-refuse when out of descriptors
   std::unique_ptr<Acceptor> acceptor_;
   std::atomic<int64_t> refused_{0};
+  int failed_errno_ = 0;  // of the last kFailed accept (accept thread)
   std::thread thread_;
 };
 

@@ -134,8 +134,9 @@ void Scheduler::PickBatch(std::vector<BatchItem>* batch) {
     return lanes_[a].queue.front().arrival < lanes_[b].queue.front().arrival;
   });
   const size_t max_streams = size_t(options_.max_batch_streams);
-  // With --max-batch-streams 1 on-time chunks take the only place.
-  const size_t places_beside_background = std::max<size_t>(max_streams, 2) - 1;
+  // One place is kept for the background; with --max-batch-streams 1 the only place is the
+  // background's once it has waited kMaxBackgroundDeferral, so it never starves either.
+  const size_t places_beside_background = max_streams - 1;
   backlog |= on_time.size() > places_beside_background;
   bool serve_background = !background.empty();
   if (serve_background && backlog) {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <future>
@@ -191,6 +192,42 @@ TEST_F(SchedulerTest, AheadOfRealTimeStreamRunsAsFastAsTheEngine) {
   ASSERT_TRUE(recorder_.WaitFor(kChunks));
   const double wall_s = std::chrono::duration<double>(Clock::now() - start).count();
   EXPECT_LT(wall_s, 0.25 * kChunks * kFastChunkSamples / kSampleRate);
+}
+
+// With one chunk per step (--max-batch-streams 1) a file is not starved by a stream that always
+// has an on-time chunk queued: it gets the place once it has waited kMaxBackgroundDeferral (1 s).
+TEST_F(SchedulerTest, WithOneStreamPerStepFilesStillProgressNextToLiveStreams) {
+  SchedulerOptions options = TestOptions();
+  options.max_batch_streams = 1;
+  options.realtime_lead = std::chrono::hours(1);  // every live chunk is on time
+  Scheduler scheduler(engine_.get(), options, nullptr);
+  std::atomic<size_t> live_done{0};
+  std::atomic<bool> file_done{false};
+  auto live = scheduler.Open(Priority::kRealTime, [&](ChunkResult) { ++live_done; });
+  auto file = scheduler.Open(Priority::kFile, [&](ChunkResult) { file_done = true; });
+  ASSERT_TRUE(live.ok() && file.ok());
+  // The file segment arrives behind queued live chunks, and 32 stay queued (the engine never
+  // catches up) for up to 5 s.
+  std::promise<void> release = HoldWorker(scheduler);
+  size_t live_sent = 0;
+  for (; live_sent < 32; ++live_sent)
+    scheduler.Submit(*live, std::vector<float>(kSampleRate, 0.05f));  // 1 s
+  scheduler.Submit(*file, testing::RandomInput(rng_, model_->config(), kOnTimeChunkSamples));
+  const Clock::time_point start = Clock::now();
+  release.set_value();
+  while (!file_done && Clock::now() - start < std::chrono::seconds(5)) {
+    if (live_sent - live_done < 32) {
+      scheduler.Submit(*live, std::vector<float>(kSampleRate, 0.05f));  // 1 s
+      ++live_sent;
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+  const double waited = std::chrono::duration<double>(Clock::now() - start).count();
+  EXPECT_TRUE(file_done) << "the file segment never ran while the live stream had chunks queued";
+  EXPECT_GT(waited, 0.5);  // the file waited for the live backlog first
+  EXPECT_LT(waited, 2.0);  // ~1 s: kMaxBackgroundDeferral
+  while (live_done < live_sent) std::this_thread::sleep_for(milliseconds(1));
 }
 
 }  // namespace
