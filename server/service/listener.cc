@@ -243,14 +243,14 @@ void Listener::Run() {
         log::Warning(
             "listener: out of file descriptors (limit {}): refusing new connections "
             "until some close ({} refused so far)",
-            DescriptorLimit(), refused_.load());
+            DescriptorLimit(), refused_);
       }
     } else if (out_of_fds && accepted) {
       out_of_fds = false;
       log::Info(
           "listener: accepting connections again ({} refused in all while out of file "
           "descriptors)",
-          refused_.load());
+          refused_);
     }
   }
 }
@@ -310,7 +310,7 @@ Listener::AcceptResult Listener::RefusePending(int listen_fd) {
     if (fd >= 0) {
       (void)!send(fd, refusal.data(), refusal.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
       close(fd);
-      refused_.fetch_add(1);
+      ++refused_;
     }
     reserve_fd_ = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (fd < 0) {

@@ -15,7 +15,6 @@
 
 #include <grpcpp/server_builder.h>
 
-#include <atomic>
 #include <memory>
 #include <string>
 #include <thread>
@@ -52,9 +51,6 @@ class Listener {
   // Stops accepting and closes the listening sockets; connections already handed over stay.
   void Stop();
 
-  // Connections refused so far because the process was out of file descriptors.
-  int64_t refused() const { return refused_.load(); }
-
  private:
   Listener() = default;
   enum class AcceptResult {
@@ -76,7 +72,7 @@ class Listener {
   int wake_fd_ = -1;     // eventfd: Stop wakes the accept thread
   int reserve_fd_ = -1;  // /dev/null, given up to accept-and-refuse when out of descriptors
   std::unique_ptr<Acceptor> acceptor_;
-  std::atomic<int64_t> refused_{0};
+  int64_t refused_ = 0;   // connections refused for want of descriptors (accept thread)
   int failed_errno_ = 0;  // of the last kFailed accept (accept thread)
   std::thread thread_;
 };
