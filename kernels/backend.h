@@ -46,7 +46,7 @@ struct CausalConvArgs {
   int ld_out = 0;
 };
 
-// Mamba-1 selective scan with fused softplus, D skip and SiLU gate (design.md §3):
+// Mamba-1 selective scan with fused softplus, D skip and SiLU gate (docs/design.md §3):
 //   delta = softplus(dt);  H = exp(delta*A) * H + (delta*u) B;  out = (H.C + D*u) * silu(z)
 struct SelectiveScanArgs {
   int channels = 0;  // E

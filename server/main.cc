@@ -1,5 +1,5 @@
-// ssm-server: the gRPC streaming service (design.md §5). Prints "listening on HOST:PORT" as its
-// first stdout line once it accepts calls, then "metrics on HOST:PORT" when metrics are on
+// ssm-server: the gRPC streaming service (docs/design.md §5). Prints "listening on HOST:PORT" as
+// its first stdout line once it accepts calls, then "metrics on HOST:PORT" when metrics are on
 // (--metrics-listen: Prometheus metrics at /metrics and the web dashboard at /); logs go to
 // stderr. SIGTERM/SIGINT drain and exit 0.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>

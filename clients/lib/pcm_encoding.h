@@ -1,4 +1,4 @@
-// Float samples or frames <-> StreamChunk payload bytes (design.md §3: s16 reads as s / 32768).
+// Float samples or frames <-> StreamChunk payload bytes (docs/design.md §3: s16 is s / 32768).
 #pragma once
 
 #include <cstddef>

@@ -11,7 +11,7 @@ constexpr double kPi = 3.14159265358979323846;
 double HzToMel(double hz) { return 2595.0 * std::log10(1.0 + hz / 700.0); }
 double MelToHz(double mel) { return 700.0 * (std::pow(10.0, mel / 2595.0) - 1.0); }
 
-// Weight of the triangle with corners lo < mid < hi (Hz) at frequency f (design.md §3).
+// Weight of the triangle with corners lo < mid < hi (Hz) at frequency f (docs/design.md §3).
 double TriangleWeight(double lo, double mid, double hi, double f) {
   return std::max(0.0, std::min((f - lo) / (mid - lo), (hi - f) / (hi - mid)));
 }

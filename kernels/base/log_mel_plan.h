@@ -1,4 +1,4 @@
-// Precomputed tables of the exact log-mel frontend (design.md §3): window and mel filterbank.
+// Precomputed tables of the exact log-mel frontend (docs/design.md §3): window and mel filterbank.
 #pragma once
 
 #include <vector>

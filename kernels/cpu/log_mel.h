@@ -5,7 +5,7 @@
 
 namespace ssm::cpu {
 
-// reference::LogMel's contract (design.md §3) with an FFT instead of the direct DFT: out is
+// reference::LogMel's contract (docs/design.md §3) with an FFT instead of the direct DFT: out is
 // (n_frames, n_mels), frame t reads samples[t * hop, t * hop + win). Frames are split over
 // `threads` OpenMP threads (<= 0: all cores). A frame's features depend only on its samples,
 // bitwise (not on n_frames, threads or where the frame sits in memory). Safe to call concurrently.

@@ -1,4 +1,4 @@
-// Reference log-mel features: the exact definition of design.md §3 in double, the truth in tests.
+// Reference log-mel features: docs/design.md §3's exact definition in double, the truth in tests.
 #pragma once
 
 #include "kernels/base/log_mel_plan.h"

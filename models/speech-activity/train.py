@@ -6,7 +6,7 @@
 
 Data (data.py): espeak-ng utterances of the training voices, mixed into 4 s clips with the
 training backgrounds at random SNRs and levels, quantised to PCM16, through the exact log-mel
-frontend of the engine (ssm_torch.log_mel, float32). Model: design.md section 3 (ssm_torch.SSMModel),
+frontend of the engine (ssm_torch.log_mel, float32). Model: docs/design.md §3 (ssm_torch.SSMModel),
 trained with per-frame cross-entropy on the head's logits; the exported config has a softmax head.
 A fixed per-feature normalisation (mean/std of the training features) is used during training
 and folded into input_proj on export, since log_mel models take the features as they are.

@@ -1,5 +1,5 @@
 // The engine: one model on one backend, a fixed pool of stream states, and the batched step
-// that advances many streams' chunks in one pass (design.md §4).
+// that advances many streams' chunks in one pass (docs/design.md §4).
 #pragma once
 
 #include <cstdint>

@@ -1,4 +1,4 @@
-// The Mamba-1 mixer of design.md §3 as a sequence of backend ops.
+// The Mamba-1 mixer of docs/design.md §3 as a sequence of backend ops.
 #include <cmath>
 #include <string>
 #include <vector>

@@ -1,4 +1,4 @@
-// Streaming frontends (design.md §2-3): turn a stream's input into model input frames of d_in
+// Streaming frontends (docs/design.md §2-3): turn a stream's input into model input frames of d_in
 // floats, chunk by chunk, with a small per-stream carry so that any chunking gives the frames of
 // the whole signal. Host-side; the features themselves come from a backend's LogMel op.
 #pragma once

@@ -16,7 +16,7 @@ namespace ssm {
 namespace {
 
 constexpr sf_count_t kBlockFrames = 4096;
-constexpr float kPcm16Scale = 32768.0f;  // design.md §3: PCM S16 input is s / 32768
+constexpr float kPcm16Scale = 32768.0f;  // docs/design.md §3: PCM S16 input is s / 32768
 
 struct SndfileCloser {
   void operator()(SNDFILE* f) const { sf_close(f); }

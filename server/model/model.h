@@ -1,4 +1,4 @@
-// An ssmserve/v1 model held in host memory: config + validated float32 weights (design.md §2).
+// An ssmserve/v1 model held in host memory: config + validated float32 weights (docs/design.md §2).
 #pragma once
 
 #include <cstddef>

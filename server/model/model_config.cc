@@ -1,4 +1,4 @@
-// Strict parsing, validation and serialisation of config.json (design.md §2).
+// Strict parsing, validation and serialisation of config.json (docs/design.md §2).
 //
 // FromJson checks structure and types (unknown fields, wrong JSON types, fields that belong to the
 // other frontend type); Validate checks values. Both name the field by its path ("layer.d_state").
@@ -520,7 +520,7 @@ std::vector<TensorSpec> ModelConfig::ExpectedTensors() const {
 }
 
 StatusOr<ModelConfig> ModelConfig::Preset(const std::string& name) {
-  // design.md §5: log-mel 16 kHz defaults, d_in 80, d_state 16, d_conv 4, expand 2, d_out 2.
+  // docs/design.md §5: log-mel 16 kHz defaults, d_in 80, d_state 16, d_conv 4, expand 2, d_out 2.
   struct Size {
     const char* name;
     int d_model;

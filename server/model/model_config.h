@@ -1,4 +1,4 @@
-// The ssmserve/v1 model configuration (config.json), see design.md §2.
+// The ssmserve/v1 model configuration (config.json), see docs/design.md §2.
 #pragma once
 
 #include <cstdint>
@@ -80,7 +80,7 @@ struct ModelConfig {
   // Every tensor the model file must hold, with its shape.
   std::vector<TensorSpec> ExpectedTensors() const;
 
-  // Benchmark presets (design.md §5): "bench-s", "bench-m", "bench-l".
+  // Benchmark presets (docs/design.md §5): "bench-s", "bench-m", "bench-l".
   static StatusOr<ModelConfig> Preset(const std::string& name);
 };
 

@@ -40,7 +40,7 @@ class Rng {
   std::mt19937_64 engine_;
 };
 
-// Fills one tensor according to its role, which its name gives (design.md §2 names).
+// Fills one tensor according to its role, which its name gives (docs/design.md §2 names).
 void Fill(const TensorSpec& spec, Rng& rng, std::vector<float>* out) {
   const std::string& name = spec.name;
   const size_t cols = out->size() / spec.shape[0];  // product of the trailing dims

@@ -1,4 +1,4 @@
-// The batch scheduler of one model engine (design.md §4): a worker thread that gathers the ready
+// The batch scheduler of one model engine (docs/design.md §4): a worker thread that gathers ready
 // chunks of many streams into one Engine::Step, runs it and hands each stream its outputs.
 //
 // Threading: Open/Submit/Close may be called from any thread and never block on engine work (they

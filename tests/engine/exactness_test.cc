@@ -1,4 +1,4 @@
-// The exactness contract (design.md §3): streaming in any chunking equals offline processing,
+// The exactness contract (docs/design.md §3): streaming in any chunking equals offline processing,
 // and batching with other streams never changes a stream's outputs. On the cpu backend both
 // hold bitwise (every op's per-element arithmetic is independent of chunk and batch shape); the
 // contract's 1e-5 relative bound is checked as well.

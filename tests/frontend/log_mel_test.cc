@@ -1,4 +1,4 @@
-// Log-mel features (design.md §3): the plan's tables against the formulas, the reference against an
+// Log-mel features (docs/design.md §3): the plan's tables against the formulas, the reference vs an
 // independent long-double DFT, and the cpu kernel against the reference.
 #include "kernels/cpu/log_mel.h"
 
@@ -71,7 +71,7 @@ std::vector<float> Noise(const LogMelParams& p, int n_frames, double rms, std::m
   return x;
 }
 
-// The filter weight of design.md §3 at bin k, straight from the formulas, in long double.
+// The filter weight of docs/design.md §3 at bin k, straight from the formulas, in long double.
 long double FormulaWeight(const LogMelParams& p, int j, int k) {
   const auto mel = [](long double f) { return 2595.0L * std::log10(1.0L + f / 700.0L); };
   const auto hz = [](long double m) { return 700.0L * (std::pow(10.0L, m / 2595.0L) - 1.0L); };
@@ -189,7 +189,8 @@ TEST(LogMelPlanTest, FilterNarrowerThanABinIsEmptyAndGivesTheFloor) {
 
 // ---- the reference --------------------------------------------------------------------------
 
-// design.md §3 written out independently: window, DFT and filters from the formulas in long double.
+// docs/design.md §3 written out independently: window, DFT and filters from the formulas (long
+// double).
 std::vector<long double> IndependentLogMel(const LogMelParams& p, const float* frame) {
   const int n_bins = p.n_fft / 2 + 1;
   std::vector<long double> power(n_bins);

@@ -17,7 +17,7 @@ using Json = nlohmann::json;
 using testing_util::TempDir;
 using testing_util::WriteBytes;
 
-// The example of design.md §2.
+// The example of docs/design.md §2.
 const char kDesignExample[] = R"({
   "format": "ssmserve/v1",
   "frontend": {"type": "log_mel", "sample_rate": 16000, "win_length": 400, "hop_length": 160,

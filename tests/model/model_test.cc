@@ -213,7 +213,7 @@ TEST(ModelDeathTest, UnknownTensorNameIsABug) {
 }
 
 TEST(ModelTest, BenchPresetsHaveTheDocumentedSizes) {
-  // Counts from design.md §2 shapes, computed independently of the code.
+  // Counts from docs/design.md §2 shapes, computed independently of the code.
   struct Expected {
     const char* name;
     int64_t parameters;

@@ -1,7 +1,7 @@
-"""PyTorch implementation of the ssmserve/v1 model format (design.md sections 2 and 3).
+"""PyTorch implementation of the ssmserve/v1 model format (docs/design.md sections 2 and 3).
 
 Shared by the outside check (tests/python/torch_reference_check.py), the speech-activity recipe
-(models/speech-activity/) and its engine-equivalence test. Written from design.md alone; it shares
+(models/speech-activity/) and its engine-equivalence test. Written from docs/design.md; it shares
 no code with the C++ tree.
 
   - expected_tensors(cfg): the tensor names and shapes of a configuration (mamba_ssm names);
@@ -27,11 +27,11 @@ import torch.nn.functional as F
 
 
 # ----------------------------------------------------------------------------------------------
-# Tensor names (design.md section 2)
+# Tensor names (docs/design.md section 2)
 # ----------------------------------------------------------------------------------------------
 
 def expected_tensors(cfg):
-    """(name, shape) of every tensor, in the order of the design.md section 2 table.
+    """(name, shape) of every tensor, in the order of the docs/design.md section 2 table.
 
     conv1d.bias exists only with conv_bias (as in mamba_ssm, where nn.Conv1d(bias=conv_bias)),
     in_proj/out_proj biases only with bias.
@@ -124,7 +124,7 @@ def read_config(model_dir):
 
 
 # ----------------------------------------------------------------------------------------------
-# The model (design.md section 3), mamba_ssm module names
+# The model (docs/design.md section 3), mamba_ssm module names
 # ----------------------------------------------------------------------------------------------
 
 def silu(x):
@@ -208,7 +208,7 @@ class RMSNorm(nn.Module):
 
 
 class Mixer(nn.Module):
-    """The Mamba-1 selective SSM exactly as written in design.md section 3."""
+    """The Mamba-1 selective SSM exactly as written in docs/design.md section 3."""
 
     def __init__(self, d_model, lay, dtype=torch.float32):
         super().__init__()
@@ -315,7 +315,7 @@ def export_tensors(model):
 
 
 # ----------------------------------------------------------------------------------------------
-# The exact log-mel frontend (design.md section 3)
+# The exact log-mel frontend (docs/design.md section 3)
 # ----------------------------------------------------------------------------------------------
 
 def hann_periodic(win):

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Outside check of the ssmserve/v1 semantics against an independent PyTorch model.
 
-Everything on the Python side is written from design.md (sections 2 and 3) alone and shares
+Everything on the Python side is written from docs/design.md (sections 2 and 3) alone and shares
 no code with the C++ tree (the model, safetensors and log-mel code is in ssm_torch.py, shared
 with models/speech-activity/):
 
@@ -62,7 +62,7 @@ torch.set_num_threads(1)  # small problems; do not compete with parallel builds 
 # ----------------------------------------------------------------------------------------------
 
 def make_configs():
-    """The configurations of the check, as config.json dictionaries (design.md §2)."""
+    """The configurations of the check, as config.json dictionaries (docs/design.md §2)."""
     rng = np.random.default_rng(SEED + 1)
     d_in_a = 7
     cfg_a = {  # sensor frames, mean/std normalisation, softmax head
@@ -204,7 +204,7 @@ def self_check(tmp):
             for T in (1, 2, 9, 37):
                 v = torch.randn(T, cfg["d_model"], dtype=DTYPE)
                 x, c, s, delta, A, B, C, _ = mixer.pre_scan(v)
-                # conv1d with padding K-1 == the literal causal sum of design.md §3
+                # conv1d with padding K-1 == the literal causal sum of docs/design.md §3
                 w = mixer.conv1d.weight[:, 0, :]
                 b = (mixer.conv1d.bias if mixer.conv1d.bias is not None
                      else torch.zeros(mixer.E, dtype=DTYPE))
@@ -404,7 +404,7 @@ def run_cases(bin_dir, tmp):
                     offline = got
                 elif offline is not None and offline.shape == got.shape and got.size:
                     # Information only (the equivalence tests own that contract): ssm-run's
-                    # stream vs its own offline output, which design.md bounds by 1e-5.
+                    # stream vs its own offline output, which docs/design.md bounds by 1e-5.
                     rel = (float(np.abs(got - offline).max()) /
                            max(1e-6, float(np.abs(offline).max())))
                     msg += f"; vs offline {rel:.1e}"
