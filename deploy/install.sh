@@ -26,6 +26,7 @@ packages=(
   libsndfile1-dev libsoxr-dev portaudio19-dev
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler prometheus-cpp-dev
   libmicrohttpd-dev  # ssm-server's HTTP endpoint: /metrics and the web dashboard
+  libssl-dev libhiredis-dev  # resume tokens and snapshot checksums; the Redis state store
 )
 test_packages=(
   # tests and benchmarks
@@ -33,6 +34,7 @@ test_packages=(
   prometheus yamllint python3-yaml
   espeak-ng sox  # speech clips: the ssm-mic tests, the speech-activity recipe and its test
   chromium  # the dashboard's browser test
+  redis-server  # the state-store tests (started by the tests on free ports)
 )
 
 [ "$test_deps" -eq 1 ] && packages+=("${test_packages[@]}")

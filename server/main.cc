@@ -22,8 +22,10 @@
 #include "server/service/log.h"
 #include "server/service/metrics.h"
 #include "server/service/model_registry.h"
+#include "server/service/parked_streams.h"
 #include "server/service/server_config.h"
 #include "server/service/ssm_service.h"
+#include "server/service/state_store.h"
 
 namespace ssm {
 namespace {
@@ -59,6 +61,8 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   // --metrics-listen "" turns collection off too: the hot paths then skip every update.
   Metrics metrics(SSM_VERSION, config.backend(), config.backend() == "cuda" ? "gpu" : "cpu",
                   !config.metrics_listen.empty());
+  // Before the models: the schedulers' last closes may still park streams.
+  ParkedStreams parked({config.resume_ttl_s, config.max_parked}, &metrics);
   auto models = ModelRegistry::Load(config, &metrics);
   if (!models.ok()) {
     log::Error("{}", models.status().message());
@@ -68,8 +72,20 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
     log::Info("model \"{}\" from {}: {}; {} stream slots", m->name, m->dir,
               m->model->config().ToString(), m->engine->capacity());
 
+  std::unique_ptr<StateStore> store;
+  if (!config.state_store.empty()) {
+    auto created = StateStore::Create({config.state_store, config.store_timeout_s}, &metrics);
+    if (!created.ok()) {
+      log::Error("{}", created.status().message());
+      return 1;
+    }
+    store = std::move(*created);
+    log::Info("state store redis://{}: streams are handed off on drain and checkpointed every "
+              "{:g} s of signal",
+              store->address(), config.checkpoint_interval_s);
+  }
   CallRegistry calls(kIdleSweepPeriod);
-  SsmService service(&config, models->get(), &calls, &metrics);
+  SsmService service(&config, models->get(), &calls, &metrics, &parked, store.get());
   std::unique_ptr<HttpServer> http;
   if (metrics.enabled()) {
     auto started = HttpServer::Start(config.metrics_listen, metrics.registry());
@@ -127,6 +143,13 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
                               std::chrono::milliseconds(int64_t(config.drain_timeout_s * 1000.0));
   if (!calls.WaitUntilEmpty(drain_deadline))
     log::Warning("drain timeout: cancelling {} open calls", calls.size());
+  if (store != nullptr && parked.parked() > 0) {
+    const size_t parked_streams = parked.parked();
+    const size_t saved =
+        parked.HandOff(store.get(), std::max(drain_deadline, std::chrono::steady_clock::now() +
+                                                                 std::chrono::seconds(1)));
+    log::Info("handed off {} of {} parked streams to the state store", saved, parked_streams);
+  }
   (*listener)->Stop();  // first: gRPC's acceptor drops (and leaks) connections after Shutdown
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   http.reset();
@@ -201,6 +224,24 @@ int main(int argc, char** argv) {
   app.add_option("--background-step-ms", config.background_step_ms,
                  "While live streams run, how long the background work of one step may take, ms "
                  "(from the measured compute time per frame)")
+      ->capture_default_str();
+  app.add_option("--resume-ttl", config.resume_ttl_s,
+                 "Seconds a Stream whose call broke (cancelled, disconnected, timed out) is kept "
+                 "for a resume with its token; 0 turns resuming off")
+      ->capture_default_str();
+  app.add_option("--max-parked", config.max_parked,
+                 "Broken streams kept for a resume at once (all models); beyond, a break ends "
+                 "the stream")
+      ->capture_default_str();
+  app.add_option("--state-store", config.state_store,
+                 "redis://HOST:PORT[/DB]: a draining server saves its streams there and every "
+                 "stream is checkpointed there, so that any replica serving the same model "
+                 "resumes them (\"\" = none)");
+  app.add_option("--store-timeout", config.store_timeout_s,
+                 "Seconds the state store gets to connect or answer one operation")
+      ->capture_default_str();
+  app.add_option("--checkpoint-interval", config.checkpoint_interval_s,
+                 "With --state-store: seconds of signal between a stream's checkpoints (0: none)")
       ->capture_default_str();
   try {
     app.parse(argc, argv);

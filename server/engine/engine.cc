@@ -116,6 +116,68 @@ int64_t Engine::frames_emitted(int stream) const {
   return frontend_states_[stream] ? frontend_states_[stream]->frames_emitted() : 0;
 }
 
+StatusOr<StreamSnapshot> Engine::SnapshotStream(int stream) const {
+  if (stream < 0 || stream >= pool_->capacity() || !frontend_states_[stream])
+    return FailedPreconditionError(fmt::format("stream {} is not open", stream));
+  if (non_finite_[stream])
+    return FailedPreconditionError(fmt::format(
+        "stream {} produced a non-finite output; its state is not kept", stream));
+  StreamSnapshot snapshot;
+  snapshot.model_fingerprint = model_->fingerprint();
+  snapshot.backend = backend_->name();
+  snapshot.precision = "f32";
+  snapshot.frontend = frontend_->SaveState(*frontend_states_[stream]);
+  snapshot.d_out = d_out();
+  snapshot.held_first_frame = snapshot.frontend.frames;
+  std::vector<float> slot(pool_->slot_floats());
+  pool_->ReadSlot(stream, slot.data());
+  size_t offset = 0;
+  for (const auto& layer : layers_) {
+    const size_t n = layer->state_floats();
+    snapshot.layers.emplace_back(slot.begin() + offset, slot.begin() + offset + n);
+    offset += n;
+  }
+  return snapshot;
+}
+
+StatusOr<int> Engine::RestoreStream(const StreamSnapshot& snapshot) {
+  if (!DigestsEqual(snapshot.model_fingerprint, model_->fingerprint()))
+    return FailedPreconditionError(fmt::format(
+        "the snapshot is of another model: its model fingerprint is {}, this model's is {}",
+        Hex(snapshot.model_fingerprint, 16), Hex(model_->fingerprint(), 16)));
+  if (snapshot.precision != "f32")
+    return FailedPreconditionError(fmt::format(
+        "the snapshot's precision is \"{}\"; this engine runs \"f32\"", snapshot.precision));
+  if (snapshot.layers.size() != layers_.size())
+    return Status(StatusCode::kDataLoss,
+                  fmt::format("the snapshot has {} layer states; the model has {} layers",
+                              snapshot.layers.size(), layers_.size()));
+  std::vector<float> slot;
+  slot.reserve(pool_->slot_floats());
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    if (snapshot.layers[l].size() != layers_[l]->state_floats())
+      return Status(StatusCode::kDataLoss,
+                    fmt::format("the snapshot's layer {} state has {} floats; the model's has {}",
+                                l, snapshot.layers[l].size(), layers_[l]->state_floats()));
+    slot.insert(slot.end(), snapshot.layers[l].begin(), snapshot.layers[l].end());
+  }
+  const size_t bad = size_t(std::find_if(slot.begin(), slot.end(),
+                                         [](float v) { return !std::isfinite(v); }) -
+                            slot.begin());
+  if (bad != slot.size())
+    return Status(StatusCode::kDataLoss,
+                  fmt::format("the snapshot's layer state value {} is not finite", bad));
+  auto frontend_state = frontend_->RestoreState(snapshot.frontend);
+  if (!frontend_state.ok())
+    return Status(StatusCode::kDataLoss,
+                  "the snapshot does not fit this model: " + frontend_state.status().message());
+  SSM_ASSIGN_OR_RETURN(int stream, pool_->Acquire());
+  pool_->WriteSlot(stream, slot.data());
+  frontend_states_[stream] = std::move(*frontend_state);
+  non_finite_[stream] = 0;
+  return stream;
+}
+
 void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
   const int d_in = model_->config().d_in, d_out = this->d_out();
   result->chunks.assign(chunks.size(), ChunkOutput());

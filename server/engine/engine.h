@@ -12,6 +12,7 @@
 #include "kernels/base/status.h"
 #include "server/engine/input_source.h"
 #include "server/engine/layer.h"
+#include "server/engine/snapshot.h"
 #include "server/engine/state_pool.h"
 #include "server/frontend/frontend.h"
 #include "server/model/model.h"
@@ -75,6 +76,18 @@ class Engine {
   int streams_open() const { return pool_->used(); }
   int capacity() const { return pool_->capacity(); }
   int64_t frames_emitted(int stream) const;
+
+  // The stream's state as a snapshot (docs/design.md §7): the model's fingerprint, this backend,
+  // the frontend carry and every layer's state; the caller fills in next_sequence and the held
+  // outputs. FAILED_PRECONDITION for a stream that is not open or produced a non-finite output.
+  // Must not race with a Step using the stream (the scheduler calls it on its worker).
+  StatusOr<StreamSnapshot> SnapshotStream(int stream) const;
+  // Opens a stream that continues from `snapshot` and returns its id. FAILED_PRECONDITION
+  // naming both fingerprints for another model's snapshot, and for another precision;
+  // DATA_LOSS for a snapshot whose layers or frontend carry do not fit this model. The
+  // snapshot may come from another backend (its states have the same layout on every
+  // backend). Thread-safe like OpenStream: it writes only the new stream's own slot.
+  StatusOr<int> RestoreStream(const StreamSnapshot& snapshot);
 
   // Advances each chunk's stream by its input (at most one chunk per stream). The outputs of a
   // stream are the same, bitwise, whatever else is in the batch and however its input is

@@ -34,6 +34,18 @@ void StatePool::Release(int slot) {
   free_.push_back(slot);
 }
 
+void StatePool::ReadSlot(int slot, float* host) const {
+  SSM_CHECK(slot >= 0 && slot < capacity_);
+  backend_->CopyToHost(host, memory_->data() + size_t(slot) * slot_floats_, slot_floats_);
+  backend_->Synchronize();
+}
+
+void StatePool::WriteSlot(int slot, const float* host) {
+  SSM_CHECK(slot >= 0 && slot < capacity_);
+  backend_->CopyToBackend(memory_->data() + size_t(slot) * slot_floats_, host, slot_floats_);
+  backend_->Synchronize();
+}
+
 int StatePool::used() const {
   std::lock_guard<std::mutex> lock(mu_);
   return capacity_ - int(free_.size());

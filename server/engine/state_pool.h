@@ -28,6 +28,10 @@ class StatePool {
   // Returns a slot to the pool. Thread-safe.
   void Release(int slot);
   int used() const;
+  // Copies slot s's whole state (slot_floats) to host memory, or from it. The slot must be in
+  // use and not in a step running meanwhile.
+  void ReadSlot(int slot, float* host) const;
+  void WriteSlot(int slot, const float* host);
 
  private:
   Backend* backend_;

@@ -29,6 +29,12 @@ Status CheckFrameCount(int64_t count, size_t n) {
                   count, INT_MAX));
 }
 
+Status CheckCarryFrames(const FrontendCarry& carry) {
+  if (carry.frames >= 0) return OkStatus();
+  return InvalidArgumentError(
+      fmt::format("frontend carry: {} frames emitted; expected >= 0", carry.frames));
+}
+
 // The concrete state of a frontend (T may be const); another frontend's state is a bug.
 template <typename T, typename Base>
 T* StateCast(Base* state) {
@@ -64,6 +70,35 @@ class LogMelFrontend final : public Frontend {
   size_t carry_floats() const override { return plan_.params.win_length; }
   std::unique_ptr<FrontendState> NewState() const override {
     return std::make_unique<LogMelState>(plan_.params.win_length);
+  }
+
+  FrontendCarry SaveState(const FrontendState& base) const override {
+    const LogMelState& state = *StateCast<const LogMelState>(&base);
+    return {state.frames, state.skip, state.pending};
+  }
+
+  StatusOr<std::unique_ptr<FrontendState>> RestoreState(
+      const FrontendCarry& carry) const override {
+    const int64_t win = plan_.params.win_length, hop = plan_.params.hop_length;
+    SSM_RETURN_IF_ERROR(CheckCarryFrames(carry));
+    if (carry.pending.size() >= size_t(win))
+      return InvalidArgumentError(fmt::format(
+          "frontend carry: {} pending samples, but a log_mel frontend with win_length {} keeps "
+          "fewer",
+          carry.pending.size(), win));
+    const int64_t max_skip = std::max<int64_t>(0, hop - win);
+    if (carry.skip < 0 || carry.skip > max_skip || (carry.skip > 0 && !carry.pending.empty()))
+      return InvalidArgumentError(fmt::format(
+          "frontend carry: skip {} with {} pending samples is not a state of a log_mel frontend "
+          "with hop_length {} and win_length {}",
+          carry.skip, carry.pending.size(), hop, win));
+    SSM_RETURN_IF_ERROR(CheckFinite(carry.pending.data(), carry.pending.size())
+                            .WithContext("frontend carry"));
+    auto state = std::make_unique<LogMelState>(plan_.params.win_length);
+    state->frames = carry.frames;
+    state->skip = carry.skip;
+    state->pending = carry.pending;
+    return std::unique_ptr<FrontendState>(std::move(state));
   }
 
   int64_t FramesFor(const FrontendState& base, size_t n) const override {
@@ -142,6 +177,22 @@ class FrameFrontend final : public Frontend {
   std::unique_ptr<FrontendState> NewState() const override {
     return std::make_unique<FrameState>();
   }
+  FrontendCarry SaveState(const FrontendState& base) const override {
+    return {StateCast<const FrameState>(&base)->frames, 0, {}};
+  }
+
+  StatusOr<std::unique_ptr<FrontendState>> RestoreState(
+      const FrontendCarry& carry) const override {
+    SSM_RETURN_IF_ERROR(CheckCarryFrames(carry));
+    if (carry.skip != 0 || !carry.pending.empty())
+      return InvalidArgumentError(fmt::format(
+          "frontend carry: skip {} and {} pending samples, but a frame frontend carries none",
+          carry.skip, carry.pending.size()));
+    auto state = std::make_unique<FrameState>();
+    state->frames = carry.frames;
+    return std::unique_ptr<FrontendState>(std::move(state));
+  }
+
   int64_t FramesFor(const FrontendState&, size_t n) const override { return int64_t(n / d_in_); }
 
   StatusOr<int> Process(FrontendState* base, const float* in, size_t n,

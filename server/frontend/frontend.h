@@ -22,6 +22,13 @@ class FrontendState {
   virtual int64_t frames_emitted() const = 0;
 };
 
+// A stream's frontend carry as plain values, for snapshots (docs/design.md §7).
+struct FrontendCarry {
+  int64_t frames = 0;          // frames emitted so far
+  int64_t skip = 0;            // log_mel: input samples to drop before the next frame starts
+  std::vector<float> pending;  // log_mel: samples from the next frame's start (< win_length)
+};
+
 // Computes log-mel features (Backend::LogMel's contract): out is (n_frames, n_mels), frame t reads
 // samples[t * hop, t * hop + win). Must be safe to call concurrently.
 using LogMelFn =
@@ -36,6 +43,11 @@ class Frontend {
   virtual bool takes_samples() const = 0;   // true: input is mono samples; false: d_in-float frames
   virtual size_t carry_floats() const = 0;  // size of the per-stream carry, for memory accounting
   virtual std::unique_ptr<FrontendState> NewState() const = 0;
+  // The carry of `state`, and a state rebuilt from one: Restore(Save(s)) continues exactly as s
+  // would. INVALID_ARGUMENT naming the field for a carry this frontend cannot hold.
+  virtual FrontendCarry SaveState(const FrontendState& state) const = 0;
+  virtual StatusOr<std::unique_ptr<FrontendState>> RestoreState(
+      const FrontendCarry& carry) const = 0;
 
   // How many frames Process would emit for n more input values (does not change state).
   virtual int64_t FramesFor(const FrontendState& state, size_t n) const = 0;

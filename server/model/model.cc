@@ -128,6 +128,21 @@ StatusOr<std::shared_ptr<const Model>> Model::FromTensors(ModelConfig config,
   return std::shared_ptr<const Model>(new Model(std::move(config), std::move(tensors)));
 }
 
+Model::Model(ModelConfig config, std::map<std::string, Tensor> tensors)
+    : config_(std::move(config)), tensors_(std::move(tensors)) {
+  Sha256 hash;
+  const std::string json = config_.ToJson();
+  const uint64_t json_bytes = json.size();
+  hash.Update("ssmserve-model-fingerprint-v1", 29).Update(&json_bytes, 8).Update(json);
+  for (const auto& [name, tensor] : tensors_) {  // std::map: name order
+    const uint64_t name_bytes = name.size(), rank = tensor.shape.size();
+    hash.Update(&name_bytes, 8).Update(name).Update(&rank, 8);
+    hash.Update(tensor.shape.data(), tensor.shape.size() * sizeof(int64_t));
+    hash.Update(tensor.data.data(), tensor.data.size() * sizeof(float));
+  }
+  fingerprint_ = hash.Final();
+}
+
 const Tensor& Model::tensor(const std::string& name) const {
   auto it = tensors_.find(name);
   SSM_CHECK_MSG(it != tensors_.end(), "no tensor " + name);

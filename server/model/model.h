@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "kernels/base/status.h"
+#include "server/model/digest.h"
 #include "server/model/model_config.h"
 
 namespace ssm {
@@ -41,6 +42,10 @@ class Model {
   const Tensor& tensor(const std::string& name) const;
 
   int64_t parameter_count() const;  // total elements of all tensors
+  // SHA-256 of the canonical config.json (ToJson) and every tensor's name, shape and float32
+  // data in name order: equal for the same model however its files were written (F16, F32),
+  // different for any other weights or settings. Snapshots carry it (docs/design.md §7).
+  const Digest& fingerprint() const { return fingerprint_; }
   // Recurrent state of one stream: per layer the conv tail (d_conv - 1, E) and H (d_state, E),
   // plus win_length carried samples for a log_mel frontend. Float32 bytes.
   size_t state_bytes_per_stream() const;
@@ -51,11 +56,11 @@ class Model {
   Status Save(const std::string& dir) const;
 
  private:
-  Model(ModelConfig config, std::map<std::string, Tensor> tensors)
-      : config_(std::move(config)), tensors_(std::move(tensors)) {}
+  Model(ModelConfig config, std::map<std::string, Tensor> tensors);
 
   ModelConfig config_;
   std::map<std::string, Tensor> tensors_;
+  Digest fingerprint_;
 };
 
 }  // namespace ssm

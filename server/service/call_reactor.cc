@@ -136,29 +136,222 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
   const pb::StreamOpen& open = request.open();
   if (shared_->calls->draining())
     return UnavailableError("the server is shutting down; open the stream on another server");
-  SSM_ASSIGN_OR_RETURN(const ServedModel* model, shared_->models->Lookup(open.model()));
   if (open.label().size() > kMaxLabelBytes)
     return InvalidArgumentError(fmt::format("label of {} bytes; at most {} are allowed",
                                             open.label().size(), kMaxLabelBytes));
-  if (!open.resume_token().empty())
-    return NotFoundError(
-        "resume token not found: this server does not support resuming streams yet; open a new "
-        "stream without resume_token");
   const auto format = static_cast<PayloadFormat>(open.format());
+  if (!open.resume_token().empty()) return ResumeLocked(open, format);
+  if (open.resume_from_frame() != 0)
+    return InvalidArgumentError("resume_from_frame without resume_token");
+  SSM_ASSIGN_OR_RETURN(const ServedModel* model, shared_->models->Lookup(open.model()));
   SSM_RETURN_IF_ERROR(CheckPayloadFormat(format, open.sample_rate(), model->model->config())
                           .WithContext(fmt::format("model \"{}\"", model->name)));
   auto stream = model->scheduler->Open(behaviour_.priority,
                                        [this](ChunkResult result) { OnResult(std::move(result)); });
   if (!stream.ok()) return stream.status().WithContext(fmt::format("model \"{}\"", model->name));
+  OpenedLocked(model, *stream, format, open.label(), nullptr, 0);
+  return OkStatus();
+}
 
+Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat format) {
+  ResumeMetrics* metrics = shared_->metrics->resume();
+  auto refuse = [metrics](ResumeFailure failure, const Status& status) {
+    if (metrics != nullptr) metrics->failures[size_t(failure)]->Increment();
+    return status;
+  };
+  if (!behaviour_.resumable)
+    return InvalidArgumentError(fmt::format(
+        "resume_token: {} calls cannot be resumed; only Stream calls can", behaviour_.rpc));
+  if (!shared_->parked->enabled())
+    return refuse(ResumeFailure::kDisabled,
+                  NotFoundError("resume token not found: this server does not keep broken streams "
+                                "(--resume-ttl 0); open a new stream"));
+  constexpr size_t kMaxTokenBytes = 256;
+  if (open.resume_token().size() > kMaxTokenBytes)
+    return refuse(ResumeFailure::kUnknownToken,
+                  InvalidArgumentError(fmt::format(
+                      "resume_token of {} bytes; the server's tokens are shorter than {} bytes",
+                      open.resume_token().size(), kMaxTokenBytes)));
+  Digest hash;
+  ResumeFailure failure = ResumeFailure::kUnknownToken;
+  auto taken = shared_->parked->Take(open.resume_token(), &hash, &failure);
+  if (!taken.ok() && failure == ResumeFailure::kUnknownToken && shared_->store != nullptr) {
+    // Not parked here: another replica may have handed it off or checkpointed it.
+    pending_open_ = open;
+    store_lookup_ = true;
+    ++pending_async_;
+    shared_->store->Take(hash, [this, hash](StatusOr<std::string> bytes) {
+      OnStoreTake(hash, std::move(bytes));
+    });
+    return OkStatus();
+  }
+  if (!taken.ok()) return refuse(failure, taken.status());
+  if (shared_->store != nullptr) shared_->store->Delete(hash);  // an older checkpoint
+  return ContinueResumeLocked(open, hash, std::move(*taken), /*from_store=*/false);
+}
+
+void CallReactor::OnStoreTake(const Digest& hash, StatusOr<std::string> bytes) {
+  bool last;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    store_lookup_ = false;
+    ResumeMetrics* metrics = shared_->metrics->resume();
+    if (finish_requested_) {
+      // The client is gone meanwhile: keep the stream for its next attempt.
+      if (bytes.ok()) {
+        ++pending_async_;
+        shared_->store->Put(hash, std::move(*bytes), shared_->parked->options().ttl_s,
+                            [this](Status) { AsyncDone(); });
+      }
+    } else if (!bytes.ok()) {
+      const bool missing = bytes.status().code() == StatusCode::kNotFound;
+      if (metrics != nullptr)
+        metrics->failures[size_t(missing ? ResumeFailure::kUnknownToken : ResumeFailure::kStore)]
+            ->Increment();
+      FailInputLocked(
+          missing ? NotFoundError(
+                        "resume token not found: no stream was parked, handed off or "
+                        "checkpointed with it on this server or in its state store (or it "
+                        "expired); open a new stream")
+                  : UnavailableError(fmt::format("{}; the stream may still be there: retry the "
+                                                 "resume",
+                                                 bytes.status().message())));
+    } else {
+      Status resumed = ContinueResumeLocked(pending_open_, hash, {"", std::move(*bytes)},
+                                            /*from_store=*/true);
+      if (resumed.ok()) {
+        MaybeReadLocked();
+      } else {
+        FailInputLocked(resumed);
+      }
+    }
+    last = --pending_async_ == 0 && done_;
+  }
+  if (last) CompleteDone();
+}
+
+Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Digest& hash,
+                                         ParkedStream parked, bool from_store) {
+  ResumeMetrics* metrics = shared_->metrics->resume();
+  auto refuse = [metrics](ResumeFailure failure, const Status& status) {
+    if (metrics != nullptr) metrics->failures[size_t(failure)]->Increment();
+    return status;
+  };
+  const PayloadFormat format = static_cast<PayloadFormat>(open.format());
+  auto snapshot = DecodeSnapshot(parked.snapshot);
+  if (!snapshot.ok())
+    return refuse(ResumeFailure::kCorrupt,
+                  snapshot.status().WithContext("the parked stream's snapshot"));
+  // A parked stream names its model; one from the store is matched by its fingerprint.
+  const ServedModel* model = nullptr;
+  for (const auto& m : shared_->models->models())
+    if (parked.model.empty() ? DigestsEqual(m->model->fingerprint(), snapshot->model_fingerprint)
+                             : m->name == parked.model)
+      model = m.get();
+  if (model == nullptr && from_store) {  // back to the store, for a replica that has the model
+    ++pending_async_;
+    shared_->store->Put(hash, std::move(parked.snapshot), shared_->parked->options().ttl_s,
+                        [this](Status) { AsyncDone(); });
+  }
+  if (model == nullptr)
+    return refuse(ResumeFailure::kOtherModel,
+                  FailedPreconditionError(fmt::format(
+                      "the stream's model (fingerprint {}) is not served here; this server has "
+                      "{}",
+                      Hex(snapshot->model_fingerprint, 16), ModelFingerprints())));
+  parked.model = model->name;
+  // A refusal the client can act on keeps the stream parked under the same token.
+  auto put_back = [&](ResumeFailure why, const Status& status) {
+    const std::string model_name = parked.model;
+    shared_->parked->PutBack(hash, std::move(parked));
+    return refuse(why, status.WithContext(fmt::format(
+                           "resume of a stream of model \"{}\" (still parked)", model_name)));
+  };
+  if (!open.model().empty() && open.model() != parked.model)
+    return put_back(ResumeFailure::kOtherModel,
+                    FailedPreconditionError(fmt::format(
+                        "the token names a stream of model \"{}\", but `open` asks for model "
+                        "\"{}\"; resume with model \"{}\" or an empty one",
+                        parked.model, log::Printable(open.model()), parked.model)));
+  const int64_t next_frame = snapshot->frontend.frames;
+  const int64_t from = open.resume_from_frame();
+  // A checkpoint from the store may be older than what the client holds: it drops those frames.
+  if (from < 0 || (from > next_frame && !from_store))
+    return put_back(ResumeFailure::kFrames,
+                    InvalidArgumentError(fmt::format(
+                        "resume_from_frame {}: the stream has produced {} frames, so expected 0 "
+                        "to {}",
+                        from, next_frame, next_frame)));
+  if (from < snapshot->held_first_frame)
+    return put_back(
+        ResumeFailure::kFrames,
+        Status(StatusCode::kOutOfRange,
+               fmt::format("resume_from_frame {}: the server holds the stream's outputs from "
+                           "frame {} on (about the latest 64 KiB), so frames {} to {} cannot be "
+                           "sent again",
+                           from, snapshot->held_first_frame, from, snapshot->held_first_frame - 1)));
+  Status format_ok = CheckPayloadFormat(format, open.sample_rate(), model->model->config());
+  if (!format_ok.ok()) {
+    shared_->parked->PutBack(hash, std::move(parked));
+    return format_ok.WithContext(fmt::format("model \"{}\"", model->name));
+  }
+  auto stream = model->scheduler->OpenRestored(
+      behaviour_.priority, [this](ChunkResult result) { OnResult(std::move(result)); }, *snapshot);
+  if (!stream.ok()) {
+    if (stream.status().code() == StatusCode::kResourceExhausted)
+      return put_back(ResumeFailure::kNoSlot, stream.status());
+    return refuse(ResumeFailure::kCorrupt, stream.status().WithContext("the parked stream"));
+  }
+  applied_sequence_ = next_sequence_ = snapshot->next_sequence;
+  held_first_frame_ = snapshot->held_first_frame;
+  if (!snapshot->held_outputs.empty()) {
+    held_floats_ = snapshot->held_outputs.size();
+    held_.push_back(snapshot->held_outputs);
+  }
+  OpenedLocked(model, *stream, format, open.label(), &*snapshot, std::min(from, next_frame));
+  if (metrics != nullptr) (from_store ? metrics->resumes_store : metrics->resumes)->Increment();
+  return OkStatus();
+}
+
+std::string CallReactor::ModelFingerprints() const {
+  std::string list;
+  for (const auto& m : shared_->models->models())
+    list += fmt::format("{}\"{}\" ({})", list.empty() ? "" : ", ", m->name,
+                        Hex(m->model->fingerprint(), 16));
+  return list;
+}
+
+void CallReactor::OpenedLocked(const ServedModel* model, int stream, PayloadFormat format,
+                               const std::string& label, const StreamSnapshot* resumed,
+                               int64_t resume_from_frame) {
   model_ = model;
   scheduler_ = model->scheduler.get();
-  stream_ = *stream;
+  stream_ = stream;
   format_ = format;
-  label_ = open.label();
+  label_ = label;
   stream_id_ = fmt::format("{}-{}", model->name, shared_->next_stream_id.fetch_add(1));
   opened_at_ = Clock::now();
+  frames_at_open_ = resumed != nullptr ? resumed->frontend.frames : 0;
+  frames_done_ = checkpoint_frame_ = frames_at_open_;
   if (model->metrics != nullptr) model->metrics->StreamOpened();
+
+  std::string token;
+  if (behaviour_.resumable && shared_->parked->enabled()) {
+    canceller_ = std::make_shared<CallCanceller>(context_);
+    auto issued = shared_->parked->Issue(canceller_, &token_hash_);
+    if (issued.ok()) {
+      token = *issued;
+      token_ = std::move(*issued);
+      has_token_ = true;
+    } else {
+      log::Warning("{} {}: no resume token: {}", behaviour_.rpc, stream_id_,
+                   issued.status().message());
+    }
+  }
+  if (resumed != nullptr)
+    log::Info("{} {} resumed a parked stream at chunk {}, frame {}{}{}", behaviour_.rpc,
+              stream_id_, resumed->next_sequence, resumed->frontend.frames,
+              label_.empty() ? "" : " label=", log::Printable(label_));
 
   pb::StreamResponse response;
   pb::StreamOpened* opened = response.mutable_opened();
@@ -167,9 +360,27 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
   opened->set_max_chunk_ms(uint32_t(config().max_chunk_ms));
   // 100 ms: 10 frames per chunk at 100 frames/s batches well and keeps latency low.
   opened->set_recommended_chunk_ms(uint32_t(std::min(100, config().max_chunk_ms)));
-  opened->set_next_sequence(0);
+  opened->set_resume_token(token);
+  opened->set_next_sequence(next_sequence_);
+  opened->set_resumed(resumed != nullptr);
+  opened->set_next_frame(frames_at_open_);
+  if (shared_->store != nullptr && has_token_)
+    opened->set_checkpoint_interval_ms(uint32_t(config().checkpoint_interval_s * 1000.0));
   QueueWriteLocked(response, false);
-  return OkStatus();
+  if (resumed == nullptr || resume_from_frame >= resumed->frontend.frames) return;
+
+  // The outputs the client may have missed, from the held ones.
+  const int d_out = resumed->d_out;
+  const size_t skip = size_t(resume_from_frame - resumed->held_first_frame) * size_t(d_out);
+  pb::StreamResponse replay;
+  pb::StreamOutput* out = replay.mutable_output();
+  out->set_first_frame(resume_from_frame);
+  out->set_frames(int32_t(resumed->frontend.frames - resume_from_frame));
+  out->set_d_out(d_out);
+  out->mutable_values()->Add(resumed->held_outputs.begin() + skip, resumed->held_outputs.end());
+  out->set_sequence(resumed->next_sequence > 0 ? resumed->next_sequence - 1 : 0);
+  out->set_server_latency_ms(0);
+  QueueWriteLocked(replay, false);
 }
 
 void CallReactor::SubmitLocked(uint64_t sequence, std::vector<float> values) {
@@ -184,6 +395,7 @@ void CallReactor::OnResult(ChunkResult result) {
   chunks_.pop_front();
   if (finish_requested_) {
     --in_flight_;
+    if (result.status.ok()) HoldLocked(meta.sequence, std::move(result));  // for a park
     return;
   }
   const Clock::time_point now = Clock::now();
@@ -205,11 +417,30 @@ void CallReactor::OnResult(ChunkResult result) {
     out->mutable_values()->Add(result.outputs.begin(), result.outputs.end());
     out->set_sequence(meta.sequence);
     out->set_server_latency_ms(Millis(meta.arrival, now));
+    out->set_checkpointed_sequence(checkpointed_sequence_);
     QueueWriteLocked(response, true);
   }
   RecordResultLocked(result, meta.arrival, now);
+  HoldLocked(meta.sequence, std::move(result));
+  MaybeCheckpointLocked();
   MaybeCompleteLocked();
   MaybeReadLocked();
+}
+
+void CallReactor::HoldLocked(uint64_t sequence, ChunkResult result) {
+  if (!has_token_) return;
+  applied_sequence_ = sequence + 1;
+  if (result.frames == 0) return;
+  frames_done_ = result.first_frame + result.frames;
+  if (held_.empty()) held_first_frame_ = result.first_frame;
+  held_floats_ += result.outputs.size();
+  held_.push_back(std::move(result.outputs));
+  const size_t d_out = size_t(model_->engine->d_out());
+  while (held_.size() > 1 && held_floats_ - held_.front().size() >= kHeldOutputFloats) {
+    held_first_frame_ += int64_t(held_.front().size() / d_out);
+    held_floats_ -= held_.front().size();
+    held_.pop_front();
+  }
 }
 
 void CallReactor::RecordResultLocked(const ChunkResult& result, Clock::time_point arrival,
@@ -221,8 +452,8 @@ void CallReactor::RecordResultLocked(const ChunkResult& result, Clock::time_poin
     return;
   }
   // Lag: wall time since open minus the signal time covered by the outputs so far.
-  const double signal_s =
-      double(result.first_frame + result.frames) / model_->model->config().frame_rate();
+  const double signal_s = double(result.first_frame + result.frames - frames_at_open_) /
+                          model_->model->config().frame_rate();
   m->ChunkAnswered(Seconds(arrival, now), result.frames,
                    std::max(0.0, Seconds(opened_at_, now) - signal_s));
 }
@@ -282,11 +513,32 @@ void CallReactor::OnCancel() {
 }
 
 void CallReactor::OnDone() {
+  if (canceller_ != nullptr) canceller_->Detach();  // without mu_: a Cancel may hold it
   shared_->calls->Remove(this);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_ = true;
+    if (pending_async_ > 0) return;  // the last of them completes it (AsyncDone)
+  }
+  CompleteDone();
+}
+
+void CallReactor::AsyncDone() {
+  bool last;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    last = --pending_async_ == 0 && done_;
+  }
+  if (last) CompleteDone();
+}
+
+void CallReactor::CompleteDone() {
   int stream;
   Scheduler* scheduler;
   StatusCode code;
   CloseReason reason;
+  bool park = false;
+  std::string ended;  // why the stream ended for good, for a later resume's refusal
   {
     std::lock_guard<std::mutex> lock(mu_);
     stream = stream_;
@@ -299,6 +551,11 @@ void CallReactor::OnDone() {
     }
     reason = close_reason_;
     code = static_cast<StatusCode>(finish_status_.error_code());
+    park = ParksLocked(reason);
+    if (reason == CloseReason::kCompleted) ended = "it completed";
+    if (reason == CloseReason::kDrained) ended = "the server shut down";
+    if (reason == CloseReason::kError)
+      ended = fmt::format("it failed with {}", StatusCodeName(code));
     shared_->metrics->CountError(int(code));
     if (model_ != nullptr && model_->metrics != nullptr && code == StatusCode::kOk &&
         behaviour_.priority == Priority::kFile) {
@@ -312,17 +569,181 @@ void CallReactor::OnDone() {
   }
   // The slot is freed on the scheduler's worker, after any step still using it.
   if (stream >= 0) {
-    scheduler->Close(stream, [this, reason] {
-      if (model_->metrics != nullptr) model_->metrics->StreamClosed(reason);
-      delete this;
-    });
+    Scheduler::SnapshotFn on_snapshot;
+    if (park) {
+      on_snapshot = [this](StatusOr<StreamSnapshot> snapshot) { Park(std::move(snapshot)); };
+    } else if (has_token_) {
+      shared_->parked->Forget(token_hash_, TokenFate::kEnded, ended);
+      // A stream that ended for good needs no checkpoint (one handed off keeps its snapshot).
+      if (shared_->store != nullptr && checkpoints_written_ && !handed_off_)
+        shared_->store->Delete(token_hash_);
+    }
+    scheduler->Close(
+        stream,
+        [this, reason] {
+          if (model_->metrics != nullptr) model_->metrics->StreamClosed(reason);
+          delete this;
+        },
+        std::move(on_snapshot));
   } else {
     delete this;
   }
 }
 
+bool CallReactor::ParksLocked(CloseReason reason) const {
+  return behaviour_.resumable && has_token_ &&
+         (reason == CloseReason::kCancelled || reason == CloseReason::kIdleTimeout ||
+          reason == CloseReason::kWriteTimeout);
+}
+
+void CallReactor::Park(StatusOr<StreamSnapshot> snapshot) {
+  const Clock::time_point start = Clock::now();
+  std::lock_guard<std::mutex> lock(mu_);
+  std::string bytes;
+  const Status status = CompleteSnapshotLocked(std::move(snapshot), start, &bytes);
+  if (!status.ok()) {
+    shared_->parked->Forget(token_hash_, TokenFate::kNotKept, status.message());
+    return;
+  }
+  const size_t size = bytes.size();
+  if (shared_->parked->Park(token_hash_, {model_->name, std::move(bytes)}))
+    log::Info("{} {} parked at chunk {}, frame {} ({} bytes) for {:g} s", behaviour_.rpc,
+              stream_id_, applied_sequence_, frames_done_, size, shared_->parked->options().ttl_s);
+}
+
+Status CallReactor::CompleteSnapshotLocked(StatusOr<StreamSnapshot> snapshot,
+                                           Clock::time_point start, std::string* bytes) {
+  if (!snapshot.ok()) return snapshot.status();
+  snapshot->next_sequence = applied_sequence_;
+  snapshot->held_first_frame = held_.empty() ? snapshot->frontend.frames : held_first_frame_;
+  snapshot->held_outputs.reserve(held_floats_);
+  for (const std::vector<float>& outputs : held_)
+    snapshot->held_outputs.insert(snapshot->held_outputs.end(), outputs.begin(), outputs.end());
+  const size_t d_out = size_t(snapshot->d_out);
+  if (int64_t(snapshot->held_outputs.size() / d_out) !=
+      snapshot->frontend.frames - snapshot->held_first_frame) {
+    // Not expected: the held outputs always end at the state's frame.
+    log::Error("{} {}: held outputs end at frame {}, the state at frame {}", behaviour_.rpc,
+               stream_id_,
+               snapshot->held_first_frame + int64_t(snapshot->held_outputs.size() / d_out),
+               snapshot->frontend.frames);
+    return InternalError("an internal inconsistency of the held outputs");
+  }
+  *bytes = EncodeSnapshot(*snapshot);
+  if (ResumeMetrics* m = shared_->metrics->resume()) {
+    m->snapshots->Increment();
+    m->snapshot_bytes->Increment(double(bytes->size()));
+    m->snapshot_seconds->Observe(Seconds(start, Clock::now()));
+  }
+  return OkStatus();
+}
+
+void CallReactor::MaybeCheckpointLocked() {
+  if (shared_->store == nullptr || !has_token_ || checkpoint_in_flight_ || finish_requested_ ||
+      draining_ || config().checkpoint_interval_s <= 0)
+    return;
+  const double signal_s =
+      double(frames_done_ - checkpoint_frame_) / model_->model->config().frame_rate();
+  if (signal_s < config().checkpoint_interval_s) return;
+  checkpoint_in_flight_ = true;
+  checkpoint_frame_ = frames_done_;
+  ++pending_async_;
+  scheduler_->Snapshot(stream_, [this](StatusOr<StreamSnapshot> snapshot) {
+    Checkpoint(std::move(snapshot));
+  });
+}
+
+void CallReactor::Checkpoint(StatusOr<StreamSnapshot> snapshot) {  // worker
+  {
+    const Clock::time_point start = Clock::now();
+    std::lock_guard<std::mutex> lock(mu_);
+    std::string bytes;
+    const uint64_t sequence = applied_sequence_;
+    Status status = finish_requested_ ? Status(StatusCode::kCancelled, "the call is ending")
+                                      : CompleteSnapshotLocked(std::move(snapshot), start, &bytes);
+    if (!status.ok()) {
+      checkpoint_in_flight_ = false;
+    } else {
+      const double size = double(bytes.size());
+      ++pending_async_;
+      shared_->store->Put(token_hash_, std::move(bytes), shared_->parked->options().ttl_s,
+                          [this, sequence, size](Status written) {
+                            {
+                              std::lock_guard<std::mutex> lock(mu_);
+                              checkpoint_in_flight_ = false;
+                              ResumeMetrics* m = shared_->metrics->resume();
+                              if (written.ok()) {
+                                checkpointed_sequence_ = std::max(checkpointed_sequence_, sequence);
+                                checkpoints_written_ = true;
+                                if (m != nullptr) {
+                                  m->checkpoints->Increment();
+                                  m->checkpoint_bytes->Increment(size);
+                                }
+                              } else if (m != nullptr) {
+                                m->checkpoint_failures->Increment();
+                              }
+                            }
+                            AsyncDone();
+                          });
+    }
+  }
+  AsyncDone();
+}
+
+// Draining with a state store: the stream's snapshot goes to the store, then the call ends with
+// UNAVAILABLE and the token in its trailing metadata (docs/design.md §7).
+void CallReactor::StartHandOffLocked() {
+  handoff_started_ = true;
+  ++pending_async_;
+  scheduler_->Snapshot(stream_, [this](StatusOr<StreamSnapshot> snapshot) {
+    {
+      const Clock::time_point start = Clock::now();
+      std::lock_guard<std::mutex> lock(mu_);
+      std::string bytes;
+      const Status status = CompleteSnapshotLocked(std::move(snapshot), start, &bytes);
+      if (!status.ok()) {
+        HandOffDoneLocked(status);
+      } else {
+        ++pending_async_;
+        shared_->store->Put(token_hash_, std::move(bytes), shared_->parked->options().ttl_s,
+                            [this](Status stored) {
+                              {
+                                std::lock_guard<std::mutex> lock(mu_);
+                                HandOffDoneLocked(stored);
+                              }
+                              AsyncDone();
+                            });
+      }
+    }
+    AsyncDone();
+  });
+}
+
+void CallReactor::HandOffDoneLocked(const Status& stored) {
+  if (ResumeMetrics* m = shared_->metrics->resume())
+    (stored.ok() ? m->handoffs_saved : m->handoffs_failed)->Increment();
+  if (!stored.ok()) {
+    log::Warning("{} {}: not handed off: {}", behaviour_.rpc, stream_id_, stored.message());
+    FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                              fmt::format("the server is shutting down and could not save the "
+                                          "stream ({}); chunks up to sequence {} were answered; "
+                                          "continue on another server with a new stream",
+                                          stored.message(), int64_t(applied_sequence_) - 1)),
+                 CloseReason::kDrained);
+    return;
+  }
+  handed_off_ = true;
+  if (!finish_requested_) context_->AddTrailingMetadata("ssm-resume-token", token_);
+  FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            fmt::format("the server is shutting down; the stream was saved at "
+                                        "chunk {}: resume it on another server with its resume "
+                                        "token (also in the trailing metadata ssm-resume-token)",
+                                        applied_sequence_)),
+               CloseReason::kDrained);
+}
+
 void CallReactor::MaybeReadLocked() {
-  if (finish_requested_ || input_ended_ || read_in_flight_) return;
+  if (finish_requested_ || input_ended_ || read_in_flight_ || store_lookup_) return;
   if (draining_ && behaviour_.ends_on_drain) return;
   if (in_flight_ >= kMaxChunksInFlight) return;  // resumed when a chunk's output is written
   read_in_flight_ = true;
@@ -335,6 +756,11 @@ void CallReactor::MaybeCompleteLocked() {
     FinishLocked(ToGrpcStatus(input_error_),
                  input_error_.ok() ? CloseReason::kCompleted : CloseReason::kError);
   } else if (draining_ && behaviour_.ends_on_drain) {
+    if (handoff_started_) return;  // it finishes the call
+    if (shared_->store != nullptr && has_token_) {
+      StartHandOffLocked();
+      return;
+    }
     FinishLocked(
         grpc::Status(
             grpc::StatusCode::UNAVAILABLE,

@@ -14,6 +14,11 @@
 //   --write-timeout (a client that stopped reading): DEADLINE_EXCEEDED, and the call is cancelled
 //   with that status so that its slot is freed at once;
 // - the server drains: UNAVAILABLE; the engine fails a chunk: that chunk's error.
+// Resuming (Stream calls, docs/design.md §7): `opened` carries a resume token. A call that ends
+// without a clean half-close (cancelled, gone, idle or write timeout) parks its stream: on the
+// scheduler's worker, after its last step, the stream's snapshot (with the outputs of its
+// latest frames, which the client may not have received) goes to ParkedStreams and its slot is
+// freed. An `open` with a resume token takes such a stream back and continues it.
 //
 // Threading: gRPC callbacks (OnReadDone, OnWriteDone, OnCancel, OnDone), scheduler results (worker
 // thread) and the call registry (idle sweep, drain) all enter through mu_, which guards every
@@ -41,9 +46,11 @@
 #include "server/service/call_registry.h"
 #include "server/service/metrics.h"
 #include "server/service/model_registry.h"
+#include "server/service/parked_streams.h"
 #include "server/service/payload.h"
 #include "server/service/scheduler.h"
 #include "server/service/server_config.h"
+#include "server/service/state_store.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 
 namespace ssm {
@@ -59,6 +66,8 @@ struct CallShared {
   const ModelRegistry* models = nullptr;
   CallRegistry* calls = nullptr;
   Metrics* metrics = nullptr;
+  ParkedStreams* parked = nullptr;
+  StateStore* store = nullptr;  // --state-store; nullptr: none
   std::map<std::string, pb::ModelInfo> model_infos;  // by model name, immutable
   size_t max_request_bytes = 0;  // larger request messages fail with RESOURCE_EXHAUSTED
   std::atomic<uint64_t> next_stream_id{1};
@@ -69,6 +78,9 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
  public:
   // Chunks (or file segments) submitted and not yet written back, per call.
   static constexpr int kMaxChunksInFlight = 4;
+  // A resumable stream holds at least this many floats of its latest outputs (whole chunks'),
+  // to send again to a client resuming after a break: 64 KiB.
+  static constexpr size_t kHeldOutputFloats = 16384;
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -83,6 +95,7 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
     Priority priority;         // in the scheduler
     bool write_empty_outputs;  // one response per chunk even with zero frames
     bool ends_on_drain;        // draining ends the call once accepted input is answered
+    bool resumable;            // gets a resume token and parks when it breaks
   };
   // Subclasses are created by the service with `new` and call Start() last in their
   // constructor (callbacks may run at once); OnDone deletes them. `context` is the call's.
@@ -118,6 +131,38 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   // Parses the message just read into request_ (size limit, then protobuf).
   Status ParseRequestLocked();
   Status HandleOpenLocked(const pb::StreamRequest& request);
+  // An `open` with a resume token: takes the parked stream back and continues it, or asks the
+  // state store for it (OnStoreTake continues then; no read is started meanwhile).
+  Status ResumeLocked(const pb::StreamOpen& open, PayloadFormat format);
+  void OnStoreTake(const Digest& hash, StatusOr<std::string> bytes);  // store thread
+  // Continues `parked` (from ParkedStreams, or the store: matched by model fingerprint).
+  Status ContinueResumeLocked(const pb::StreamOpen& open, const Digest& hash, ParkedStream parked,
+                              bool from_store);
+  std::string ModelFingerprints() const;  // "name (fingerprint), ..." for messages
+  // The stream is open on `stream` of `model`: records it and answers `opened`; for a resumed
+  // stream also the held outputs from `resume_from_frame` on.
+  void OpenedLocked(const ServedModel* model, int stream, PayloadFormat format,
+                    const std::string& label, const StreamSnapshot* resumed,
+                    int64_t resume_from_frame);
+  // A chunk's OK result was applied to the stream: remember its outputs (resumable calls).
+  void HoldLocked(uint64_t sequence, ChunkResult result);
+  // Whether a call ending for `reason` parks its stream.
+  bool ParksLocked(CloseReason reason) const;
+  // On the scheduler's worker, the stream's last state: park it (or say why it is not kept).
+  void Park(StatusOr<StreamSnapshot> snapshot);
+  // Adds what the reactor knows (next sequence, held outputs) and encodes it into *bytes.
+  Status CompleteSnapshotLocked(StatusOr<StreamSnapshot> snapshot,
+                                std::chrono::steady_clock::time_point start, std::string* bytes);
+  // With a store and --checkpoint-interval: a checkpoint once that much signal has passed.
+  void MaybeCheckpointLocked();
+  void Checkpoint(StatusOr<StreamSnapshot> snapshot);  // worker
+  // Draining with a store: save the stream, then end the call (HandOffDoneLocked).
+  void StartHandOffLocked();
+  void HandOffDoneLocked(const Status& stored);
+  // Asynchronous work (scheduler snapshots, store operations) holds the reactor: OnDone's work
+  // waits for the last of it (pending_async_), which calls AsyncDone.
+  void AsyncDone();
+  void CompleteDone();  // the rest of OnDone: close (or park) the stream, delete the reactor
   Status HandleRequestLocked(const pb::StreamRequest& request);
   // Bad input: reads no more, and ends the call with `status` once every accepted chunk is
   // answered (at once when none is waiting).
@@ -165,6 +210,29 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   std::chrono::steady_clock::time_point last_activity_;  // last read, result or write done
   std::chrono::steady_clock::time_point write_started_;  // of the write in flight
   std::chrono::steady_clock::time_point opened_at_;      // when `open` was accepted
+  // Resuming (resumable calls with a token).
+  std::shared_ptr<CallCanceller> canceller_;  // lets a resume cancel this call
+  Digest token_hash_{};
+  bool has_token_ = false;
+  uint64_t applied_sequence_ = 0;        // chunks applied to the stream's state so far
+  std::deque<std::vector<float>> held_;  // latest chunks' outputs, in order, frames > 0
+  int64_t held_first_frame_ = 0;         // frame index of held_.front()'s first frame
+  size_t held_floats_ = 0;
+  int64_t frames_at_open_ = 0;  // the stream's frame index when this call opened it
+  int64_t frames_done_ = 0;     // frames the stream has produced (its next frame index)
+  std::string token_;           // this call's token, for the hand-off's trailing metadata
+  // Asynchronous work in flight, and OnDone has run (its work waits for pending_async_ == 0).
+  int pending_async_ = 0;
+  bool done_ = false;
+  pb::StreamOpen pending_open_;  // the `open` of a resume waiting for the store
+  bool store_lookup_ = false;
+  // Checkpoints and the hand-off (with a store).
+  bool checkpoint_in_flight_ = false;
+  int64_t checkpoint_frame_ = 0;        // frame at the last checkpoint requested
+  uint64_t checkpointed_sequence_ = 0;  // chunks saved in the store (StreamOutput field)
+  bool checkpoints_written_ = false;
+  bool handoff_started_ = false;
+  bool handed_off_ = false;
 };
 
 }  // namespace ssm

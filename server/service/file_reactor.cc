@@ -6,7 +6,7 @@ namespace ssm {
 
 FileReactor::FileReactor(CallShared* shared, grpc::CallbackServerContext* context)
     : CallReactor(shared, context, {"ProcessFile", Priority::kFile, /*write_empty_outputs=*/false,
-                           /*ends_on_drain=*/false}) {
+                           /*ends_on_drain=*/false, /*resumable=*/false}) {
   Start();
 }
 

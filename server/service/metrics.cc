@@ -53,6 +53,34 @@ const char* CloseReasonName(CloseReason reason) {
   return "error";
 }
 
+const char* ResumeFailureName(ResumeFailure failure) {
+  switch (failure) {
+    case ResumeFailure::kUnknownToken:
+      return "unknown_token";
+    case ResumeFailure::kUsedToken:
+      return "used_token";
+    case ResumeFailure::kExpired:
+      return "expired";
+    case ResumeFailure::kEnded:
+      return "ended";
+    case ResumeFailure::kAttached:
+      return "still_attached";
+    case ResumeFailure::kOtherModel:
+      return "other_model";
+    case ResumeFailure::kFrames:
+      return "frames_not_held";
+    case ResumeFailure::kCorrupt:
+      return "corrupt";
+    case ResumeFailure::kNoSlot:
+      return "no_slot";
+    case ResumeFailure::kDisabled:
+      return "disabled";
+    case ResumeFailure::kStore:
+      return "store_unavailable";
+  }
+  return "corrupt";
+}
+
 void ModelMetrics::StreamOpened() {
   streams_opened->Increment();
   streams_active->Increment();
@@ -134,6 +162,61 @@ Metrics::Metrics(const std::string& version, const std::string& backend, const s
   errors_by_code_[0] = nullptr;
   for (int code = 1; code < kStatusCodes; ++code)
     errors_by_code_[code] = &errors_.Add({{"code", StatusCodeName(StatusCode(code))}});
+  if (!enabled_) return;
+  prometheus::Registry* r = registry_.get();
+  resume_ = std::make_unique<ResumeMetrics>();
+  ResumeMetrics& m = *resume_;
+  m.parked = &Build(prometheus::BuildGauge(), "ssm_streams_parked",
+                    "Streams whose call broke, kept in host memory for a resume", r)
+                  .Add({});
+  m.parked_bytes = &Build(prometheus::BuildGauge(), "ssm_parked_state_bytes",
+                          "Snapshot bytes of the parked streams", r)
+                        .Add({});
+  auto& parks = Build(prometheus::BuildCounter(), "ssm_stream_parks_total",
+                      "Stream calls that broke, by whether their stream was kept", r);
+  m.parks_kept = &parks.Add({{"outcome", "kept"}});
+  m.parks_refused = &parks.Add({{"outcome", "not_kept"}});
+  m.expired = &Build(prometheus::BuildCounter(), "ssm_parked_expired_total",
+                     "Parked streams dropped after --resume-ttl", r)
+                   .Add({});
+  auto& resumes = Build(prometheus::BuildCounter(), "ssm_stream_resumes_total",
+                        "Streams resumed on a new call, by where their state came from", r);
+  m.resumes = &resumes.Add({{"source", "memory"}});
+  m.resumes_store = &resumes.Add({{"source", "store"}});
+  auto& failures = Build(prometheus::BuildCounter(), "ssm_resume_failures_total",
+                         "Resume attempts refused, by reason", r);
+  for (int f = 0; f < kResumeFailures; ++f)
+    m.failures[size_t(f)] = &failures.Add({{"reason", ResumeFailureName(ResumeFailure(f))}});
+  m.snapshots = &Build(prometheus::BuildCounter(), "ssm_snapshots_total",
+                       "Stream snapshots taken", r)
+                     .Add({});
+  m.snapshot_bytes = &Build(prometheus::BuildCounter(), "ssm_snapshot_bytes_total",
+                            "Bytes of the stream snapshots taken", r)
+                          .Add({});
+  m.snapshot_seconds = &Build(prometheus::BuildHistogram(), "ssm_snapshot_seconds",
+                              "Time to take and encode one stream snapshot", r)
+                            .Add({}, SecondsBuckets());
+  auto& store_ops = Build(prometheus::BuildCounter(), "ssm_store_operations_total",
+                          "State store operations, by operation and result", r);
+  const char* const ops[] = {"put", "take", "delete"};
+  for (size_t op = 0; op < 3; ++op) {
+    m.store_ops[op][0] = &store_ops.Add({{"op", ops[op]}, {"result", "ok"}});
+    m.store_ops[op][1] = &store_ops.Add({{"op", ops[op]}, {"result", "error"}});
+  }
+  m.store_seconds = &Build(prometheus::BuildHistogram(), "ssm_store_operation_seconds",
+                           "Duration of one state store operation", r)
+                         .Add({}, SecondsBuckets());
+  auto& handoffs = Build(prometheus::BuildCounter(), "ssm_handoffs_total",
+                         "Streams a draining server saved to the state store, by outcome", r);
+  m.handoffs_saved = &handoffs.Add({{"outcome", "saved"}});
+  m.handoffs_failed = &handoffs.Add({{"outcome", "failed"}});
+  auto& checkpoints = Build(prometheus::BuildCounter(), "ssm_checkpoints_total",
+                            "Stream checkpoints written to the state store, by outcome", r);
+  m.checkpoints = &checkpoints.Add({{"outcome", "written"}});
+  m.checkpoint_failures = &checkpoints.Add({{"outcome", "failed"}});
+  m.checkpoint_bytes = &Build(prometheus::BuildCounter(), "ssm_checkpoint_bytes_total",
+                              "Bytes of the stream checkpoints written", r)
+                            .Add({});
 }
 
 ModelMetrics* Metrics::AddModel(const std::string& model, const std::string& backend, int capacity,

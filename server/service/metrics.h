@@ -72,6 +72,46 @@ struct ModelMetrics {
   void StepRun(double step_s, int streams, int frames);
 };
 
+// Why a resume was refused: the `reason` label of ssm_resume_failures_total.
+enum class ResumeFailure {
+  kUnknownToken,  // no such token
+  kUsedToken,     // already resumed (tokens are single use)
+  kExpired,       // parked longer than --resume-ttl
+  kEnded,         // the stream had ended for good, or was not kept
+  kAttached,      // still attached to its old call (UNAVAILABLE: the client retries)
+  kOtherModel,    // open.model names another model
+  kFrames,        // resume_from_frame outside the frames the server holds
+  kCorrupt,       // the snapshot does not decode or does not fit the model
+  kNoSlot,        // no free state slot
+  kDisabled,      // --resume-ttl 0
+  kStore,         // the state store could not be read (UNAVAILABLE: the client retries)
+};
+constexpr int kResumeFailures = 11;
+const char* ResumeFailureName(ResumeFailure failure);
+
+// Server-wide series of parked streams and resumes (docs/design.md §7). Thread-safe.
+struct ResumeMetrics {
+  prometheus::Gauge* parked;          // streams parked now
+  prometheus::Gauge* parked_bytes;    // their snapshot bytes
+  prometheus::Counter* parks_kept;    // calls that broke and whose stream was parked
+  prometheus::Counter* parks_refused;  // ... and whose stream could not be
+  prometheus::Counter* expired;       // parked streams dropped at --resume-ttl
+  prometheus::Counter* resumes;       // from memory
+  prometheus::Counter* resumes_store;  // from the state store
+  std::array<prometheus::Counter*, kResumeFailures> failures;
+  prometheus::Counter* snapshots;
+  prometheus::Counter* snapshot_bytes;
+  prometheus::Histogram* snapshot_seconds;  // take + encode, on the scheduler's worker
+  // The state store: operations (put, take, delete) by result (ok, error), their duration.
+  std::array<std::array<prometheus::Counter*, 2>, 3> store_ops;
+  prometheus::Histogram* store_seconds;
+  prometheus::Counter* handoffs_saved;   // drained streams whose snapshot reached the store
+  prometheus::Counter* handoffs_failed;  // ... and those whose snapshot did not
+  prometheus::Counter* checkpoints;      // checkpoints written to the store
+  prometheus::Counter* checkpoint_bytes;
+  prometheus::Counter* checkpoint_failures;
+};
+
 class Metrics {
  public:
   // Registers the server-wide families and ssm_build_info{version,backend,device} = 1. When
@@ -92,6 +132,9 @@ class Metrics {
   // A call (any rpc) ended with `code`; OK is not counted, an unknown code counts as UNKNOWN.
   // Thread-safe.
   void CountError(int code);
+
+  // The parked-stream series; nullptr when disabled.
+  ResumeMetrics* resume() const { return resume_.get(); }
 
   // What the HTTP endpoint serves.
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
@@ -123,6 +166,7 @@ class Metrics {
   static constexpr int kStatusCodes = int(StatusCode::kUnauthenticated) + 1;
   std::array<prometheus::Counter*, kStatusCodes> errors_by_code_;  // by code; [0] (OK) unused
   std::map<std::string, std::unique_ptr<ModelMetrics>> models_;
+  std::unique_ptr<ResumeMetrics> resume_;
 };
 
 }  // namespace ssm

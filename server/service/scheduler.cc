@@ -37,9 +37,18 @@ Scheduler::Scheduler(Engine* engine, const SchedulerOptions& options, ModelMetri
 Scheduler::~Scheduler() { Stop(); }
 
 StatusOr<int> Scheduler::Open(Priority priority, ResultFn on_result) {
-  SSM_ASSIGN_OR_RETURN(int stream, engine_->OpenStream());  // thread-safe
+  return AddLane(engine_->OpenStream(), priority, std::move(on_result));  // thread-safe
+}
+
+StatusOr<int> Scheduler::OpenRestored(Priority priority, ResultFn on_result,
+                                      const StreamSnapshot& snapshot) {
+  return AddLane(engine_->RestoreStream(snapshot), priority, std::move(on_result));
+}
+
+StatusOr<int> Scheduler::AddLane(StatusOr<int> stream, Priority priority, ResultFn on_result) {
+  if (!stream.ok()) return stream;
   std::lock_guard<std::mutex> lock(mu_);
-  Lane& lane = lanes_[stream];
+  Lane& lane = lanes_[*stream];
   lane.priority = priority;
   lane.on_result = std::move(on_result);
   lane.opened = Clock::now();
@@ -61,10 +70,18 @@ void Scheduler::Submit(int stream, std::vector<float> values) {
   work_cv_.notify_one();
 }
 
-void Scheduler::Close(int stream, ClosedFn on_closed) {
+void Scheduler::Close(int stream, ClosedFn on_closed, SnapshotFn on_snapshot) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    closing_.emplace_back(stream, std::move(on_closed));
+    closing_.push_back({stream, std::move(on_closed), std::move(on_snapshot)});
+  }
+  work_cv_.notify_one();
+}
+
+void Scheduler::Snapshot(int stream, SnapshotFn on_snapshot) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    snapshots_.emplace_back(stream, std::move(on_snapshot));
   }
   work_cv_.notify_one();
 }
@@ -174,13 +191,17 @@ void Scheduler::PickBatch(std::vector<BatchItem>* batch) {
 
 void Scheduler::Run() {
   std::vector<BatchItem> batch;
-  std::vector<std::pair<int, ClosedFn>> closes;
+  std::vector<Closing> closes;
+  std::vector<std::pair<int, SnapshotFn>> snapshots;
   for (;;) {
     batch.clear();
     closes.clear();
+    snapshots.clear();
     {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [this] { return stop_ || !closing_.empty() || ready_ > 0; });
+      work_cv_.wait(lock, [this] {
+        return stop_ || !closing_.empty() || !snapshots_.empty() || ready_ > 0;
+      });
       // Bounded wait for the batch to fill, counted from the oldest ready chunk's arrival.
       if (!stop_ && closing_.empty() && ready_ > 0 && ready_ < options_.max_batch_streams &&
           options_.batch_wait.count() > 0) {
@@ -190,8 +211,9 @@ void Scheduler::Run() {
         });
       }
       closes.swap(closing_);
-      for (const auto& close : closes) {
-        auto it = lanes_.find(close.first);
+      snapshots.swap(snapshots_);
+      for (const Closing& close : closes) {
+        auto it = lanes_.find(close.stream);
         if (it == lanes_.end()) continue;
         if (!it->second.queue.empty()) --ready_;
         if (metrics_ != nullptr) metrics_->queue_depth->Decrement(double(it->second.queue.size()));
@@ -199,28 +221,38 @@ void Scheduler::Run() {
       }
       if (!stop_) PickBatch(&batch);
     }
+    // Snapshots first: a stream's owner asks for its close only after its snapshot arrived.
+    for (auto& [stream, on_snapshot] : snapshots) on_snapshot(engine_->SnapshotStream(stream));
     // Closing outside the lock: the lanes are gone, so no step can use these streams.
-    for (auto& [stream, on_closed] : closes) {
-      engine_->CloseStream(stream);
-      if (on_closed) on_closed();
-    }
+    for (Closing& close : closes) CloseNow(close);
     if (!batch.empty()) DeliverResults(&batch);
-    if (batch.empty() && closes.empty()) {
+    if (batch.empty() && closes.empty() && snapshots.empty()) {
       std::lock_guard<std::mutex> lock(mu_);
       if (stop_) break;
     }
   }
   // Stop: a close requested after the last pass, then streams whose owner never closed them.
   std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [stream, on_closed] : closing_) {
-    if (lanes_.erase(stream) > 0) engine_->CloseStream(stream);
-    if (on_closed) on_closed();
+  for (auto& [stream, on_snapshot] : snapshots_) on_snapshot(engine_->SnapshotStream(stream));
+  snapshots_.clear();
+  for (Closing& close : closing_) {
+    if (lanes_.erase(close.stream) > 0) {
+      CloseNow(close);
+    } else if (close.on_closed) {
+      close.on_closed();
+    }
   }
   closing_.clear();
   for (const auto& [stream, lane] : lanes_) engine_->CloseStream(stream);
   lanes_.clear();
   ready_ = 0;
   if (metrics_ != nullptr) metrics_->queue_depth->Set(0);
+}
+
+void Scheduler::CloseNow(Closing& close) {
+  if (close.on_snapshot) close.on_snapshot(engine_->SnapshotStream(close.stream));
+  engine_->CloseStream(close.stream);
+  if (close.on_closed) close.on_closed();
 }
 
 void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {

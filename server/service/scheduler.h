@@ -58,6 +58,7 @@ class Scheduler {
  public:
   using ResultFn = std::function<void(ChunkResult)>;
   using ClosedFn = std::function<void()>;
+  using SnapshotFn = std::function<void(StatusOr<StreamSnapshot>)>;
 
   // Starts the worker. `engine` and `metrics` must outlive the scheduler; `metrics` nullptr:
   // metrics are off.
@@ -67,11 +68,20 @@ class Scheduler {
   // Opens a stream on the engine (RESOURCE_EXHAUSTED when all slots are in use) and returns its
   // id. `on_result` is called on the worker once per submitted chunk, in submission order.
   StatusOr<int> Open(Priority priority, ResultFn on_result);
+  // Open for a stream that continues from `snapshot` (Engine::RestoreStream's errors).
+  StatusOr<int> OpenRestored(Priority priority, ResultFn on_result,
+                             const StreamSnapshot& snapshot);
   // Queues the next chunk of `stream`. Never blocks; callers bound how many they have queued.
   void Submit(int stream, std::vector<float> values);
   // Drops the stream's queued chunks and closes it on the worker, after any step using it; then
-  // calls `on_closed` (on the worker). No `on_result` call follows `on_closed`.
-  void Close(int stream, ClosedFn on_closed);
+  // calls `on_closed` (on the worker). No `on_result` call follows `on_closed`. With
+  // `on_snapshot`, the stream's snapshot (Engine::SnapshotStream) is taken first, after the last
+  // step that used it and without its dropped chunks, and handed to it (on the worker).
+  void Close(int stream, ClosedFn on_closed, SnapshotFn on_snapshot = nullptr);
+  // Takes the stream's snapshot on the worker between steps (after the results of every chunk
+  // stepped so far were delivered, before any chunk still queued) and hands it to `on_snapshot`
+  // on the worker. The stream stays open.
+  void Snapshot(int stream, SnapshotFn on_snapshot);
   // Runs pending closes, then joins the worker. Streams still open are closed without callback.
   void Stop();
 
@@ -91,6 +101,11 @@ class Scheduler {
     Clock::time_point opened;
     double submitted_s = 0;  // signal submitted so far, seconds
   };
+  struct Closing {
+    int stream;
+    ClosedFn on_closed;
+    SnapshotFn on_snapshot;  // may be empty
+  };
   struct BatchItem {
     int stream;
     Queued chunk;
@@ -98,6 +113,8 @@ class Scheduler {
   };
 
   void Run();  // the worker loop
+  StatusOr<int> AddLane(StatusOr<int> stream, Priority priority, ResultFn on_result);
+  void CloseNow(Closing& close);  // on the worker, once the lane is gone
   // Moves at most one chunk per ready lane into *batch (mu_ held); see the .cc for the policy.
   void PickBatch(std::vector<BatchItem>* batch);
   // Whether signal up to `signal_end_s` of `lane` is more than realtime_lead ahead of `now`.
@@ -118,12 +135,13 @@ class Scheduler {
   const double values_per_second_;  // values_per_frame_ x frame_rate_
   ModelMetrics* const metrics_;
 
-  // guards lanes_, ready_, closing_, stop_, last_background_stream_, background_deferred_since_
+  // guards lanes_, ready_, closing_, snapshots_, stop_, last_background_stream_, background_deferred_since_
   mutable std::mutex mu_;
   std::condition_variable work_cv_;  // signalled on Submit, Close and Stop
   std::map<int, Lane> lanes_;        // open streams by id
   int ready_ = 0;                    // lanes with a queued chunk
-  std::vector<std::pair<int, ClosedFn>> closing_;
+  std::vector<Closing> closing_;
+  std::vector<std::pair<int, SnapshotFn>> snapshots_;  // requested, not yet taken
   bool stop_ = false;
   int last_background_stream_ = -1;  // round robin among lanes with background chunks
   // When background chunks first waited for on-time ones to catch up; max(): they are not.

@@ -81,6 +81,17 @@ Status ServerConfig::Validate() const {
         "--realtime-lead-ms {} is shorter than --max-chunk-ms {}: a chunk of the longest length "
         "sent in real time would count as ahead of it; use at least {}",
         realtime_lead_ms_flag, max_chunk_ms, max_chunk_ms));
+  if (!(resume_ttl_s >= 0 && resume_ttl_s <= 86400))
+    return InvalidArgumentError(fmt::format(
+        "--resume-ttl {}: must be in [0, 86400] seconds (0 turns resuming off)", resume_ttl_s));
+  SSM_RETURN_IF_ERROR(positive("--max-parked", max_parked));
+  if (!(checkpoint_interval_s >= 0 && checkpoint_interval_s <= 3600))
+    return InvalidArgumentError(fmt::format(
+        "--checkpoint-interval {}: must be in [0, 3600] seconds (0: no checkpoints)",
+        checkpoint_interval_s));
+  if (!state_store.empty() && resume_ttl_s == 0)
+    return InvalidArgumentError(
+        "--state-store needs resuming on: --resume-ttl 0 gives streams no token to resume with");
   if (batch_wait_ms < 0 || batch_wait_ms > 1000)
     return InvalidArgumentError(
         fmt::format("--batch-wait-ms {}: must be in [0, 1000]", batch_wait_ms));
@@ -96,11 +107,13 @@ std::string ServerConfig::ToString() const {
       "models=[{}] listen={} metrics_listen={} device={} max_streams={} idle_timeout={}s "
       "write_timeout={}s handshake_timeout={}s max_chunk_ms={} "
       "max_batch_streams={} batch_wait_ms={} threads={} drain_timeout={}s "
-      "file_segment_frames={} file_frames_per_step={} realtime_lead_ms={} background_step_ms={}",
+      "file_segment_frames={} file_frames_per_step={} realtime_lead_ms={} background_step_ms={} "
+      "resume_ttl={}s max_parked={} state_store={} store_timeout={}s checkpoint_interval={}s",
       model_list, listen, metrics_listen.empty() ? "off" : metrics_listen, device, max_streams,
       idle_timeout_s, write_timeout_s, handshake_timeout_s, max_chunk_ms, max_batch_streams,
       batch_wait_ms, threads, drain_timeout_s, file_segment_frames, file_frames_per_step,
-      realtime_lead_ms(), background_step_ms);
+      realtime_lead_ms(), background_step_ms, resume_ttl_s, max_parked,
+      state_store.empty() ? "none" : state_store, store_timeout_s, checkpoint_interval_s);
 }
 
 }  // namespace ssm

@@ -42,6 +42,15 @@ struct ServerConfig {
   // opened waits behind on-time chunks (scheduler.h); 0 = max(2000, 2 x max_chunk_ms).
   int realtime_lead_ms_flag = 0;
   int background_step_ms = 25;  // while live streams run, background work per step, ms
+  // A Stream call that breaks without a clean half-close parks its stream this long for a
+  // resume (docs/design.md §7); 0 turns resuming off (no tokens).
+  double resume_ttl_s = 60;
+  int max_parked = 4096;  // parked streams at once, all models; a break beyond is not kept
+  // redis://HOST:PORT[/DB]: streams are handed off there on drain and checkpointed, so that
+  // another replica resumes them; "" = none.
+  std::string state_store;
+  double store_timeout_s = 1;         // connect and command timeout of the store
+  double checkpoint_interval_s = 10;  // with a store: seconds of signal between checkpoints
   // HOST:PORT serving Prometheus metrics at /metrics; port 0 picks a free port; "" = off.
   std::string metrics_listen = "127.0.0.1:9464";
 

@@ -49,7 +49,9 @@ size_t GrpcReceiveLimitBytes(const ServerConfig& config, const ModelRegistry& mo
 }
 
 SsmService::SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
-                       Metrics* metrics) {
+                       Metrics* metrics, ParkedStreams* parked, StateStore* store) {
+  shared_.parked = parked;
+  shared_.store = store;
   shared_.config = config;
   shared_.metrics = metrics;
   shared_.models = models;

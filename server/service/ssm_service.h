@@ -35,7 +35,7 @@ using SsmServiceBase = pb::Ssm::WithCallbackMethod_ListModels<
 class SsmService final : public SsmServiceBase {
  public:
   SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
-             Metrics* metrics);
+             Metrics* metrics, ParkedStreams* parked, StateStore* store);
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Stream(
       grpc::CallbackServerContext* context) override;

@@ -6,7 +6,7 @@ namespace ssm {
 
 StreamReactor::StreamReactor(CallShared* shared, grpc::CallbackServerContext* context)
     : CallReactor(shared, context, {"Stream", Priority::kRealTime, /*write_empty_outputs=*/true,
-                           /*ends_on_drain=*/true}) {
+                           /*ends_on_drain=*/true, /*resumable=*/true}) {
   Start();
 }
 

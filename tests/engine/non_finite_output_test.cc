@@ -53,6 +53,10 @@ TEST_F(NonFiniteOutputTest, HugeFiniteWeightsFailTheChunkAndTheStream) {
     EXPECT_EQ(step.chunks[0].status.code(), StatusCode::kFailedPrecondition);
     EXPECT_NE(step.chunks[0].status.message().find("open a new stream"), std::string::npos)
         << step.chunks[0].status.message();
+    // Nor can it be kept for a resume.
+    auto snapshot = e->SnapshotStream(s);
+    ASSERT_FALSE(snapshot.ok());
+    EXPECT_EQ(snapshot.status().code(), StatusCode::kFailedPrecondition);
     e->CloseStream(s);
     const int again = *e->OpenStream();
     EXPECT_EQ(again, s);

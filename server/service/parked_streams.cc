@@ -1,0 +1,259 @@
+#include "server/service/parked_streams.h"
+
+#include <fmt/format.h>
+
+#include <atomic>
+#include <utility>
+
+namespace ssm {
+
+namespace {
+
+constexpr size_t kTokenBytes = 18;       // 144 random bits: 24 base64url characters
+constexpr size_t kMaxFatesKept = 65536;  // tokens whose fate a refusal can still name
+
+}  // namespace
+
+void CallCanceller::Cancel(const char* why) {
+  grpc_call* call = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (context_ == nullptr) return;
+    call = context_->c_call();
+    grpc_call_ref(call);  // keeps the call valid once the lock is released
+  }
+  // Outside mu_: gRPC may run the call's OnCancel and OnDone here, and OnDone detaches.
+  grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED, why, nullptr);
+  grpc_call_unref(call);
+}
+
+void CallCanceller::Detach() {
+  std::lock_guard<std::mutex> lock(mu_);
+  context_ = nullptr;
+}
+
+ParkedStreams::ParkedStreams(const Options& options, Metrics* metrics)
+    : options_(options), metrics_(metrics), expirer_([this] { ExpireLoop(); }) {}
+
+ParkedStreams::~ParkedStreams() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  expirer_.join();
+}
+
+StatusOr<std::string> ParkedStreams::Issue(std::shared_ptr<CallCanceller> canceller, Digest* hash) {
+  if (!enabled()) return std::string();
+  uint8_t random[kTokenBytes];
+  if (!RandomBytes(random, sizeof(random)))
+    return UnavailableError("the server's random source failed; cannot issue a resume token");
+  std::string token = Base64Url(random, sizeof(random));
+  *hash = Sha256Of(token);
+  std::lock_guard<std::mutex> lock(mu_);
+  entries_[*hash].live = std::move(canceller);
+  return token;
+}
+
+bool ParkedStreams::Park(const Digest& hash, ParkedStream stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(hash);
+  if (it == entries_.end()) return false;  // already forgotten
+  if (parked_ >= size_t(options_.max_parked)) {
+    entries_.erase(it);
+    RecordFateLocked(hash, TokenFate::kNotKept,
+                     fmt::format("the server already held {} parked streams (--max-parked)",
+                                 options_.max_parked));
+    if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->parks_refused->Increment();
+    return false;
+  }
+  entries_.erase(it);
+  const auto expiry = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(options_.ttl_s));
+  InsertParkedLocked(hash, std::move(stream), expiry);
+  if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->parks_kept->Increment();
+  return true;
+}
+
+void ParkedStreams::InsertParkedLocked(const Digest& hash, ParkedStream stream,
+                                       Clock::time_point expiry) {
+  Entry& entry = entries_[hash];
+  entry.live.reset();
+  entry.is_parked = true;
+  entry.expiry = expiry;
+  entry.bytes = stream.snapshot.size();
+  parked_bytes_ += entry.bytes;
+  entry.parked = std::move(stream);
+  ++parked_;
+  const bool earliest = expiries_.empty() || expiry < expiries_.begin()->first;
+  expiries_.emplace(expiry, hash);
+  UpdateGaugesLocked();
+  if (earliest) cv_.notify_all();
+}
+
+void ParkedStreams::EraseParkedLocked(std::map<Digest, Entry>::iterator it) {
+  auto range = expiries_.equal_range(it->second.expiry);
+  for (auto e = range.first; e != range.second; ++e) {
+    if (e->second == it->first) {
+      expiries_.erase(e);
+      break;
+    }
+  }
+  parked_bytes_ -= it->second.bytes;
+  --parked_;
+  entries_.erase(it);
+  UpdateGaugesLocked();
+}
+
+void ParkedStreams::Forget(const Digest& hash, TokenFate fate, const std::string& why) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(hash);
+  if (it == entries_.end()) return;
+  if (it->second.is_parked) {
+    EraseParkedLocked(it);
+  } else {
+    entries_.erase(it);
+  }
+  RecordFateLocked(hash, fate, why);
+  if (fate == TokenFate::kNotKept)
+    if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->parks_refused->Increment();
+}
+
+StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* hash,
+                                           ResumeFailure* failure) {
+  *hash = Sha256Of(token);
+  std::shared_ptr<CallCanceller> live;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = entries_.find(*hash);
+    if (it != entries_.end() && it->second.is_parked) {
+      ParkedStream stream = std::move(it->second.parked);
+      EraseParkedLocked(it);
+      RecordFateLocked(*hash, TokenFate::kResumed, "");
+      return std::move(stream);
+    }
+    if (it != entries_.end()) {
+      live = it->second.live;
+    } else {
+      auto fate = fates_.find(*hash);
+      *failure = ResumeFailure::kUnknownToken;
+      if (fate == fates_.end())
+        return NotFoundError(
+            "resume token not found: no stream of this server was opened with it (a token "
+            "names a stream on the server that issued it; with --state-store, on any replica "
+            "sharing the store); open a new stream");
+      switch (fate->second.fate) {
+        case TokenFate::kResumed:
+          *failure = ResumeFailure::kUsedToken;
+          return NotFoundError(
+              "resume token already used: a token resumes its stream once, and the resumed call "
+              "got a new token in its `opened` message; resume with the newest token");
+        case TokenFate::kExpired:
+          *failure = ResumeFailure::kExpired;
+          return NotFoundError(
+              fmt::format("resume token expired: its stream was kept {:g} s after its call broke "
+                          "(--resume-ttl) and then dropped; open a new stream",
+                          options_.ttl_s));
+        case TokenFate::kEnded:
+          *failure = ResumeFailure::kEnded;
+          return NotFoundError(fmt::format(
+              "resume token's stream has ended{}: only a call that breaks without a clean "
+              "half-close can be resumed; open a new stream",
+              fate->second.why.empty() ? "" : " (" + fate->second.why + ")"));
+        case TokenFate::kNotKept:
+          *failure = ResumeFailure::kEnded;
+          return NotFoundError(fmt::format(
+              "resume token's stream was not kept when its call broke ({}); open a new stream",
+              fate->second.why));
+      }
+      return NotFoundError("resume token not found; open a new stream");
+    }
+  }
+  *failure = ResumeFailure::kAttached;
+  live->Cancel("the stream was resumed on a new call");
+  return UnavailableError(
+      "the stream is still attached to its previous call, which the server is closing now; "
+      "retry the resume in a moment");
+}
+
+void ParkedStreams::PutBack(const Digest& hash, ParkedStream stream) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto fate = fates_.find(hash);
+  if (fate != fates_.end()) fates_.erase(fate);  // its entry in fate_order_ is skipped later
+  const auto expiry = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(options_.ttl_s));
+  InsertParkedLocked(hash, std::move(stream), expiry);
+}
+
+size_t ParkedStreams::HandOff(StateStore* store, Clock::time_point deadline) {
+  auto saved = std::make_shared<std::atomic<size_t>>(0);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    const Clock::time_point now = Clock::now();
+    for (const auto& [hash, entry] : entries_) {
+      if (!entry.is_parked || entry.expiry <= now) continue;
+      store->Put(hash, entry.parked.snapshot,
+                 std::chrono::duration<double>(entry.expiry - now).count(),
+                 [this, saved](Status status) {
+                   ResumeMetrics* m = metrics_ != nullptr ? metrics_->resume() : nullptr;
+                   if (status.ok()) ++*saved;
+                   if (m != nullptr)
+                     (status.ok() ? m->handoffs_saved : m->handoffs_failed)->Increment();
+                 });
+    }
+  }
+  store->WaitIdle(deadline);
+  return saved->load();
+}
+
+size_t ParkedStreams::parked() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return parked_;
+}
+
+size_t ParkedStreams::parked_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return parked_bytes_;
+}
+
+void ParkedStreams::RecordFateLocked(const Digest& hash, TokenFate fate, const std::string& why) {
+  if (fates_.insert_or_assign(hash, Fate{fate, why}).second) fate_order_.push_back(hash);
+  while (fate_order_.size() > kMaxFatesKept) {
+    fates_.erase(fate_order_.front());
+    fate_order_.pop_front();
+  }
+}
+
+void ParkedStreams::UpdateGaugesLocked() {
+  ResumeMetrics* m = metrics_ != nullptr ? metrics_->resume() : nullptr;
+  if (m == nullptr) return;
+  m->parked->Set(double(parked_));
+  m->parked_bytes->Set(double(parked_bytes_));
+}
+
+void ParkedStreams::ExpireLoop() {
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stop_) {
+    if (expiries_.empty()) {
+      cv_.wait(lock);
+      continue;
+    }
+    const Clock::time_point next = expiries_.begin()->first;
+    if (Clock::now() < next) {
+      cv_.wait_until(lock, next);
+      continue;
+    }
+    const Digest hash = expiries_.begin()->second;
+    auto it = entries_.find(hash);
+    if (it == entries_.end() || !it->second.is_parked) {  // not expected: drop the stale entry
+      expiries_.erase(expiries_.begin());
+      continue;
+    }
+    EraseParkedLocked(it);
+    RecordFateLocked(hash, TokenFate::kExpired, "");
+    if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->expired->Increment();
+  }
+}
+
+}  // namespace ssm

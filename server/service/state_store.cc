@@ -1,0 +1,245 @@
+#include "server/service/state_store.h"
+
+#include <fmt/format.h>
+#include <hiredis/hiredis.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <utility>
+
+#include "server/service/log.h"
+
+namespace ssm {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr std::chrono::seconds kReconnectBackoff(1);
+
+timeval ToTimeval(double seconds) {
+  timeval tv;
+  tv.tv_sec = time_t(seconds);
+  tv.tv_usec = suseconds_t((seconds - double(tv.tv_sec)) * 1e6);
+  return tv;
+}
+
+const char* OpName(int op) {
+  static const char* const kNames[] = {"put", "take", "delete"};
+  return kNames[op];
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<StateStore>> StateStore::Create(const Options& options, Metrics* metrics) {
+  const std::string& url = options.url;
+  const std::string scheme = "redis://";
+  auto bad = [&](const std::string& what) {
+    return InvalidArgumentError(fmt::format(
+        "--state-store \"{}\": {}; expected redis://HOST:PORT[/DB]", log::Printable(url), what));
+  };
+  if (url.compare(0, scheme.size(), scheme) != 0) return bad("not a redis:// URL");
+  std::string rest = url.substr(scheme.size());
+  int db = 0;
+  const size_t slash = rest.find('/');
+  if (slash != std::string::npos) {
+    const std::string db_text = rest.substr(slash + 1);
+    char* end = nullptr;
+    const long value = std::strtol(db_text.c_str(), &end, 10);
+    if (db_text.empty() || *end != '\0' || value < 0 || value > 1000000)
+      return bad("the database number must be a non-negative integer");
+    db = int(value);
+    rest = rest.substr(0, slash);
+  }
+  const size_t colon = rest.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad("missing HOST:PORT");
+  char* end = nullptr;
+  const std::string port_text = rest.substr(colon + 1);
+  const long port = std::strtol(port_text.c_str(), &end, 10);
+  if (port_text.empty() || *end != '\0' || port < 1 || port > 65535)
+    return bad("the port must be 1..65535");
+  if (!(options.timeout_s > 0 && options.timeout_s <= 60))
+    return InvalidArgumentError(
+        fmt::format("--store-timeout {}: must be in (0, 60] seconds", options.timeout_s));
+  return std::unique_ptr<StateStore>(
+      new StateStore(options, rest.substr(0, colon), int(port), db, metrics));
+}
+
+StateStore::StateStore(const Options& options, std::string host, int port, int db, Metrics* metrics)
+    : options_(options),
+      host_(std::move(host)),
+      port_(port),
+      db_(db),
+      metrics_(metrics),
+      thread_([this] { Run(); }) {}
+
+StateStore::~StateStore() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+  if (ctx_ != nullptr) redisFree(ctx_);
+}
+
+std::string StateStore::address() const { return fmt::format("{}:{}/{}", host_, port_, db_); }
+
+void StateStore::Put(const Digest& key, std::string bytes, double ttl_s, PutFn done) {
+  Job job{Op::kPut,         options_.key_prefix + Hex(key),
+          std::move(bytes), std::max<int64_t>(1, int64_t(ttl_s * 1000.0)),
+          std::move(done),  nullptr};
+  Submit(std::move(job));
+}
+
+void StateStore::Take(const Digest& key, TakeFn done) {
+  Submit({Op::kTake, options_.key_prefix + Hex(key), "", 0, nullptr, std::move(done)});
+}
+
+void StateStore::Delete(const Digest& key) {
+  Submit({Op::kDelete, options_.key_prefix + Hex(key), "", 0, nullptr, nullptr});
+}
+
+void StateStore::Submit(Job job) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!stop_ && jobs_.size() < options_.max_queued) {
+      jobs_.push_back(std::move(job));
+      cv_.notify_all();
+      return;
+    }
+  }
+  Fail(job, stop_ ? UnavailableError("the state store is shutting down")
+                  : ResourceExhaustedError(fmt::format(
+                        "{} state store operations are already waiting", options_.max_queued)));
+}
+
+void StateStore::Fail(Job& job, const Status& status) {
+  if (job.put_done) job.put_done(status);
+  if (job.take_done) job.take_done(status);
+}
+
+bool StateStore::WaitIdle(Clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mu_);
+  return cv_.wait_until(lock, deadline, [this] { return jobs_.empty() && !running_; });
+}
+
+Status StateStore::ConnectLocked() {
+  if (ctx_ != nullptr) return OkStatus();
+  if (Clock::now() < next_connect_)
+    return UnavailableError(
+        fmt::format("the state store {} is unreachable: {}", address(), last_error_));
+  next_connect_ = Clock::now() + kReconnectBackoff;
+  const timeval timeout = ToTimeval(options_.timeout_s);
+  redisContext* ctx = redisConnectWithTimeout(host_.c_str(), port_, timeout);
+  std::string error;
+  if (ctx == nullptr) {
+    error = "cannot allocate a connection";
+  } else if (ctx->err != 0) {
+    error = ctx->errstr;
+  } else if (redisSetTimeout(ctx, timeout) != REDIS_OK) {
+    error = "cannot set the command timeout";
+  } else if (db_ != 0) {
+    auto* reply = static_cast<redisReply*>(redisCommand(ctx, "SELECT %d", db_));
+    if (reply == nullptr || reply->type == REDIS_REPLY_ERROR)
+      error = reply != nullptr ? reply->str : ctx->errstr;
+    if (reply != nullptr) freeReplyObject(reply);
+  }
+  if (!error.empty()) {
+    if (ctx != nullptr) redisFree(ctx);
+    if (error != last_error_) log::Warning("state store {}: {}", address(), error);
+    last_error_ = error;
+    return UnavailableError(fmt::format("the state store {} is unreachable: {}", address(), error));
+  }
+  if (!last_error_.empty()) log::Info("state store {}: connected again", address());
+  last_error_.clear();
+  ctx_ = ctx;
+  return OkStatus();
+}
+
+StatusOr<std::string> StateStore::Execute(const Job& job) {
+  SSM_RETURN_IF_ERROR(ConnectLocked());
+  redisReply* reply = nullptr;
+  switch (job.op) {
+    case Op::kPut:
+      reply = static_cast<redisReply*>(redisCommand(ctx_, "SET %b %b PX %lld", job.key.data(),
+                                                    job.key.size(), job.bytes.data(),
+                                                    job.bytes.size(), (long long)job.ttl_ms));
+      break;
+    case Op::kTake:
+      reply =
+          static_cast<redisReply*>(redisCommand(ctx_, "GETDEL %b", job.key.data(), job.key.size()));
+      break;
+    case Op::kDelete:
+      reply =
+          static_cast<redisReply*>(redisCommand(ctx_, "DEL %b", job.key.data(), job.key.size()));
+      break;
+  }
+  if (reply == nullptr) {  // I/O error or timeout: this connection is done
+    const bool timed_out = ctx_->err == REDIS_ERR_IO && (errno == EAGAIN || errno == EWOULDBLOCK);
+    const std::string error = ctx_->errstr;
+    redisFree(ctx_);
+    ctx_ = nullptr;
+    last_error_ = error;
+    log::Warning("state store {}: {} failed: {}", address(), OpName(int(job.op)),
+                 timed_out ? "timed out" : error);
+    if (timed_out)
+      return Status(StatusCode::kDeadlineExceeded,
+                    fmt::format("the state store {} did not answer within {:g} s (--store-timeout)",
+                                address(), options_.timeout_s));
+    return UnavailableError(fmt::format("the state store {} failed: {}", address(), error));
+  }
+  StatusOr<std::string> result = std::string();
+  if (reply->type == REDIS_REPLY_ERROR) {
+    result = UnavailableError(fmt::format("the state store {} refused {}: {}", address(),
+                                          OpName(int(job.op)), reply->str));
+    log::Warning("{}", result.status().message());
+  } else if (job.op == Op::kTake) {
+    if (reply->type == REDIS_REPLY_NIL) {
+      result = NotFoundError("no such key in the state store");
+    } else if (reply->type == REDIS_REPLY_STRING) {
+      result = std::string(reply->str, reply->len);
+    } else {
+      result = UnavailableError("the state store answered GETDEL with a non-string");
+    }
+  }
+  freeReplyObject(reply);
+  return result;
+}
+
+void StateStore::Run() {
+  for (;;) {
+    Job job;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
+      if (jobs_.empty()) break;  // stop_
+      if (stop_) {
+        std::deque<Job> left;
+        left.swap(jobs_);
+        lock.unlock();
+        for (Job& j : left) Fail(j, UnavailableError("the server is stopping"));
+        break;
+      }
+      job = std::move(jobs_.front());
+      jobs_.pop_front();
+      running_ = true;
+    }
+    const Clock::time_point start = Clock::now();
+    StatusOr<std::string> result = Execute(job);
+    if (ResumeMetrics* m = metrics_ != nullptr ? metrics_->resume() : nullptr) {
+      const bool ok = result.ok() || result.status().code() == StatusCode::kNotFound;
+      m->store_ops[size_t(job.op)][ok ? 0 : 1]->Increment();
+      m->store_seconds->Observe(std::chrono::duration<double>(Clock::now() - start).count());
+    }
+    if (job.put_done) job.put_done(result.status());
+    if (job.take_done) job.take_done(std::move(result));
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      running_ = false;
+    }
+    cv_.notify_all();
+  }
+}
+
+}  // namespace ssm
