@@ -153,7 +153,13 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   (*listener)->Stop();  // first: gRPC's acceptor drops (and leaks) connections after Shutdown
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   http.reset();
+  // Calls still waiting for the store (a checkpoint, a resume lookup) finish first; the store
+  // goes before the service, whose calls its callbacks reach.
+  if (store != nullptr)
+    store->WaitIdle(std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(int64_t(2000.0 * config.store_timeout_s)));
   (*models)->StopSchedulers();  // runs the last stream closes
+  store.reset();
   calls.Stop();
   log::Info("stopped");
   return 0;

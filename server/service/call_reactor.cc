@@ -599,43 +599,54 @@ bool CallReactor::ParksLocked(CloseReason reason) const {
 void CallReactor::Park(StatusOr<StreamSnapshot> snapshot) {
   const Clock::time_point start = Clock::now();
   std::lock_guard<std::mutex> lock(mu_);
-  std::string bytes;
-  const Status status = CompleteSnapshotLocked(std::move(snapshot), start, &bytes);
+  const Status status = FillSnapshotLocked(&snapshot);
   if (!status.ok()) {
     shared_->parked->Forget(token_hash_, TokenFate::kNotKept, status.message());
     return;
   }
+  std::string bytes = EncodeCounted(*snapshot, start, shared_->metrics->resume());
   const size_t size = bytes.size();
   if (shared_->parked->Park(token_hash_, {model_->name, std::move(bytes)}))
     log::Info("{} {} parked at chunk {}, frame {} ({} bytes) for {:g} s", behaviour_.rpc,
               stream_id_, applied_sequence_, frames_done_, size, shared_->parked->options().ttl_s);
 }
 
-Status CallReactor::CompleteSnapshotLocked(StatusOr<StreamSnapshot> snapshot,
-                                           Clock::time_point start, std::string* bytes) {
-  if (!snapshot.ok()) return snapshot.status();
-  snapshot->next_sequence = applied_sequence_;
-  snapshot->held_first_frame = held_.empty() ? snapshot->frontend.frames : held_first_frame_;
-  snapshot->held_outputs.reserve(held_floats_);
+Status CallReactor::FillSnapshotLocked(StatusOr<StreamSnapshot>* snapshot) {
+  if (!snapshot->ok()) return snapshot->status();
+  StreamSnapshot& s = **snapshot;
+  s.next_sequence = applied_sequence_;
+  s.held_first_frame = held_.empty() ? s.frontend.frames : held_first_frame_;
+  s.held_outputs.reserve(held_floats_);
   for (const std::vector<float>& outputs : held_)
-    snapshot->held_outputs.insert(snapshot->held_outputs.end(), outputs.begin(), outputs.end());
-  const size_t d_out = size_t(snapshot->d_out);
-  if (int64_t(snapshot->held_outputs.size() / d_out) !=
-      snapshot->frontend.frames - snapshot->held_first_frame) {
+    s.held_outputs.insert(s.held_outputs.end(), outputs.begin(), outputs.end());
+  const size_t d_out = size_t(s.d_out);
+  if (int64_t(s.held_outputs.size() / d_out) != s.frontend.frames - s.held_first_frame) {
     // Not expected: the held outputs always end at the state's frame.
     log::Error("{} {}: held outputs end at frame {}, the state at frame {}", behaviour_.rpc,
-               stream_id_,
-               snapshot->held_first_frame + int64_t(snapshot->held_outputs.size() / d_out),
-               snapshot->frontend.frames);
+               stream_id_, s.held_first_frame + int64_t(s.held_outputs.size() / d_out),
+               s.frontend.frames);
     return InternalError("an internal inconsistency of the held outputs");
   }
-  *bytes = EncodeSnapshot(*snapshot);
-  if (ResumeMetrics* m = shared_->metrics->resume()) {
-    m->snapshots->Increment();
-    m->snapshot_bytes->Increment(double(bytes->size()));
-    m->snapshot_seconds->Observe(Seconds(start, Clock::now()));
-  }
   return OkStatus();
+}
+
+std::string CallReactor::EncodeCounted(const StreamSnapshot& snapshot, Clock::time_point start,
+                                       ResumeMetrics* metrics) {
+  std::string bytes = EncodeSnapshot(snapshot);
+  if (metrics != nullptr) {
+    metrics->snapshots->Increment();
+    metrics->snapshot_bytes->Increment(double(bytes.size()));
+    metrics->snapshot_seconds->Observe(Seconds(start, Clock::now()));
+  }
+  return bytes;
+}
+
+// A snapshot filled on the worker, encoded on the store's thread.
+std::function<std::string()> CallReactor::Encoder(StreamSnapshot snapshot) const {
+  auto shared = std::make_shared<StreamSnapshot>(std::move(snapshot));
+  ResumeMetrics* metrics = shared_->metrics->resume();
+  const Clock::time_point start = Clock::now();
+  return [shared, metrics, start] { return EncodeCounted(*shared, start, metrics); };
 }
 
 void CallReactor::MaybeCheckpointLocked() {
@@ -655,36 +666,44 @@ void CallReactor::MaybeCheckpointLocked() {
 
 void CallReactor::Checkpoint(StatusOr<StreamSnapshot> snapshot) {  // worker
   {
-    const Clock::time_point start = Clock::now();
     std::lock_guard<std::mutex> lock(mu_);
-    std::string bytes;
     const uint64_t sequence = applied_sequence_;
     Status status = finish_requested_ ? Status(StatusCode::kCancelled, "the call is ending")
-                                      : CompleteSnapshotLocked(std::move(snapshot), start, &bytes);
+                                      : FillSnapshotLocked(&snapshot);
     if (!status.ok()) {
       checkpoint_in_flight_ = false;
     } else {
-      const double size = double(bytes.size());
       ++pending_async_;
-      shared_->store->Put(token_hash_, std::move(bytes), shared_->parked->options().ttl_s,
-                          [this, sequence, size](Status written) {
-                            {
-                              std::lock_guard<std::mutex> lock(mu_);
-                              checkpoint_in_flight_ = false;
-                              ResumeMetrics* m = shared_->metrics->resume();
-                              if (written.ok()) {
-                                checkpointed_sequence_ = std::max(checkpointed_sequence_, sequence);
-                                checkpoints_written_ = true;
-                                if (m != nullptr) {
-                                  m->checkpoints->Increment();
-                                  m->checkpoint_bytes->Increment(size);
-                                }
-                              } else if (m != nullptr) {
-                                m->checkpoint_failures->Increment();
-                              }
-                            }
-                            AsyncDone();
-                          });
+      // The encoder and the callback both run on the store's thread, one after the other.
+      auto size = std::make_shared<size_t>(0);
+      shared_->store->Put(
+          token_hash_,
+          [encode = Encoder(std::move(*snapshot)), size] {
+            std::string bytes = encode();
+            *size = bytes.size();
+            return bytes;
+          },
+          shared_->parked->options().ttl_s,
+          [this, sequence, size](Status written) { CheckpointDone(sequence, *size, written); });
+    }
+  }
+  AsyncDone();
+}
+
+void CallReactor::CheckpointDone(uint64_t sequence, size_t bytes, const Status& written) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    checkpoint_in_flight_ = false;
+    ResumeMetrics* m = shared_->metrics->resume();
+    if (written.ok()) {
+      checkpointed_sequence_ = std::max(checkpointed_sequence_, sequence);
+      checkpoints_written_ = true;
+      if (m != nullptr) {
+        m->checkpoints->Increment();
+        m->checkpoint_bytes->Increment(double(bytes));
+      }
+    } else if (m != nullptr) {
+      m->checkpoint_failures->Increment();
     }
   }
   AsyncDone();
@@ -697,15 +716,14 @@ void CallReactor::StartHandOffLocked() {
   ++pending_async_;
   scheduler_->Snapshot(stream_, [this](StatusOr<StreamSnapshot> snapshot) {
     {
-      const Clock::time_point start = Clock::now();
       std::lock_guard<std::mutex> lock(mu_);
-      std::string bytes;
-      const Status status = CompleteSnapshotLocked(std::move(snapshot), start, &bytes);
+      const Status status = FillSnapshotLocked(&snapshot);
       if (!status.ok()) {
         HandOffDoneLocked(status);
       } else {
         ++pending_async_;
-        shared_->store->Put(token_hash_, std::move(bytes), shared_->parked->options().ttl_s,
+        shared_->store->Put(token_hash_, Encoder(std::move(*snapshot)),
+                            shared_->parked->options().ttl_s,
                             [this](Status stored) {
                               {
                                 std::lock_guard<std::mutex> lock(mu_);

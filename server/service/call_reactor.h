@@ -150,12 +150,19 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   bool ParksLocked(CloseReason reason) const;
   // On the scheduler's worker, the stream's last state: park it (or say why it is not kept).
   void Park(StatusOr<StreamSnapshot> snapshot);
-  // Adds what the reactor knows (next sequence, held outputs) and encodes it into *bytes.
-  Status CompleteSnapshotLocked(StatusOr<StreamSnapshot> snapshot,
-                                std::chrono::steady_clock::time_point start, std::string* bytes);
+  // Adds what the reactor knows to a snapshot the engine took: next sequence, held outputs.
+  Status FillSnapshotLocked(StatusOr<StreamSnapshot>* snapshot);
+  // Encodes, counting the snapshot (taken from `start`) in `metrics` (may be nullptr).
+  static std::string EncodeCounted(const StreamSnapshot& snapshot,
+                                   std::chrono::steady_clock::time_point start,
+                                   ResumeMetrics* metrics);
+  // EncodeCounted of `snapshot` as the store's thread will run it.
+  std::function<std::string()> Encoder(StreamSnapshot snapshot) const;
   // With a store and --checkpoint-interval: a checkpoint once that much signal has passed.
   void MaybeCheckpointLocked();
   void Checkpoint(StatusOr<StreamSnapshot> snapshot);  // worker
+  // On the store's thread: the checkpoint of `bytes` bytes up to `sequence` was written, or not.
+  void CheckpointDone(uint64_t sequence, size_t bytes, const Status& written);
   // Draining with a store: save the stream, then end the call (HandOffDoneLocked).
   void StartHandOffLocked();
   void HandOffDoneLocked(const Status& stored);

@@ -92,6 +92,18 @@ void StateStore::Put(const Digest& key, std::string bytes, double ttl_s, PutFn d
   Submit(std::move(job));
 }
 
+void StateStore::Put(const Digest& key, std::function<std::string()> encode, double ttl_s,
+                     PutFn done) {
+  Job job{Op::kPut,
+          options_.key_prefix + Hex(key),
+          "",
+          std::max<int64_t>(1, int64_t(ttl_s * 1000.0)),
+          std::move(done),
+          nullptr};
+  job.encode = std::move(encode);
+  Submit(std::move(job));
+}
+
 void StateStore::Take(const Digest& key, TakeFn done) {
   Submit({Op::kTake, options_.key_prefix + Hex(key), "", 0, nullptr, std::move(done)});
 }
@@ -157,8 +169,9 @@ Status StateStore::ConnectLocked() {
   return OkStatus();
 }
 
-StatusOr<std::string> StateStore::Execute(const Job& job) {
+StatusOr<std::string> StateStore::Execute(Job& job) {
   SSM_RETURN_IF_ERROR(ConnectLocked());
+  if (job.encode) job.bytes = job.encode();
   redisReply* reply = nullptr;
   switch (job.op) {
     case Op::kPut:

@@ -50,6 +50,8 @@ class StateStore {
 
   // SET key bytes PX ttl.
   void Put(const Digest& key, std::string bytes, double ttl_s, PutFn done);
+  // The same with bytes made by `encode` on the store's thread (keeps encoding off the caller's).
+  void Put(const Digest& key, std::function<std::string()> encode, double ttl_s, PutFn done);
   // GETDEL key: a snapshot is resumed once.
   void Take(const Digest& key, TakeFn done);
   // DEL key; failures are only logged.
@@ -66,6 +68,7 @@ class StateStore {
     int64_t ttl_ms = 0;
     PutFn put_done;
     TakeFn take_done;
+    std::function<std::string()> encode;  // a Put whose bytes are made on the store thread
   };
 
   StateStore(const Options& options, std::string host, int port, int db, Metrics* metrics);
@@ -73,7 +76,7 @@ class StateStore {
   void Submit(Job job);
   void Fail(Job& job, const Status& status);
   // Runs one job against Redis (store thread); the result for its callback.
-  StatusOr<std::string> Execute(const Job& job);
+  StatusOr<std::string> Execute(Job& job);
   Status ConnectLocked();  // store thread; the context in ctx_, or why not
 
   const Options options_;
