@@ -19,13 +19,22 @@ window.ssmDashboard = state;
 
 const recent = [];  // the scrapes of the last WINDOW_S seconds, oldest first
 
+// [name, title, unit, series labels, the element that holds the chart]
 const charts = [
-  ['streams', 'Streams and state slots used', 'streams', ['active', 'slots used']],
-  ['throughput', 'Throughput', 'per second', ['chunks/s', 'frames/s', 'file frames/s']],
-  ['latency', 'Chunk latency (arrival → response)', 'ms', ['p50', 'p99', 'engine step p99']],
-  ['batch', 'Batch size (mean per engine step)', 'per step', ['streams', 'frames']],
-  ['lag', 'Lag behind real time', 'ms', ['p50', 'p99']],
-  ['errors', 'Errors by code', 'calls/s', ['all codes']],
+  ['streams', 'Streams and state slots used', 'streams', ['active', 'slots used'], 'charts'],
+  ['throughput', 'Throughput', 'per second', ['chunks/s', 'frames/s', 'file frames/s'],
+    'charts'],
+  ['latency', 'Chunk latency (arrival → response)', 'ms', ['p50', 'p99', 'engine step p99'],
+    'charts'],
+  ['batch', 'Batch size (mean per engine step)', 'per step', ['streams', 'frames'], 'charts'],
+  ['lag', 'Lag behind real time', 'ms', ['p50', 'p99'], 'charts'],
+  ['errors', 'Errors by code', 'calls/s', ['all codes'], 'charts'],
+  ['parked', 'Parked streams (broken calls waiting for a resume)', 'streams', ['parked'],
+    'resume-charts'],
+  ['resumes', 'Resumes by source, refusals by reason', 'per second',
+    ['from memory', 'from store'], 'resume-charts'],
+  ['store', 'State store', 'per second',
+    ['checkpoints written', 'checkpoints failed', 'store errors'], 'resume-charts'],
 ];
 
 const format = (v, digits = 0) => (Number.isFinite(v) ? v.toFixed(digits) : '–');
@@ -62,7 +71,16 @@ function showTiles(f) {
         `<tr><td>${code}</td><td>${n}</td><td>${format(f.errorsPerS[code], 2)}</td></tr>`);
   document.getElementById('error-rows').innerHTML =
       rows.length > 0 ? rows.join('') : '<tr><td colspan="3">none</td></tr>';
+  setText('parked', format(f.parked));
+  setText('parked-bytes', format(f.parkedBytes / 1024, 1));
+  setText('resumes-total', format(f.resumesTotal));
+  setText('resume-failures-total',
+      format(Object.values(f.resumeFailureTotals).reduce((a, b) => a + b, 0)));
 }
+
+/** Series labels of resume refusals by reason: 'refused: <reason>'. */
+const refusals = (byReason) =>
+  Object.fromEntries(Object.entries(byReason).map(([r, v]) => [`refused: ${r}`, v]));
 
 function plot(f, wallSeconds) {
   const c = state.charts;
@@ -74,6 +92,11 @@ function plot(f, wallSeconds) {
   c.batch.push(wallSeconds, {'streams': f.batchStreams, 'frames': f.batchFrames});
   c.lag.push(wallSeconds, {'p50': f.lagP50Ms, 'p99': f.lagP99Ms});
   c.errors.push(wallSeconds, {'all codes': f.errorsPerSAll, ...f.errorsPerS});
+  c.parked.push(wallSeconds, {'parked': f.parked});
+  c.resumes.push(wallSeconds, {'from memory': f.resumesPerS.memory,
+    'from store': f.resumesPerS.store, ...refusals(f.resumeFailuresPerS)});
+  c.store.push(wallSeconds, {'checkpoints written': f.checkpointsPerS.written,
+    'checkpoints failed': f.checkpointsPerS.failed, 'store errors': f.storeErrorsPerS});
 }
 
 async function scrape() {
@@ -103,11 +126,11 @@ async function scrape() {
   setTimeout(scrape, POLL_INTERVAL_MS);
 }
 
-for (const [name, title, unit, labels] of charts) {
+for (const [name, title, unit, labels, parent] of charts) {
   const box = document.createElement('section');
   box.className = 'chart';
   box.id = `chart-${name}`;
-  document.getElementById('charts').appendChild(box);
+  document.getElementById(parent).appendChild(box);
   state.charts[name] = new TimeChart(box, {title, unit, labels, maxPoints: HISTORY_POINTS});
 }
 window.addEventListener('resize', () => Object.values(state.charts).forEach((c) => c.resize()));

@@ -42,6 +42,15 @@ export function deriveFigures(older, newer) {
     errorTotals[s.labels.code] = s.value;
     errorsPerS[s.labels.code] = rate('ssm_errors_total', {code: s.labels.code});
   }
+  // Resumes refused, by the reasons seen so far (docs/design.md §7).
+  const resumeFailuresPerS = {};
+  const resumeFailureTotals = {};
+  for (const s of now) {
+    if (s.name !== 'ssm_resume_failures_total' || !(s.value > 0)) continue;
+    resumeFailureTotals[s.labels.reason] = s.value;
+    resumeFailuresPerS[s.labels.reason] =
+        rate('ssm_resume_failures_total', {reason: s.labels.reason});
+  }
   const build = now.find((s) => s.name === 'ssm_build_info');
   const rtf = now.filter((s) => s.name === 'ssm_realtime_factor').map((s) => s.value);
   return {
@@ -65,6 +74,22 @@ export function deriveFigures(older, newer) {
     errorsPerSAll: rate('ssm_errors_total'),
     errorsPerS,  // by code, for the codes seen so far
     errorTotals,
+    // Streams that survive faults: parked (broken calls waiting for a resume), resumed, and
+    // their snapshots in the state store (checkpoints, drain hand-offs).
+    parked: sumOf(now, 'ssm_streams_parked'),
+    parkedBytes: sumOf(now, 'ssm_parked_state_bytes'),
+    resumesTotal: sumOf(now, 'ssm_stream_resumes_total'),
+    resumesPerS: {
+      memory: rate('ssm_stream_resumes_total', {source: 'memory'}),
+      store: rate('ssm_stream_resumes_total', {source: 'store'}),
+    },
+    resumeFailuresPerS,  // by reason, for the reasons seen so far
+    resumeFailureTotals,
+    checkpointsPerS: {
+      written: rate('ssm_checkpoints_total', {outcome: 'written'}),
+      failed: rate('ssm_checkpoints_total', {outcome: 'failed'}),
+    },
+    storeErrorsPerS: rate('ssm_store_operations_total', {result: 'error'}),
     build: build === undefined ? null : build.labels,
     models: now.filter((s) => s.name === 'ssm_state_bytes_per_stream')
         .map((s) => ({model: s.labels.model, stateBytes: s.value})),

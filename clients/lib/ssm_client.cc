@@ -1,6 +1,7 @@
 #include "clients/lib/ssm_client.h"
 
 #include <fmt/format.h>
+#include <grpcpp/client_context.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 
@@ -10,6 +11,7 @@
 #include "clients/lib/grpc_status.h"
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/stream_call.h"
+#include "ssmserve/v1/ssmserve.grpc.pb.h"
 
 namespace ssm::client {
 
@@ -48,6 +50,14 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& address,
   impl->options = options;
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(options.max_receive_bytes);
+  // After a lost connection, gRPC waits before each new connection attempt: from 1 s growing to
+  // 120 s by default. A stream resuming after a server restart (StreamOptions::resume) would
+  // wait that long, so the waits here are those of a resume: 100 ms growing to 2 s.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  // No transparent retries: a Stream resumes by itself (StreamOptions::resume), and a call that
+  // gRPC retried behind its back could report its `open` write failed while the call goes on.
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
   impl->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
   if (!impl->channel->WaitForConnected(DeadlineIn(options.connect_timeout_s)))
     return UnavailableError(fmt::format(
@@ -85,7 +95,7 @@ StatusOr<pb::ModelInfo> Client::GetModelInfo(const std::string& name) {
 
 std::unique_ptr<Stream> Client::StartStream(const StreamOptions& options) {
   return std::unique_ptr<Stream>(
-      new Stream(StartStreamCall(impl_->channel, impl_->stub.get(), StreamRpc::kStream, options)));
+      new Stream(StartStreamCall(impl_->channel, StreamRpc::kStream, options)));
 }
 
 StatusOr<std::unique_ptr<Stream>> Client::OpenStream(const StreamOptions& options) {
@@ -111,8 +121,7 @@ StatusOr<FileOutputs> Client::ProcessFile(const FileRequest& request,
   options.label = request.label;
   options.max_pending_chunks = 4;  // bounds the upload's memory to a few chunk_bytes
   options.idle_timeout_s = request.idle_timeout_s;
-  Stream stream(
-      StartStreamCall(impl_->channel, impl_->stub.get(), StreamRpc::kProcessFile, options));
+  Stream stream(StartStreamCall(impl_->channel, StreamRpc::kProcessFile, options));
 
   FileProgress state;
   state.rows_total = int64_t(values.size() / per_row);

@@ -1,6 +1,13 @@
 // ssm-loadgen: N concurrent real-time-paced streams against ssm-server; prints throughput,
 // latency percentiles, lag and errors. A few pacer threads drive all streams (outputs arrive on
 // gRPC's threads), so thousands of streams need no thread each.
+//
+// --chaos-disconnect-s S interrupts every stream's call at random times, S seconds apart on
+// average (Stream::Interrupt: the server parks the stream, the client library resumes it), except
+// for one control stream in ten, which is never interrupted. Streams come in classes that send
+// the same signal from the same offset, so each one's outputs must equal, frame for frame and
+// bitwise, those of its class's control; the report counts resumes, their latency, frames lost
+// or delivered twice, and the streams whose outputs differ (docs/design.md §7).
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -11,6 +18,7 @@
 #include <condition_variable>
 #include <csignal>
 #include <cstdio>
+#include <deque>
 #include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -38,7 +46,11 @@ struct Args {
   int threads = 0;
   bool json = false;
   uint32_t seed = 1;
+  double chaos_disconnect_s = 0;  // 0: no interruptions
 };
+
+// In chaos mode, a prefix hash of a stream's outputs is kept every this many frames.
+constexpr int64_t kHashEvery = 100;
 
 volatile std::sig_atomic_t g_interrupted = 0;  // Ctrl-C: stop early, still report
 
@@ -84,11 +96,20 @@ struct StreamState {
   Clock::time_point start;  // when it opens; chunk k is due at start + (k + 1) · chunk
   int64_t offset = 0;       // first signal row it sends
   std::unique_ptr<client::Stream> stream;
+  std::atomic<bool> opened{false};  // `stream` is set (the chaos thread reads it)
   int64_t sent = 0;      // chunks sent
   bool stopped = false;  // a send failed: the call has ended
   // Written by this stream's output callback only (gRPC runs one at a time), read after the end.
   std::vector<double> round_trip_ms;
   double max_lag_ms = 0;
+  // Chaos mode: what the caller was handed, frame by frame.
+  int64_t next_frame = 0;          // frames delivered in order
+  int64_t lost_frames = 0;         // skipped (a gap in the frame indices)
+  int64_t duplicated_frames = 0;   // delivered again (an index before next_frame)
+  uint64_t hash = 1469598103934665603ull;  // FNV-1a of every output value so far
+  std::vector<uint64_t> prefix_hashes;     // `hash` after frames kHashEvery, 2 kHashEvery, ...
+  int64_t interruptions = 0;       // Interrupt() calls that hit a running call
+  size_t control = 0;              // index of the stream with the same signal, never interrupted
 };
 
 class LoadGenerator {
@@ -112,6 +133,10 @@ class LoadGenerator {
 
  private:
   void Pace(size_t first, size_t step);  // drives streams first, first + step, ...
+  // Chaos mode: on stream's output callback, the frames in order, their hash, gaps, repeats.
+  static void Record(StreamState* s, const client::Output& out);
+  void Chaos();  // interrupts the streams that are not controls until the run ends
+  nlohmann::ordered_json ChaosReport() const;
   void Open(StreamState& s);
   Status SendNext(StreamState& s, std::vector<float>& scratch);
   nlohmann::ordered_json Report(double elapsed_s);
@@ -124,7 +149,7 @@ class LoadGenerator {
   int64_t chunk_rows_ = 1;
   Clock::duration chunk_{};
   Clock::time_point start_, end_;
-  std::vector<StreamState> streams_;
+  std::deque<StreamState> streams_;  // not moved once the pacers and the chaos thread run
   std::map<std::string, int64_t> errors_;  // by gRPC code name
   int64_t streams_held_ = 0;
 };
@@ -138,13 +163,59 @@ void LoadGenerator::Open(StreamState& s) {
   options.idle_timeout_s = args_.drain_s;
   StreamState* state = &s;
   const Clock::duration chunk = chunk_;
-  options.on_output = [state, chunk](const client::Output& out) {
+  const bool chaos = args_.chaos_disconnect_s > 0;
+  options.resume = true;
+  options.on_output = [state, chunk, chaos](const client::Output& out) {
+    if (chaos) Record(state, out);
     if (out.round_trip_ms >= 0) state->round_trip_ms.push_back(out.round_trip_ms);
     const Clock::time_point due = state->start + chunk * int64_t(out.sequence + 1);
     state->max_lag_ms = std::max(
         state->max_lag_ms, std::chrono::duration<double, std::milli>(Clock::now() - due).count());
   };
   s.stream = client_.StartStream(options);
+}
+
+void LoadGenerator::Record(StreamState* s, const client::Output& out) {
+  if (out.frames <= 0) return;
+  int64_t skip = 0;
+  if (out.first_frame < s->next_frame) {
+    skip = std::min<int64_t>(out.frames, s->next_frame - out.first_frame);
+    s->duplicated_frames += skip;
+  } else if (out.first_frame > s->next_frame) {
+    s->lost_frames += out.first_frame - s->next_frame;
+    s->next_frame = out.first_frame;  // hashes after a gap no longer match: it is reported
+  }
+  for (int64_t f = skip; f < out.frames; ++f) {
+    const float* row = out.values.data() + f * out.d_out;
+    const auto* bytes = reinterpret_cast<const unsigned char*>(row);
+    for (size_t b = 0; b < size_t(out.d_out) * sizeof(float); ++b)
+      s->hash = (s->hash ^ bytes[b]) * 1099511628211ull;
+    if (++s->next_frame % kHashEvery == 0) s->prefix_hashes.push_back(s->hash);
+  }
+}
+
+void LoadGenerator::Chaos() {
+  std::mt19937_64 rng(args_.seed);
+  std::exponential_distribution<double> gap(1.0 / args_.chaos_disconnect_s);
+  using Event = std::pair<Clock::time_point, size_t>;
+  std::priority_queue<Event, std::vector<Event>, std::greater<Event>> due;
+  auto after = [&](Clock::time_point t) {
+    return t + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(gap(rng)));
+  };
+  for (size_t i = 0; i < streams_.size(); ++i)
+    if (streams_[i].control != i) due.push({after(streams_[i].start), i});
+  while (!due.empty() && !g_interrupted) {
+    const auto [when, i] = due.top();
+    if (when > end_) break;
+    if (Clock::now() < when) {
+      std::this_thread::sleep_until(std::min(when, Clock::now() + std::chrono::milliseconds(50)));
+      continue;
+    }
+    due.pop();
+    StreamState& s = streams_[i];
+    if (s.opened.load() && s.stream->Interrupt()) ++s.interruptions;
+    due.push({after(when), i});
+  }
 }
 
 Status LoadGenerator::SendNext(StreamState& s, std::vector<float>& scratch) {
@@ -178,6 +249,7 @@ void LoadGenerator::Pace(size_t first, size_t step) {
     StreamState& s = streams_[i];
     if (!s.stream) {
       Open(s);
+      s.opened.store(true);
     } else if (SendNext(s, scratch).ok()) {
       ++s.sent;
     } else {
@@ -192,17 +264,27 @@ nlohmann::ordered_json LoadGenerator::Run() {
   start_ = Clock::now();
   end_ = start_ + std::chrono::duration_cast<Clock::duration>(
                       std::chrono::duration<double>(args_.duration_s));
-  streams_.resize(size_t(args_.streams));
+  for (int i = 0; i < args_.streams; ++i) streams_.emplace_back();
+  // Chaos mode: one class per ten streams; stream c of each class of streams c, c + classes, ...
+  // (the first one) is its control.
+  const size_t classes =
+      args_.chaos_disconnect_s > 0 ? std::max<size_t>(1, streams_.size() / 10) : streams_.size();
   for (size_t i = 0; i < streams_.size(); ++i) {
     const double ramp = args_.streams > 1 ? args_.ramp_s * double(i) / double(args_.streams) : 0;
     streams_[i].start =
         start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ramp));
-    streams_[i].offset = int64_t((uint64_t(i) * 7919 * uint64_t(chunk_rows_)) % signal_.rows);
+    const uint64_t signal_class = i % classes;
+    streams_[i].offset =
+        int64_t((signal_class * 7919 * uint64_t(chunk_rows_)) % uint64_t(signal_.rows));
+    streams_[i].control = size_t(signal_class);
   }
   const int threads = args_.threads > 0 ? args_.threads : std::min(args_.streams, 4);
   std::vector<std::thread> pacers;
   for (int t = 0; t < threads; ++t) pacers.emplace_back([this, t, threads] { Pace(t, threads); });
+  std::thread chaos;
+  if (args_.chaos_disconnect_s > 0) chaos = std::thread([this] { Chaos(); });
   for (std::thread& t : pacers) t.join();
+  if (chaos.joinable()) chaos.join();
 
   // Drain: half-close everything, then wait; a watchdog cancels what is left after drain_s.
   for (StreamState& s : streams_)
@@ -250,7 +332,7 @@ nlohmann::ordered_json LoadGenerator::Report(double elapsed_s) {
     if (!s.stream) continue;
     const client::StreamStats stats = s.stream->stats();
     chunks_sent += int64_t(stats.chunks_sent);
-    chunks_answered += int64_t(stats.outputs_received);
+    chunks_answered += int64_t(stats.chunks_answered);
     frames += stats.frames;
     frame_errors += stats.frame_errors;
     if (stats.frame_errors > 0)
@@ -275,7 +357,55 @@ nlohmann::ordered_json LoadGenerator::Report(double elapsed_s) {
       {"errors", errors_},
       {"frame_errors", frame_errors},
       {"interrupted", bool(g_interrupted)}};
+  if (args_.chaos_disconnect_s > 0) report["chaos"] = ChaosReport();
   return report;
+}
+
+nlohmann::ordered_json LoadGenerator::ChaosReport() const {
+  int64_t interruptions = 0, lost = 0, duplicated = 0, compared = 0, short_streams = 0;
+  uint64_t resumes = 0, attempts = 0;
+  double resume_ms_total = 0, resume_ms_max = 0;
+  std::vector<size_t> differing;
+  for (size_t i = 0; i < streams_.size(); ++i) {
+    const StreamState& s = streams_[i];
+    if (!s.stream) continue;
+    const client::StreamStats stats = s.stream->stats();
+    interruptions += s.interruptions;
+    resumes += stats.resumes;
+    attempts += stats.resume_attempts;
+    resume_ms_total += stats.total_resume_ms;
+    resume_ms_max = std::max(resume_ms_max, stats.max_resume_ms);
+    lost += s.lost_frames;
+    duplicated += s.duplicated_frames;
+    // Every frame of a stream whose chunks were all answered was delivered.
+    const int64_t expected = client::ExpectedFrames(model_, int64_t(stats.chunks_answered) *
+                                                                chunk_rows_);
+    if (stats.chunks_answered == stats.chunks_sent && s.next_frame < expected)
+      lost += expected - s.next_frame;
+    if (s.control == i) continue;
+    const StreamState& control = streams_[s.control];
+    const size_t common = std::min(s.prefix_hashes.size(), control.prefix_hashes.size());
+    if (common == 0) ++short_streams;
+    compared += int64_t(common) * kHashEvery;
+    if (!std::equal(s.prefix_hashes.begin(), s.prefix_hashes.begin() + ptrdiff_t(common),
+                    control.prefix_hashes.begin()))
+      differing.push_back(i);
+  }
+  if (!differing.empty())
+    std::fprintf(stderr, "ssm-loadgen: %zu streams' outputs differ from their control's (first: "
+                 "stream %zu)\n",
+                 differing.size(), differing.front());
+  return {{"disconnect_every_s", args_.chaos_disconnect_s},
+          {"interruptions", interruptions},
+          {"resumes", resumes},
+          {"resume_attempts", attempts},
+          {"resume_ms", {{"mean", resumes > 0 ? resume_ms_total / double(resumes) : 0.0},
+                         {"max", resume_ms_max}}},
+          {"lost_frames", lost},
+          {"duplicated_frames", duplicated},
+          {"frames_compared", compared},
+          {"streams_not_compared", short_streams},
+          {"streams_differing", differing.size()}};
 }
 
 int Run(const Args& args) {
@@ -357,6 +487,13 @@ int main(int argc, char** argv) {
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_option("--seed", args.seed, "Seed of the synthetic signal")->capture_default_str();
+  app.add_option("--chaos-disconnect-s", args.chaos_disconnect_s,
+                 "Interrupt each stream's call at random times, this many seconds apart on "
+                 "average (it resumes); one stream in ten is a never-interrupted control whose "
+                 "outputs the others' must equal; the report's \"chaos\" part says how it went "
+                 "(0: off)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--json", args.json, "Print the report as one line of JSON");
   CLI11_PARSE(app, argc, argv);
   if (args.ramp_s >= args.duration_s) {

@@ -51,7 +51,7 @@ struct Args {
   client::SegmenterOptions segments;
   double min_speech_ms = 100, min_silence_ms = 300;
   std::string record;
-  bool jsonl = false, jsonl_frames = false, audio_log = false;
+  bool jsonl = false, jsonl_frames = false, audio_log = false, no_resume = false;
   double max_seconds = 0;  // 0 = until Ctrl-C
 };
 
@@ -233,7 +233,7 @@ Captured CaptureAndSend(const Args& args, client::AudioCapture& capture,
       // The server answers every chunk of a Stream call; a stop signal ends the wait.
       for (;;) {
         const client::StreamStats stats = stream.stats();
-        if (stats.chunks_sent - stats.outputs_received < max_unanswered || stream.done() ||
+        if (stats.chunks_sent - stats.chunks_answered < max_unanswered || stream.done() ||
             g_stop.load())
           break;
         std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -310,6 +310,7 @@ int Run(const Args& args) {
   options.sample_rate = model->sample_rate();
   options.label = args.label;
   options.idle_timeout_s = 30;
+  options.resume = !args.no_resume;
   auto stream = (*client)->OpenStream(options);
   if (!stream.ok()) return Fail(kExitServer, stream.status().WithContext("opening the stream"));
   auto opened = (*stream)->WaitOpened();
@@ -384,6 +385,11 @@ int Run(const Args& args) {
                     {"server_latency_ms", LatencyJson(server)},
                     {"round_trip_ms", LatencyJson(round_trip)},
                     {"input_overflows", (*capture)->overflows()},
+                    {"resumes", stats.resumes},
+                    {"resume_attempts", stats.resume_attempts},
+                    {"replayed_chunks", stats.replayed_chunks},
+                    {"duplicate_frames", stats.duplicate_frames},
+                    {"max_resume_ms", stats.max_resume_ms},
                     {"stopped_by", stopped_by}};
     if (recorder) summary["recorded_samples"] = recorder->samples_written();
     std::printf("%s\n", summary.dump().c_str());
@@ -391,9 +397,11 @@ int Run(const Args& args) {
     std::printf(
         "ssm-mic: %.2f s of audio, %lld frames, %zu speech segments (%.2f s of speech); "
         "latency ms: server mean %.2f p99 %.2f, round trip mean %.2f p99 %.2f; input "
-        "overflows %lld\n",
+        "overflows %lld; resumes %llu (%llu attempts, max %.1f ms)\n",
         audio_s, (long long)view.frames(), view.segments(), view.speech_s(), server.mean,
-        server.p99, round_trip.mean, round_trip.p99, (long long)(*capture)->overflows());
+        server.p99, round_trip.mean, round_trip.p99, (long long)(*capture)->overflows(),
+        (unsigned long long)stats.resumes, (unsigned long long)stats.resume_attempts,
+        stats.max_resume_ms);
   }
   std::fflush(stdout);
   if (recorder && totals.record.ok())
@@ -474,6 +482,10 @@ int main(int argc, char** argv) {
                  "Stop after this many seconds of captured audio (default: run until Ctrl-C)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--label", args.label, "Label for the server's logs")->capture_default_str();
+  app.add_flag("--no-resume", args.no_resume,
+               "Do not resume the stream when its connection breaks; by default a broken call is "
+               "continued on a new one (for up to 30 s): audio captured meanwhile is sent once "
+               "the stream is back, within the 1 s that may wait for answers");
   app.add_flag("--audio-log", args.audio_log,
                "Show what the audio libraries (ALSA, JACK) print while probing devices");
   try {

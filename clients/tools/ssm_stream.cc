@@ -13,12 +13,12 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include "kernels/base/strings.h"
 #include "clients/lib/client_input.h"
 #include "clients/lib/latency_summary.h"
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/ssm_client.h"
 #include "clients/tools/tool_flags.h"
+#include "kernels/base/strings.h"
 #include "server/io/npy.h"
 
 namespace ssm {
@@ -32,6 +32,7 @@ struct Args {
   int chunk_ms = 100;
   int raw_rate = 0;
   bool realtime = false;
+  bool no_resume = false;
   double connect_timeout_s = 5, idle_timeout_s = 30;
 };
 
@@ -97,6 +98,7 @@ int Run(const Args& args) {
   options.format = *format;
   options.label = args.label;
   options.idle_timeout_s = args.idle_timeout_s;
+  options.resume = !args.no_resume;
   options.on_output = [&got](const client::Output& out) {
     std::lock_guard<std::mutex> lock(got.mu);
     got.values.insert(got.values.end(), out.values.begin(), out.values.end());
@@ -141,15 +143,21 @@ int Run(const Args& args) {
           : WriteJsonl(args.output, *model, got.values.data(), got.frames);
   const client::LatencySummary server = client::Summarize(got.server_ms);
   const client::LatencySummary round_trip = client::Summarize(got.round_trip_ms);
-  std::fprintf(stderr,
-               "ssm-stream: %s -> %s: %lld frames (expected %lld) in %lld chunks of %d ms, "
-               "%.2f s wall (%.1fx real time)\n"
-               "  server latency ms: mean %.2f p99 %.2f; round trip ms: mean %.2f p99 %.2f max "
-               "%.2f\n",
-               args.input.c_str(), args.output.c_str(), (long long)got.frames, (long long)expected,
-               (long long)chunks, args.chunk_ms, wall_s,
-               double(input->rows) / rows_per_s / std::max(wall_s, 1e-9), server.mean, server.p99,
-               round_trip.mean, round_trip.p99, round_trip.max);
+  std::fprintf(
+      stderr,
+      "ssm-stream: %s -> %s: %lld frames (expected %lld) in %lld chunks of %d ms, "
+      "%.2f s wall (%.1fx real time)\n"
+      "  server latency ms: mean %.2f p99 %.2f; round trip ms: mean %.2f p99 %.2f max "
+      "%.2f\n"
+      "  resumes %llu (%llu attempts, %llu chunks re-sent, %lld duplicate frames dropped); "
+      "resume ms: last %.1f max %.1f%s\n",
+      args.input.c_str(), args.output.c_str(), (long long)got.frames, (long long)expected,
+      (long long)chunks, args.chunk_ms, wall_s,
+      double(input->rows) / rows_per_s / std::max(wall_s, 1e-9), server.mean, server.p99,
+      round_trip.mean, round_trip.p99, round_trip.max, (unsigned long long)stats.resumes,
+      (unsigned long long)stats.resume_attempts, (unsigned long long)stats.replayed_chunks,
+      (long long)stats.duplicate_frames, stats.last_resume_ms, stats.max_resume_ms,
+      args.no_resume ? " (--no-resume)" : "");
   int rc = 0;
   if (!status.ok()) rc = Fail(status.WithContext("stream failed"));
   if (stats.frame_errors > 0)
@@ -180,8 +188,7 @@ int main(int argc, char** argv) {
       "Streams a file to ssm-server chunk by chunk and writes the model's outputs.\n"
       "Audio models take WAV/FLAC (resampled to the model's rate if needed), .raw PCM "
       "s16le or 1-D .npy samples; frame models take .npy float32 (T, d_in)."};
-  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format,
-                             &args.connect_timeout_s);
+  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format, &args.connect_timeout_s);
   ssm::tools::AddRawRateFlag(app, &args.raw_rate);
   app.add_option("--input", args.input, "Input file: .wav/.flac/... audio, .raw, .npy")
       ->required()
@@ -196,6 +203,9 @@ int main(int argc, char** argv) {
                "Send each chunk when its signal would have been recorded (real-time pace); "
                "default: as fast as the server takes them");
   app.add_option("--label", args.label, "Label for the server's logs")->capture_default_str();
+  app.add_flag("--no-resume", args.no_resume,
+               "Do not resume the stream when its connection breaks; by default a broken call is "
+               "continued on a new one (for up to 30 s) and the outputs have no gap");
   app.add_option("--idle-timeout-s", args.idle_timeout_s,
                  "Give up if the server stops answering for this long")
       ->check(CLI::PositiveNumber)

@@ -111,6 +111,10 @@ Status CallReactor::HandleRequestLocked(const pb::StreamRequest& request) {
   if (request.has_open())
     return InvalidArgumentError(fmt::format(
         "a second `open` message on stream {}; one call carries one stream", stream_id_));
+  if (alias_pending_) {  // a message after `opened`: the client has the new token
+    shared_->parked->Confirm(presented_hash_);
+    alias_pending_ = false;
+  }
   if (!request.has_chunk())
     return InvalidArgumentError("a request with neither `open` nor `chunk`");
   const pb::StreamChunk& chunk = request.chunk();
@@ -185,7 +189,12 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
     });
     return OkStatus();
   }
-  if (!taken.ok()) return refuse(failure, taken.status());
+  if (!taken.ok()) {
+    // Machine-readable for a client that lost only the final OK of its stream.
+    if (failure == ResumeFailure::kCompleted)
+      context_->AddTrailingMetadata("ssm-stream-ended", "completed");
+    return refuse(failure, taken.status());
+  }
   if (shared_->store != nullptr) shared_->store->Delete(hash);  // an older checkpoint
   return ContinueResumeLocked(open, hash, std::move(*taken), /*from_store=*/false);
 }
@@ -309,6 +318,11 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
     held_.push_back(snapshot->held_outputs);
   }
   OpenedLocked(model, *stream, format, open.label(), &*snapshot, std::min(from, next_frame));
+  if (has_token_) {  // the presented token names the stream until the client has the new one
+    shared_->parked->Alias(hash, token_hash_);
+    presented_hash_ = hash;
+    alias_pending_ = true;
+  }
   if (metrics != nullptr) (from_store ? metrics->resumes_store : metrics->resumes)->Increment();
   return OkStatus();
 }
@@ -552,7 +566,7 @@ void CallReactor::CompleteDone() {
     reason = close_reason_;
     code = static_cast<StatusCode>(finish_status_.error_code());
     park = ParksLocked(reason);
-    if (reason == CloseReason::kCompleted) ended = "it completed";
+    if (reason == CloseReason::kCompleted) ended = "it completed";  // TokenFate::kCompleted
     if (reason == CloseReason::kDrained) ended = "the server shut down";
     if (reason == CloseReason::kError)
       ended = fmt::format("it failed with {}", StatusCodeName(code));
@@ -573,7 +587,9 @@ void CallReactor::CompleteDone() {
     if (park) {
       on_snapshot = [this](StatusOr<StreamSnapshot> snapshot) { Park(std::move(snapshot)); };
     } else if (has_token_) {
-      shared_->parked->Forget(token_hash_, TokenFate::kEnded, ended);
+      shared_->parked->Forget(
+          token_hash_,
+          reason == CloseReason::kCompleted ? TokenFate::kCompleted : TokenFate::kEnded, ended);
       // A stream that ended for good needs no checkpoint (one handed off keeps its snapshot).
       if (shared_->store != nullptr && checkpoints_written_ && !handed_off_)
         shared_->store->Delete(token_hash_);

@@ -240,6 +240,10 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   bool checkpoints_written_ = false;
   bool handoff_started_ = false;
   bool handed_off_ = false;
+  // A resumed call: the token the client presented still names the stream (an alias) until
+  // its first message after `opened` shows that it has the new one.
+  Digest presented_hash_{};
+  bool alias_pending_ = false;
 };
 
 }  // namespace ssm

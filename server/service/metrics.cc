@@ -77,6 +77,8 @@ const char* ResumeFailureName(ResumeFailure failure) {
       return "disabled";
     case ResumeFailure::kStore:
       return "store_unavailable";
+    case ResumeFailure::kCompleted:
+      return "completed";
   }
   return "corrupt";
 }

@@ -85,8 +85,9 @@ enum class ResumeFailure {
   kNoSlot,        // no free state slot
   kDisabled,      // --resume-ttl 0
   kStore,         // the state store could not be read (UNAVAILABLE: the client retries)
+  kCompleted,     // the stream had completed (its client may have lost the final status)
 };
-constexpr int kResumeFailures = 11;
+constexpr int kResumeFailures = 12;
 const char* ResumeFailureName(ResumeFailure failure);
 
 // Server-wide series of parked streams and resumes (docs/design.md §7). Thread-safe.

@@ -61,14 +61,15 @@ bool ParkedStreams::Park(const Digest& hash, ParkedStream stream) {
   auto it = entries_.find(hash);
   if (it == entries_.end()) return false;  // already forgotten
   if (parked_ >= size_t(options_.max_parked)) {
+    const TokenFate not_kept = TokenFate::kNotKept;
+    const std::string why = fmt::format(
+        "the server already held {} parked streams (--max-parked)", options_.max_parked);
+    DropAliasLocked(it->second, &not_kept, why);
     entries_.erase(it);
-    RecordFateLocked(hash, TokenFate::kNotKept,
-                     fmt::format("the server already held {} parked streams (--max-parked)",
-                                 options_.max_parked));
+    RecordFateLocked(hash, not_kept, why);
     if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->parks_refused->Increment();
     return false;
   }
-  entries_.erase(it);
   const auto expiry = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                          std::chrono::duration<double>(options_.ttl_s));
   InsertParkedLocked(hash, std::move(stream), expiry);
@@ -78,7 +79,7 @@ bool ParkedStreams::Park(const Digest& hash, ParkedStream stream) {
 
 void ParkedStreams::InsertParkedLocked(const Digest& hash, ParkedStream stream,
                                        Clock::time_point expiry) {
-  Entry& entry = entries_[hash];
+  Entry& entry = entries_[hash];  // keeps an alias the live entry had
   entry.live.reset();
   entry.is_parked = true;
   entry.expiry = expiry;
@@ -90,6 +91,37 @@ void ParkedStreams::InsertParkedLocked(const Digest& hash, ParkedStream stream,
   expiries_.emplace(expiry, hash);
   UpdateGaugesLocked();
   if (earliest) cv_.notify_all();
+}
+
+void ParkedStreams::DropAliasLocked(Entry& entry, const TokenFate* fate, const std::string& why) {
+  if (!entry.has_alias) return;
+  aliases_.erase(entry.alias);
+  if (fate != nullptr) RecordFateLocked(entry.alias, *fate, why);
+  entry.has_alias = false;
+}
+
+void ParkedStreams::Alias(const Digest& presented, const Digest& hash) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(hash);
+  if (it == entries_.end()) return;
+  fates_.erase(presented);  // its entry in fate_order_ is skipped later
+  aliases_[presented] = hash;
+  it->second.has_alias = true;
+  it->second.alias = presented;
+}
+
+void ParkedStreams::Confirm(const Digest& presented) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto alias = aliases_.find(presented);
+  if (alias == aliases_.end()) return;
+  auto it = entries_.find(alias->second);
+  const TokenFate used = TokenFate::kResumed;
+  if (it != entries_.end()) {
+    DropAliasLocked(it->second, &used, "");
+  } else {
+    aliases_.erase(alias);
+    RecordFateLocked(presented, used, "");
+  }
 }
 
 void ParkedStreams::EraseParkedLocked(std::map<Digest, Entry>::iterator it) {
@@ -110,6 +142,7 @@ void ParkedStreams::Forget(const Digest& hash, TokenFate fate, const std::string
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(hash);
   if (it == entries_.end()) return;
+  DropAliasLocked(it->second, &fate, why);
   if (it->second.is_parked) {
     EraseParkedLocked(it);
   } else {
@@ -122,15 +155,21 @@ void ParkedStreams::Forget(const Digest& hash, TokenFate fate, const std::string
 
 StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* hash,
                                            ResumeFailure* failure) {
-  *hash = Sha256Of(token);
+  const Digest presented = Sha256Of(token);
+  *hash = presented;
   std::shared_ptr<CallCanceller> live;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    auto it = entries_.find(*hash);
+    auto it = entries_.find(presented);
+    auto alias = aliases_.find(presented);
+    if (it == entries_.end() && alias != aliases_.end()) it = entries_.find(alias->second);
     if (it != entries_.end() && it->second.is_parked) {
+      // Taken under the token the client presented, so that the resumed call can alias it.
+      const Digest entry_hash = it->first;
+      DropAliasLocked(it->second, nullptr, "");
       ParkedStream stream = std::move(it->second.parked);
       EraseParkedLocked(it);
-      RecordFateLocked(*hash, TokenFate::kResumed, "");
+      RecordFateLocked(entry_hash, TokenFate::kResumed, "");
       return std::move(stream);
     }
     if (it != entries_.end()) {
@@ -155,6 +194,11 @@ StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* has
               fmt::format("resume token expired: its stream was kept {:g} s after its call broke "
                           "(--resume-ttl) and then dropped; open a new stream",
                           options_.ttl_s));
+        case TokenFate::kCompleted:
+          *failure = ResumeFailure::kCompleted;
+          return NotFoundError(
+              "resume token's stream has ended (it completed: every chunk was answered after "
+              "the client's half-close); nothing is left to resume");
         case TokenFate::kEnded:
           *failure = ResumeFailure::kEnded;
           return NotFoundError(fmt::format(
@@ -250,8 +294,10 @@ void ParkedStreams::ExpireLoop() {
       expiries_.erase(expiries_.begin());
       continue;
     }
+    const TokenFate expired = TokenFate::kExpired;
+    DropAliasLocked(it->second, &expired, "");
     EraseParkedLocked(it);
-    RecordFateLocked(hash, TokenFate::kExpired, "");
+    RecordFateLocked(hash, expired, "");
     if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->expired->Increment();
   }
 }

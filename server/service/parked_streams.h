@@ -45,7 +45,8 @@ class CallCanceller {
 
 // Why a token no longer names a stream; each has its own NOT_FOUND message.
 enum class TokenFate {
-  kResumed,  // used by a resume (single use)
+  kResumed,    // used by a resume (single use)
+  kCompleted,  // the stream completed (the client half-closed and got every answer)
   kExpired,  // parked longer than --resume-ttl
   kEnded,    // the stream ended for good (completed, failed, server shut down)
   kNotKept,  // the call broke but the stream could not be parked (--max-parked full, ...)
@@ -84,6 +85,13 @@ class ParkedStreams {
   // its stream is still attached to a live call, which is then cancelled so that it parks.
   // `failure` says which refusal it was, for the metrics.
   StatusOr<ParkedStream> Take(const std::string& token, Digest* hash, ResumeFailure* failure);
+  // A resumed call's stream, with its new token `hash`, stays reachable under the token the
+  // client presented (`presented`) until Confirm: if the resumed call breaks before the client
+  // has its `opened` (and so the new token), a retry with the old token still finds the stream.
+  void Alias(const Digest& presented, const Digest& hash);
+  // The client has the new token (it sent a message after `opened`): the old one is used up.
+  void Confirm(const Digest& presented);
+
   // Puts back a stream taken by Take whose resume failed for a reason the client may fix (no
   // free slot, frames no longer held, ...): the same token names it again, until its expiry.
   void PutBack(const Digest& hash, ParkedStream stream);
@@ -103,6 +111,8 @@ class ParkedStreams {
     Clock::time_point expiry;             // when parked
     size_t bytes = 0;                     // parked.snapshot.size() when parked
     bool is_parked = false;
+    bool has_alias = false;  // an old token (aliases_) also names this stream
+    Digest alias{};
   };
   struct Fate {
     TokenFate fate;
@@ -114,6 +124,8 @@ class ParkedStreams {
   void InsertParkedLocked(const Digest& hash, ParkedStream stream, Clock::time_point expiry);
   void EraseParkedLocked(std::map<Digest, Entry>::iterator it);
   void UpdateGaugesLocked();
+  // Drops the entry's alias, recording `fate` for the old token (unless it is to be kept).
+  void DropAliasLocked(Entry& entry, const TokenFate* fate, const std::string& why);
 
   const Options options_;
   Metrics* const metrics_;
@@ -122,6 +134,7 @@ class ParkedStreams {
   std::map<Digest, Entry> entries_;                    // live and parked, by token hash
   std::multimap<Clock::time_point, Digest> expiries_;  // parked ones, by expiry
   std::map<Digest, Fate> fates_;                       // recent tokens no longer valid
+  std::map<Digest, Digest> aliases_;                   // old token hash -> entry's hash
   std::deque<Digest> fate_order_;                      // oldest first, bounded
   size_t parked_ = 0, parked_bytes_ = 0;
   bool stop_ = false;

@@ -1,21 +1,28 @@
-// The dashboard in headless Chromium against the real ssm-server: ssm-loadgen holds STREAMS
-// real-time streams for LOAD_S seconds while the page is open; the page must show them all
-// live, with latency percentiles and charts that fill up. Saves a screenshot.
+// The dashboard in headless Chromium against the real ssm-server (with a real redis-server as
+// its state store): ssm-loadgen holds STREAMS real-time streams for LOAD_S seconds while the
+// page is open; the page must show them all live, with latency percentiles, checkpoints and
+// charts that fill up. Then a stream is broken (its connection dropped), parked and resumed,
+// and a second resume with the used token is refused: the Resumes panel must show each step.
+// Saves a screenshot.
 //   node browser_test.mjs [BIN_DIR [ARTIFACTS_DIR]]   (defaults: build/bin, build/test-artifacts)
 import assert from 'node:assert/strict';
 import {spawn} from 'node:child_process';
 import fs from 'node:fs';
 import {createRequire} from 'node:module';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import readline from 'node:readline';
 import {test} from 'node:test';
 import {fileURLToPath} from 'node:url';
 
+import {StreamCall} from './grpc_stream.mjs';
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN_DIR = path.resolve(process.argv[2] ?? path.join(ROOT, 'build/bin'));
 const ARTIFACTS = path.resolve(process.argv[3] ?? path.join(ROOT, 'build/test-artifacts'));
 const CHROMIUM = '/usr/bin/chromium';
+const REDIS = '/usr/bin/redis-server';
 const STREAMS = 8;
 const LOAD_S = 10;
 const CHUNK_MS = 100;
@@ -48,6 +55,39 @@ function start(binary, args, count) {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+// A loopback port that was free a moment ago.
+async function freePort() {
+  const server = net.createServer();
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const {port} = server.address();
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+// Whether a Redis on `port` answers PING.
+const redisAnswers = (port) => new Promise((resolve) => {
+  const socket = net.connect(port, '127.0.0.1', () => socket.write('PING\r\n'));
+  socket.setTimeout(1000, () => { socket.destroy(); resolve(false); });
+  socket.on('data', (d) => { socket.destroy(); resolve(String(d).startsWith('+PONG')); });
+  socket.on('error', () => resolve(false));
+});
+
+// Starts redis-server in memory only on a free port; resolves with {child, port} once it
+// answers.
+async function startRedis() {
+  const port = await freePort();
+  const child = spawn(REDIS, ['--port', String(port), '--bind', '127.0.0.1', '--save', '',
+                              '--appendonly', 'no'], {stdio: 'ignore'});
+  child.exited = new Promise((resolve) => child.on('exit', resolve));
+  for (let i = 0; i < 50; ++i) {
+    if (await redisAnswers(port)) return {child, port};
+    if (child.exitCode !== null) break;
+    await sleep(100);
+  }
+  child.kill('SIGKILL');
+  throw new Error(`redis-server on port ${port} did not answer PING`);
+}
+
 // What the test reads from the page: its state (app.js) and what the tiles say.
 const readPage = () => {
   const d = window.ssmDashboard;
@@ -57,6 +97,7 @@ const readPage = () => {
     scrapes: d.scrapes, failures: d.failures, lastError: d.lastError,
     streamsActive: f.streamsActive, chunksPerS: f.chunksPerS,
     p50: f.latencyP50Ms, p99: f.latencyP99Ms, lagP99: f.lagP99Ms,
+    checkpointsPerS: f.checkpointsPerS, storeErrorsPerS: f.storeErrorsPerS,
     tiles: {streams: text('streams-active'), p50: text('latency-p50'), p99: text('latency-p99')},
     points: {
       active: d.charts.streams.valuesIn('active'),
@@ -65,18 +106,46 @@ const readPage = () => {
       p99: d.charts.latency.valuesIn('p99'),
       batch: d.charts.batch.valuesIn('streams'),
       lag: d.charts.lag.valuesIn('p99'),
+      checkpoints: d.charts.store.valuesIn('checkpoints written'),
+      storeErrors: d.charts.store.valuesIn('store errors'),
     },
   };
 };
 
-test('the dashboard shows live streams, latency percentiles and filled charts', {timeout: 90000},
-     async (t) => {
+// What the Resumes panel shows.
+const readResumes = () => {
+  const d = window.ssmDashboard;
+  const f = d.latest ?? {};
+  const text = (id) => document.getElementById(id).textContent;
+  return {
+    parked: f.parked, parkedBytes: f.parkedBytes, resumesTotal: f.resumesTotal,
+    resumesPerS: f.resumesPerS, refusedTotals: f.resumeFailureTotals,
+    tiles: {parked: text('parked'), parkedKiB: text('parked-bytes'),
+      resumes: text('resumes-total'), refused: text('resume-failures-total')},
+    points: {
+      parked: d.charts.parked.valuesIn('parked'),
+      fromMemory: d.charts.resumes.valuesIn('from memory'),
+      usedToken: d.charts.resumes.valuesIn('refused: used_token'),
+    },
+  };
+};
+
+test('the dashboard shows live streams, latency percentiles, filled charts and resumes',
+     {timeout: 90000}, async (t) => {
   assert.ok(fs.existsSync(CHROMIUM), `${CHROMIUM} is missing: run deploy/install.sh`);
+  assert.ok(fs.existsSync(REDIS), `${REDIS} is missing: run deploy/install.sh`);
   const {chromium} = require('playwright-core');
 
+  const redis = await startRedis();
+  t.after(async () => {
+    if (redis.child.exitCode === null) redis.child.kill('SIGTERM');
+    await redis.child.exited;
+  });
+  // A checkpoint per second of signal: STREAMS a second while the load runs.
   const {child: server, lines} = await start(path.join(BIN_DIR, 'ssm-server'), [
     '--model', path.join(ROOT, 'models/random-demo'), '--listen', '127.0.0.1:0',
-    '--metrics-listen', '127.0.0.1:0', '--threads', '1'], 2);
+    '--metrics-listen', '127.0.0.1:0', '--threads', '1',
+    '--state-store', `redis://127.0.0.1:${redis.port}/0`, '--checkpoint-interval', '1'], 2);
   t.after(async () => {
     if (server.exitCode === null) server.kill('SIGTERM');
     await server.exited;
@@ -159,10 +228,75 @@ test('the dashboard shows live streams, latency percentiles and filled charts', 
   for (const [series, n] of Object.entries(seen.points)) {
     assert.ok(n >= 3, `chart series ${series} holds ${n} values`);
   }
+  // Every stream checkpointed to the real Redis once a second of signal, none failed.
+  const checkpoints = seen.checkpointsPerS;
+  assert.ok(Math.abs(checkpoints.written - STREAMS) <= 0.5 * STREAMS,
+            `checkpoints written/s ${checkpoints.written}, expected about ${STREAMS}`);
+  assert.equal(checkpoints.failed, 0);
+  assert.equal(seen.storeErrorsPerS, 0);
   assert.ok(screenshot !== null, 'no moment with all streams live late enough for a screenshot');
 
   // After the load the page follows the streams going away.
   await page.waitForFunction(() => window.ssmDashboard.latest.streamsActive === 0, null,
                              {timeout: 5000});
-  console.log(`dashboard screenshot: ${screenshot}`);
+  let resumes = await page.evaluate(readResumes);
+  assert.equal(resumes.parked, 0);
+  assert.equal(resumes.tiles.parked, '0');
+  assert.equal(resumes.tiles.resumes, '0');
+
+  // A stream whose connection drops is parked: the panel shows it and its snapshot's bytes.
+  const pcm = Buffer.alloc(2 * 16000 * CHUNK_MS / 1000);  // one chunk of s16 silence
+  const broken = new StreamCall(grpcAddress, {label: 'dashboard-resume'});
+  broken.sendChunk(0, pcm);
+  const answered = await broken.until((r) => r.some((m) => m.output), 'the first output');
+  const token = answered[0].opened.resumeToken;
+  const framesHeld = answered.filter((m) => m.output).reduce((n, m) => n + m.output.frames, 0);
+  assert.ok(token.length > 0, 'no resume token');
+  broken.disconnect();
+  await page.waitForFunction(() => window.ssmDashboard.latest.parked === 1, null,
+                             {timeout: 5000});
+  resumes = await page.evaluate(readResumes);
+  assert.ok(resumes.parkedBytes > 0, `parked bytes ${resumes.parkedBytes}`);
+  assert.equal(resumes.tiles.parked, '1');
+  assert.equal(resumes.tiles.parkedKiB, (resumes.parkedBytes / 1024).toFixed(1));
+
+  // Its token resumes it on a new call (from this server's memory), which then completes.
+  const resumed = new StreamCall(grpcAddress, {resumeToken: token, resumeFromFrame: framesHeld});
+  const [{opened}] = await resumed.until((r) => r.some((m) => m.opened), 'opened');
+  assert.ok(opened.resumed, 'the call did not resume the stream');
+  assert.equal(opened.nextSequence, 1);
+  resumed.sendChunk(opened.nextSequence, pcm);
+  await resumed.until((r) => r.some((m) => m.output && m.output.sequence === 1), 'an output');
+  resumed.halfClose();
+  assert.equal((await resumed.status).code, 0);
+  resumed.close();
+  // The token is single use: a second resume is refused (NOT_FOUND, reason used_token).
+  const again = new StreamCall(grpcAddress, {resumeToken: token});
+  assert.equal((await again.status).code, 5);
+  again.close();
+
+  await page.waitForFunction(() => {
+    const f = window.ssmDashboard.latest;
+    return f.parked === 0 && f.resumesTotal === 1 && f.resumeFailureTotals.used_token === 1;
+  }, null, {timeout: 5000});
+  resumes = await page.evaluate(readResumes);
+  assert.equal(resumes.tiles.parked, '0');
+  assert.equal(resumes.tiles.resumes, '1');
+  assert.equal(resumes.tiles.refused, '1');
+  assert.deepEqual(resumes.refusedTotals, {used_token: 1});
+  // One resume in the page's 5 s window: 0.2/s from memory, none from the store.
+  await page.waitForFunction(() => window.ssmDashboard.latest.resumesPerS.memory > 0, null,
+                             {timeout: 5000});
+  resumes = await page.evaluate(readResumes);
+  assert.ok(resumes.resumesPerS.memory > 0 && resumes.resumesPerS.memory <= 1,
+            `resumes/s from memory ${resumes.resumesPerS.memory}`);
+  assert.equal(resumes.resumesPerS.store, 0);
+  for (const [series, n] of Object.entries(resumes.points)) {
+    assert.ok(n >= 1, `resume chart series ${series} holds no value`);
+  }
+  fs.mkdirSync(ARTIFACTS, {recursive: true});
+  const resumeShot = path.join(ARTIFACTS, 'dashboard-resumes.png');
+  await page.screenshot({path: resumeShot, fullPage: true});
+  assert.deepEqual(pageErrors, [], 'errors in the page');
+  console.log(`dashboard screenshots: ${screenshot}, ${resumeShot}`);
 });

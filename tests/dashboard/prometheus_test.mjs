@@ -163,3 +163,48 @@ test('figures of the first scrape have gauges but no rates', () => {
   assert.ok(Number.isNaN(f.latencyP50Ms));
   assert.ok(Number.isNaN(f.batchStreams));
 });
+
+// The resume series of one server at time t; `n` scales the counters.
+function resumeScrape(t, n) {
+  const text = `
+ssm_streams_parked 3
+ssm_parked_state_bytes 6144
+ssm_stream_resumes_total{source="memory"} ${4 * n}
+ssm_stream_resumes_total{source="store"} ${2 * n}
+ssm_resume_failures_total{reason="unknown_token"} ${n}
+ssm_resume_failures_total{reason="expired"} 0
+ssm_resume_failures_total{reason="store_unavailable"} ${3 * n}
+ssm_checkpoints_total{outcome="written"} ${10 * n}
+ssm_checkpoints_total{outcome="failed"} ${n}
+ssm_store_operations_total{op="put",result="ok"} ${10 * n}
+ssm_store_operations_total{op="put",result="error"} ${n}
+ssm_store_operations_total{op="take",result="ok"} ${2 * n}
+ssm_store_operations_total{op="take",result="error"} ${3 * n}
+ssm_store_operations_total{op="delete",result="error"} 0
+`;
+  return {t, samples: parseExposition(text)};
+}
+
+test('resume figures: parked gauges, resumes by source, refusals by reason, the store', () => {
+  const f = deriveFigures(resumeScrape(10, 1), resumeScrape(12, 3));
+  assert.equal(f.parked, 3);
+  assert.equal(f.parkedBytes, 6144);
+  assert.equal(f.resumesTotal, 18);
+  assert.deepEqual(f.resumesPerS, {memory: 4, store: 2});  // (12 - 4) / 2 s, (6 - 2) / 2 s
+  // Only the reasons seen: expired stays out until it happens.
+  assert.deepEqual(f.resumeFailureTotals, {unknown_token: 3, store_unavailable: 9});
+  assert.deepEqual(f.resumeFailuresPerS, {unknown_token: 1, store_unavailable: 3});
+  assert.deepEqual(f.checkpointsPerS, {written: 10, failed: 1});
+  assert.equal(f.storeErrorsPerS, 4);  // put 1/s + take 3/s; the ok ones are not errors
+});
+
+test('resume figures without resume series (metrics of an older server) are 0 and NaN', () => {
+  const first = deriveFigures(null, resumeScrape(0, 1));
+  assert.equal(first.parked, 3);
+  assert.ok(Number.isNaN(first.resumesPerS.memory));
+  assert.ok(Number.isNaN(first.storeErrorsPerS));
+  const none = deriveFigures(scrape(0, 1), scrape(1, 2));
+  assert.equal(none.parked, 0);
+  assert.deepEqual(none.resumesPerS, {memory: 0, store: 0});
+  assert.deepEqual(none.resumeFailuresPerS, {});
+});

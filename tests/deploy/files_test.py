@@ -1,9 +1,11 @@
 """Static checks of deploy/ (the Grafana dashboard, the Kubernetes manifests, the Dockerfile) and
-a live one: every ssm_* metric that the dashboard, the alerts and the prometheus-adapter rules
-name is one a real ssm-server exports.
+live ones: every ssm_* metric that the dashboard, the alerts and the prometheus-adapter rules
+name is one a real ssm-server exports, and the real ssm-server starts with the Deployment's and
+the image's arguments (the Deployment's state store replaced by a local redis-server).
   files_test.py --bin-dir build/bin --source-dir .   (unittest options may follow)
 """
 import argparse
+import contextlib
 import fnmatch
 import glob
 import json
@@ -47,6 +49,20 @@ def flag(args, name):
     return args[args.index(name) + 1]
 
 
+def container_args(container):
+    """A container's args with $(VAR) references expanded from its env, as the kubelet does."""
+    env = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    return [re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
+                   lambda m: env.get(m.group(1), m.group(0)), a) for a in container["args"]]
+
+
+def redis_url(url):
+    """(host, port, db) of a --state-store URL redis://HOST:PORT[/DB]."""
+    m = re.fullmatch(r"redis://([^:/]+):(\d+)(?:/(\d+))?", url)
+    assert m, f"--state-store {url!r} is not redis://HOST:PORT[/DB]"
+    return m.group(1), int(m.group(2)), int(m.group(3) or 0)
+
+
 def server_defaults():
     """ServerConfig's default listen and metrics ports (server/service/server_config.h)."""
     with open(path("server", "service", "server_config.h")) as f:
@@ -57,26 +73,40 @@ def server_defaults():
     return int(listen.group(1)), int(metrics.group(1))
 
 
-def runnable_here(args):
-    """Container args with the image's model directories taken from the source tree and every
-    listen address moved to a free loopback port."""
+def runnable_here(args, store=None):
+    """Container args with the image's model directories taken from the source tree, every
+    listen address moved to a free loopback port and a redis:// state store to `store`
+    (HOST:PORT)."""
     out = []
     for a in args:
         if a.startswith("/opt/ssmserve/models/"):
             a = path("models", os.path.basename(a))
         elif re.fullmatch(r"0\.0\.0\.0:\d+", a):
             a = "127.0.0.1:0"
+        elif a.startswith("redis://") and store is not None:
+            a = f"redis://{store}/{redis_url(a)[2]}"
         out.append(a)
     return out
 
 
 def assert_server_starts(test, args):
-    """The real ssm-server starts with these (runnable_here) args and serves metrics."""
+    """The real ssm-server starts with these (runnable_here) args and serves metrics; with a
+    --state-store, against a local redis-server (a port nothing listens on without one: the
+    server starts all the same)."""
     tmp = tempfile.mkdtemp(prefix="ssm-deploy-test-")
     try:
-        with live.ssm_server(BIN, SOURCE, os.path.join(tmp, "server.log"),
-                             flags=runnable_here(args)) as (_, metrics):
-            test.assertIn("ssm_streams_active", live.http_get(f"http://{metrics}/metrics"))
+        with contextlib.ExitStack() as stack:
+            store = None
+            if "--state-store" in args:
+                store = (stack.enter_context(live.redis_server(os.path.join(tmp, "redis.log")))
+                         if shutil.which("redis-server") else f"127.0.0.1:{live.free_port()}")
+            log_path = os.path.join(tmp, "server.log")
+            with live.ssm_server(BIN, SOURCE, log_path,
+                                 flags=runnable_here(args, store)) as (_, metrics):
+                test.assertIn("ssm_streams_active", live.http_get(f"http://{metrics}/metrics"))
+            if store is not None:
+                with open(log_path) as f:
+                    test.assertIn(f"state store redis://{store}", f.read())
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -137,7 +167,10 @@ class DashboardTest(unittest.TestCase):
                        "ssm_chunk_latency_seconds_bucket", "ssm_batch_streams_sum",
                        "ssm_batch_frames_sum", "ssm_stream_lag_seconds_bucket",
                        "ssm_errors_total", "ssm_state_slots", "ssm_engine_step_seconds_bucket",
-                       "ssm_realtime_factor", "ssm_offline_files_total"):
+                       "ssm_realtime_factor", "ssm_offline_files_total", "ssm_streams_parked",
+                       "ssm_parked_state_bytes", "ssm_stream_resumes_total",
+                       "ssm_resume_failures_total", "ssm_checkpoints_total", "ssm_handoffs_total",
+                       "ssm_store_operations_total"):
             self.assertIn(family, used, f"no panel shows {family}")
 
 
@@ -187,12 +220,21 @@ class KubernetesTest(unittest.TestCase):
         self.server = self.docs[("Deployment", "ssm-server")]
         self.pod = self.server["spec"]["template"]
         self.container = self.pod["spec"]["containers"][0]
+        self.args = container_args(self.container)
         self.ports = {p["name"]: p["containerPort"] for p in self.container["ports"]}
+        self.store = self.docs[("StatefulSet", "ssm-state-store")]
+        (self.redis,) = self.store["spec"]["template"]["spec"]["containers"]
 
     def pods_selected(self, selector):
-        """Deployments whose pod labels the label selector matches."""
-        return [name for (kind, name), d in self.docs.items() if kind == "Deployment" and
+        """Deployments and StatefulSets whose pod labels the label selector matches."""
+        return [name for (kind, name), d in self.docs.items()
+                if kind in ("Deployment", "StatefulSet") and
                 selector.items() <= d["spec"]["template"]["metadata"]["labels"].items()]
+
+    def workload(self, name):
+        (doc,) = [d for (k, n), d in self.docs.items()
+                  if n == name and k in ("Deployment", "StatefulSet")]
+        return doc
 
     def test_yamllint(self):
         if shutil.which("yamllint") is None:
@@ -224,27 +266,32 @@ class KubernetesTest(unittest.TestCase):
                              ["ssm-server"])
 
     def test_listen_flags_match_container_ports(self):
-        args = self.container["args"]
+        args = self.args
         self.assertEqual(flag(args, "--listen"), f"0.0.0.0:{self.ports['grpc']}")
         # Prometheus scrapes from another pod: metrics must listen on all interfaces.
         self.assertEqual(flag(args, "--metrics-listen"), f"0.0.0.0:{self.ports['metrics']}")
 
     def test_server_accepts_the_deployments_args(self):
-        assert_server_starts(self, self.container["args"])
+        self.assertNotIn("$(", " ".join(self.args), "an args reference has no env value")
+        assert_server_starts(self, self.args)
 
     def test_probes_use_grpc_health_on_the_grpc_port(self):
         for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
             with self.subTest(probe=probe):
                 self.assertEqual(self.container[probe]["grpc"]["port"], self.ports["grpc"])
 
-    def test_termination_outlasts_the_drain(self):
-        drain_s = float(flag(self.container["args"], "--drain-timeout"))
+    def test_termination_outlasts_the_drain_and_the_hand_off(self):
+        drain_s = float(flag(self.args, "--drain-timeout"))
         pre_stop = self.container["lifecycle"]["preStop"]["exec"]["command"]
         self.assertEqual(pre_stop[0], "sleep")
         pre_stop_s = float(pre_stop[1])
         grace_s = self.pod["spec"]["terminationGracePeriodSeconds"]
-        self.assertGreater(grace_s, pre_stop_s + drain_s,
-                           "SIGKILL would cut the drain short")
+        # After the drain (in which open streams are handed off), the streams parked by then get
+        # at least 1 s to reach the store, each write up to --store-timeout, then gRPC 0.5 s to
+        # stop (server/main.cc).
+        hand_off_s = 1 + float(flag(self.args, "--store-timeout")) + 0.5
+        self.assertGreater(grace_s, pre_stop_s + drain_s + hand_off_s,
+                           "SIGKILL would cut the drain or the hand-off short")
         # A draining server reports NOT_SERVING; liveness must not kill it before it exits.
         live_probe = self.container["livenessProbe"]
         self.assertGreater(live_probe["periodSeconds"] * live_probe["failureThreshold"], drain_s)
@@ -265,13 +312,96 @@ class KubernetesTest(unittest.TestCase):
             with self.subTest(service=name):
                 selected = self.pods_selected(svc["spec"]["selector"])
                 self.assertEqual(len(selected), 1, f"selects {selected}")
-                pod = self.docs[("Deployment", selected[0])]["spec"]["template"]["spec"]
+                pod = self.workload(selected[0])["spec"]["template"]["spec"]
                 ports = {p.get("name"): p["containerPort"]
                          for c in pod["containers"] for p in c["ports"]}
                 for p in svc["spec"]["ports"]:
                     target = p.get("targetPort", p["port"])
                     self.assertTrue(target in ports or target in ports.values(),
                                     f"targetPort {target} is no container port of {selected[0]}")
+
+    def test_state_store_service_is_the_servers_store_url(self):
+        host, port, _ = redis_url(flag(self.args, "--state-store"))
+        service = self.docs[("Service", host)]
+        self.assertEqual(self.pods_selected(service["spec"]["selector"]), ["ssm-state-store"])
+        (service_port,) = [p for p in service["spec"]["ports"] if p["port"] == port]
+        redis_ports = {p["name"]: p["containerPort"] for p in self.redis["ports"]}
+        self.assertEqual(redis_ports[service_port["targetPort"]], 6379)
+        self.assertIn(6379, redis_args_port(self.redis["args"]))
+
+    def test_state_store_statefulset_selects_its_pods_and_names_its_service(self):
+        spec = self.store["spec"]
+        labels = spec["template"]["metadata"]["labels"]
+        self.assertLessEqual(spec["selector"]["matchLabels"].items(), labels.items())
+        self.assertEqual(self.pods_selected(spec["selector"]["matchLabels"]), ["ssm-state-store"])
+        self.assertIn(("Service", spec["serviceName"]), self.docs)
+        self.assertEqual(spec["replicas"], 1, "one primary: a snapshot is taken exactly once")
+
+    def test_state_store_keeps_nothing_on_disk_and_evicts_by_ttl(self):
+        args = self.redis["args"]
+        self.assertEqual(args[0], "redis-server")
+        self.assertEqual(flag(args, "--save"), "")
+        self.assertEqual(flag(args, "--appendonly"), "no")
+        self.assertIn(flag(args, "--maxmemory-policy"), ("volatile-ttl", "volatile-lru",
+                                                          "volatile-lfu", "allkeys-lru"))
+        res = self.redis["resources"]
+        self.assertEqual(res["requests"]["memory"], res["limits"]["memory"])
+        self.assertLess(k8s_bytes(flag(args, "--maxmemory")), k8s_bytes(res["limits"]["memory"]),
+                        "maxmemory must leave room below the memory limit")
+        self.assertIn("cpu", res["requests"])
+        for probe in ("readinessProbe", "livenessProbe"):
+            self.assertIn(probe, self.redis)
+        # GETDEL (a snapshot is taken once) needs Redis 6.2.
+        version = re.search(r":(\d+)\.(\d+)", self.redis["image"])
+        self.assertIsNotNone(version, f"pin a Redis version: {self.redis['image']}")
+        self.assertGreaterEqual((int(version.group(1)), int(version.group(2))), (6, 2))
+
+    def test_resume_and_checkpoint_flags(self):
+        ttl_s = float(flag(self.args, "--resume-ttl"))
+        checkpoint_s = float(flag(self.args, "--checkpoint-interval"))
+        self.assertGreater(ttl_s, 0, "resuming is off")
+        self.assertGreater(checkpoint_s, 0, "no checkpoints: a crash loses every stream")
+        # Snapshots live ttl_s in the store: checkpoints must come more often than they expire.
+        self.assertLess(checkpoint_s, ttl_s)
+        self.assertGreater(int(flag(self.args, "--max-parked")), 0)
+
+    def test_parked_alert_assumes_the_deployments_max_parked(self):
+        with open(path("deploy", "prometheus", "alerts.yml")) as f:
+            rules = {r["alert"]: r for g in yaml.safe_load(f)["groups"] for r in g["rules"]}
+        expr = rules["SsmParkedStreamsNearLimit"]["expr"]
+        limit = re.search(r"ssm_streams_parked\)\s*>\s*[0-9.]+\s*\*\s*(\d+)", expr)
+        self.assertIsNotNone(limit, expr)
+        self.assertEqual(int(limit.group(1)), int(flag(self.args, "--max-parked")))
+
+    def test_external_state_store_component(self):
+        """deploy/k8s/external-state-store drops the Redis of state-store.yaml and points the
+        servers at another URL; built by kubectl kustomize from an overlay outside deploy/k8s."""
+        component = path("deploy", "k8s", "external-state-store")
+        with open(os.path.join(component, "kustomization.yaml")) as f:
+            doc = yaml.safe_load(f)
+        self.assertEqual(doc["kind"], "Component")
+        for p in doc["patches"]:
+            target = yaml.safe_load(p["patch"])
+            self.assertIn((target["kind"], target["metadata"]["name"]), self.docs)
+        if shutil.which("kubectl") is None:
+            self.skipTest("kubectl not installed: the component is not built")
+        overlay = tempfile.mkdtemp(prefix="ssm-overlay-")
+        try:
+            base = os.path.relpath(path("deploy", "k8s"), overlay)
+            with open(os.path.join(overlay, "kustomization.yaml"), "w") as f:
+                yaml.safe_dump({"resources": [base],
+                                "components": [os.path.join(base, "external-state-store")]}, f)
+            r = subprocess.run(["kubectl", "kustomize", overlay], capture_output=True, text=True,
+                               timeout=60)
+        finally:
+            shutil.rmtree(overlay, ignore_errors=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        built = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(r.stdout)}
+        self.assertEqual(set(built), set(self.docs) - {("StatefulSet", "ssm-state-store"),
+                                                       ("Service", "ssm-state-store")})
+        server = built[("Deployment", "ssm-server")]["spec"]["template"]["spec"]["containers"][0]
+        host, _, _ = redis_url(flag(container_args(server), "--state-store"))
+        self.assertNotIn(("Service", host), built)
 
     def test_pdb_selects_the_server_pods(self):
         pdb = self.docs[("PodDisruptionBudget", "ssm-server")]
@@ -329,10 +459,19 @@ class KubernetesTest(unittest.TestCase):
         self.assertEqual(address["port_value"], grpc_port["port"])
         (listener,) = config["static_resources"]["listeners"]
         manager = listener["filter_chains"][0]["filters"][0]["typed_config"]
+        # A resume must be free to reach any replica, and only the client resumes a Stream.
+        self.assertNotIn(cluster["lb_policy"], ("RING_HASH", "MAGLEV"))
+        self.assertNotIn("retry_policy", manager["route_config"])
         for host in manager["route_config"]["virtual_hosts"]:
+            self.assertNotIn("retry_policy", host, "Envoy must not retry Stream calls")
             for route in host["routes"]:
                 self.assertEqual(route["route"]["cluster"], cluster["name"])
                 self.assertEqual(route["route"]["timeout"], "0s", "streams must not time out")
+                self.assertNotIn("retry_policy", route["route"], "Envoy must not retry Streams")
+                self.assertNotIn("hash_policy", route["route"], "calls must not be pinned")
+        for (kind, _), doc in self.docs.items():
+            if kind == "Service":
+                self.assertNotEqual(doc["spec"].get("sessionAffinity", "None"), "ClientIP")
         envoy = self.docs[("Deployment", "ssm-envoy")]["spec"]["template"]["spec"]
         (container,) = envoy["containers"]
         self.assertEqual(container["ports"][0]["containerPort"],
@@ -342,6 +481,20 @@ class KubernetesTest(unittest.TestCase):
         self.assertEqual(volume["configMap"]["name"], "ssm-envoy")
         self.assertEqual(flag(container["args"], "--config-path"),
                          os.path.join(mount["mountPath"], "envoy.yaml"))
+
+
+def redis_args_port(args):
+    """The ports a redis-server command line listens on (6379 unless --port says)."""
+    return [int(flag(args, "--port"))] if "--port" in args else [6379]
+
+
+def k8s_bytes(quantity):
+    """Bytes of a Kubernetes quantity (2Gi, 512Mi) or a Redis size (1536mb, 1gb)."""
+    m = re.fullmatch(r"(\d+)([A-Za-z]*)", str(quantity))
+    assert m, f"not a size: {quantity}"
+    units = {"": 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "K": 10**3, "M": 10**6, "G": 10**9,
+             "kb": 2**10, "mb": 2**20, "gb": 2**30, "k": 10**3, "m": 10**6, "g": 10**9}
+    return int(m.group(1)) * units[m.group(2)]
 
 
 def dockerfile_instructions():

@@ -113,3 +113,25 @@ def metric_names(exposition):
         if line and not line.startswith("#"):
             names.add(line.split("{")[0].split(" ")[0])
     return names
+
+
+@contextlib.contextmanager
+def redis_server(log_path, timeout_s=10):
+    """Starts Debian's redis-server on a free loopback port, in memory only; yields its
+    "HOST:PORT". AssertionError when it does not answer within timeout_s."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        proc = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                      "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def answers():
+            if proc.poll() is not None:
+                with open(log_path) as f:
+                    raise AssertionError(f"redis-server exited ({proc.returncode}):\n{f.read()}")
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        poll(f"redis-server on port {port} to answer PING", answers, timeout_s)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)

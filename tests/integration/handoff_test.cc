@@ -9,9 +9,11 @@
 #include <filesystem>
 #include <thread>
 
+#include "clients/lib/ssm_client.h"
 #include "server/model/model.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/integration/fault_proxy.h"
 #include "tests/integration/http_get.h"
 #include "tests/integration/raw_stream.h"
 #include "tests/integration/redis_process.h"
@@ -206,6 +208,66 @@ TEST_F(HandOffTest, AfterSigkillAnotherReplicaResumesFromTheLastCheckpoint) {
   ASSERT_NO_FATAL_FAILURE(ResumeAndFinish(*stub_b, &s, checkpointed, d_out));
   EXPECT_EQ(s.got, Offline(s.values));  // each frame once, bitwise
   EXPECT_GT(s.duplicates, 0);  // the frames after the checkpoint came twice and were dropped
+  EXPECT_EQ(b->Terminate(), 0);
+}
+
+// The client library on its own, through a "balancer" (the tests' proxy) that sends it to
+// replica B once A is killed: it resumes from A's last checkpoint, re-sends the chunks after it
+// from its replay buffer, drops the frames it already had, and its caller sees every frame
+// once, exactly as without the crash.
+TEST_F(HandOffTest, TheClientLibraryCarriesAStreamOverAKilledReplica) {
+  auto a = StartReplica("audio", *dir_ + "/audio", {"--checkpoint-interval", "1"});
+  auto b = StartReplica("audio", *dir_ + "/audio");
+  ASSERT_TRUE(a && b);
+  auto proxy = testing::FaultProxy::To(a->address());
+  ASSERT_NE(proxy, nullptr);
+  auto client = client::Client::Connect(proxy->address());
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  const std::vector<float> values = testing::RandomInput(rng_, (*model_)->config(), 64000);
+  std::mutex mu;
+  std::vector<float> got;
+  int64_t next_frame = 0;
+  bool contiguous = true;
+  client::StreamOptions options;
+  options.format = kF32;
+  options.resume_timeout_s = 20;
+  options.on_output = [&](const client::Output& out) {
+    std::lock_guard<std::mutex> lock(mu);
+    contiguous &= out.first_frame == next_frame;
+    next_frame = out.first_frame + out.frames;
+    got.insert(got.end(), out.values.begin(), out.values.end());
+  };
+  auto stream = (*client)->OpenStream(options);
+  ASSERT_TRUE(stream.ok()) << stream.status().ToString();
+  EXPECT_EQ((*stream)->WaitOpened()->checkpoint_interval_ms(), 1000u);
+  constexpr size_t kChunk = 1600;  // 100 ms
+  size_t sent = 0;
+  auto send = [&](size_t end) {
+    for (; sent < end; ++sent)
+      ASSERT_TRUE((*stream)->SendSamples(values.data() + sent * kChunk, kChunk).ok());
+  };
+  ASSERT_NO_FATAL_FAILURE(send(25));
+  // Two checkpoints (after about 1 s and 2 s of signal), then answers past the last one.
+  const auto deadline = Clock::now() + seconds(10);
+  while ((Metric(*a, "ssm_checkpoints_total{outcome=\"written\"}") < 2 ||
+          (*stream)->stats().chunks_answered < 25) &&
+         Clock::now() < deadline)
+    std::this_thread::sleep_for(milliseconds(10));
+  ASSERT_GE(Metric(*a, "ssm_checkpoints_total{outcome=\"written\"}"), 2);
+  ASSERT_TRUE(proxy->SetTarget(b->address()));
+  ASSERT_TRUE(a->Signal(SIGKILL));
+  a->Wait(seconds(5));
+  ASSERT_NO_FATAL_FAILURE(send(values.size() / kChunk));
+  const Status status = (*stream)->Close();
+  ASSERT_TRUE(status.ok()) << status.ToString();
+  const client::StreamStats stats = (*stream)->stats();
+  EXPECT_GE(stats.resumes, 1u);
+  EXPECT_GT(stats.duplicate_frames, 0);  // recomputed after the checkpoint, dropped
+  EXPECT_GT(stats.replayed_chunks, 0u);  // answered on A, re-sent to B from the replay buffer
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_TRUE(contiguous);
+  EXPECT_EQ(got, Offline(values));
+  EXPECT_EQ(Metric(*b, "ssm_stream_resumes_total{source=\"store\"}"), 1);
   EXPECT_EQ(b->Terminate(), 0);
 }
 

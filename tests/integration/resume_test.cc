@@ -232,6 +232,9 @@ TEST_F(ResumeTest, TokensAreSingleUseAndEachRefusalSaysWhy) {
   pb::StreamOutput replay;
   auto resumed = OpenCall(Open("", kF32, token, 0), &replay, &status);  // model "": its own
   ASSERT_NE(resumed, nullptr) << status.error_message();
+  ASSERT_TRUE(resumed->Send(3, payloads[3]));  // the client has the new token: the old one is used
+  pb::StreamOutput out;
+  ASSERT_TRUE(resumed->Read(&out));
   resumed->Cancel();
 
   struct Case {
@@ -246,13 +249,82 @@ TEST_F(ResumeTest, TokensAreSingleUseAndEachRefusalSaysWhy) {
   ASSERT_TRUE(done.Close(&outs).ok());
   for (const Case& c : {Case{token, "already used", "used_token"},
                         Case{"AAAAAAAAAAAAAAAAAAAAAAAA", "not found", "unknown_token"},
-                        Case{done.opened().resume_token(), "has ended (it completed)", "ended"}}) {
+                        Case{done.opened().resume_token(), "has ended (it completed", "completed"}}) {
     SCOPED_TRACE(c.message);
     const grpc::Status s = Refusal(Open("audio", kF32, c.token));
     EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
     EXPECT_NE(s.error_message().find(c.message), std::string::npos) << s.error_message();
     EXPECT_EQ(Metric(std::string("ssm_resume_failures_total{reason=\"") + c.reason + "\"}"), 1);
   }
+}
+
+// A break after the server accepted a resume but before the client got its `opened` (and so the
+// new token) must not lose the stream: the presented token names it until the client shows it
+// has the new one, by sending anything on the resumed call.
+TEST_F(ResumeTest, ATokenStaysValidUntilTheClientHasItsSuccessor) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  std::vector<float> values;
+  const auto payloads = AudioPayloads(&values, 32000, 1600);
+  const std::string first = BreakAfter("audio", kF32, payloads, 3);
+  std::vector<float> got;
+  for (int lost = 0; lost < 3; ++lost) {  // resumed, then broken before its first chunk
+    grpc::Status status;
+    pb::StreamOutput replay;
+    auto call = OpenCall(Open("audio", kF32, first, 0), &replay, &status);
+    ASSERT_NE(call, nullptr) << "resume " << lost << ": " << status.error_message();
+    EXPECT_EQ(call->opened().next_sequence(), 3u);
+    call->Cancel();
+  }
+  grpc::Status status;
+  pb::StreamOutput replay;
+  auto call = OpenCall(Open("audio", kF32, first, 0), &replay, &status);
+  ASSERT_NE(call, nullptr) << status.error_message();
+  got.assign(replay.values().begin(), replay.values().end());
+  const std::string second = call->opened().resume_token();
+  ASSERT_TRUE(call->Send(3, payloads[3]));  // the client has `second` now
+  pb::StreamOutput out;
+  ASSERT_TRUE(call->Read(&out));
+  got.insert(got.end(), out.values().begin(), out.values().end());
+  call->Cancel();
+  const grpc::Status used = Refusal(Open("audio", kF32, first, 0));
+  EXPECT_EQ(used.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_NE(used.error_message().find("already used"), std::string::npos) << used.error_message();
+  pb::StreamOutput last_replay;
+  auto last =
+      OpenCall(Open("audio", kF32, second, int64_t(got.size() / 2)), &last_replay, &status);
+  ASSERT_NE(last, nullptr) << status.error_message();
+  for (size_t i = last->opened().next_sequence(); i < payloads.size(); ++i)
+    EXPECT_TRUE(last->Send(i, payloads[i]));
+  got.insert(got.end(), last_replay.values().begin(), last_replay.values().end());
+  std::vector<pb::StreamOutput> outs;
+  ASSERT_TRUE(last->Close(&outs).ok());
+  for (const auto& o : outs) got.insert(got.end(), o.values().begin(), o.values().end());
+  EXPECT_EQ(got, Offline(*audio_, values));
+}
+
+// A client whose stream completed but that lost the final OK learns it from the refusal.
+TEST_F(ResumeTest, AResumeOfACompletedStreamSaysSoInItsTrailers) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  Call done(*stub_);
+  ASSERT_TRUE(done.Open(Open("audio", kF32)));
+  std::vector<pb::StreamOutput> outs;
+  ASSERT_TRUE(done.Close(&outs).ok());
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    Call call(*stub_);
+    EXPECT_FALSE(call.Open(Open("audio", kF32, done.opened().resume_token())));
+    const grpc::Status s = call.Finish();
+    if (s.error_code() == grpc::StatusCode::UNAVAILABLE) {  // not yet ended on the server
+      std::this_thread::sleep_for(milliseconds(10));
+      continue;
+    }
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+    const auto& trailers = call.context().GetServerTrailingMetadata();
+    auto it = trailers.find("ssm-stream-ended");
+    ASSERT_NE(it, trailers.end());
+    EXPECT_EQ(std::string(it->second.data(), it->second.size()), "completed");
+    return;
+  }
+  FAIL() << "the token stayed attached";
 }
 
 TEST_F(ResumeTest, ParkedStreamsExpireAndTheirMemoryIsFreed) {
