@@ -123,6 +123,9 @@ class StreamCall : public std::enable_shared_from_this<StreamCall> {
   // Reactions, forwarded by the current call's reactor from gRPC threads.
   void OnWriteDone(bool ok);
   void OnRead(const pb::StreamResponse& response);
+  // The call's responses ended (its read failed): no operation starts on it any more, and its
+  // hold is removed.
+  void OnReadsDone(StreamReactor* reactor);
   // `stream_completed`: the server's trailers say the stream had completed (a resume refused).
   void OnDone(const grpc::Status& status, bool stream_completed);
 
@@ -230,7 +233,10 @@ class StreamReactor final : public grpc::ClientBidiReactor<pb::StreamRequest, pb
 
   void OnWriteDone(bool ok) override { call_->OnWriteDone(ok); }
   void OnReadDone(bool ok) override {
-    if (!ok) return;  // no more responses; OnDone follows
+    if (!ok) {  // no more responses: the call is ending, and its hold can go (StartCallLocked)
+      call_->OnReadsDone(this);
+      return;
+    }
     call_->OnRead(response_);
     ReadNext();
   }
@@ -278,6 +284,10 @@ void StreamCall::StartCallLocked(bool resume) {
   writing_ = true;
   write_failed_ = false;
   writes_done_started_ = false;
+  // Writes start from other threads too (Send*, CloseSend), outside the call's reactions: gRPC
+  // needs a hold for that, or the call could finish (and be freed) while a write starts on it.
+  // The hold goes once the read side is done (OnReadsDone), after which nothing is written.
+  reactor_->AddHold();
   reactor_->StartWrite(reactor_->request());
   reactor_->ReadNext();
   reactor_->StartCall();  // reactions never run inline, so holding mu_ here is safe
@@ -470,6 +480,13 @@ void StreamCall::OnWriteDone(bool ok) {
     PumpWritesLocked();
     TrimLocked();
   }
+  cv_.notify_all();
+}
+
+void StreamCall::OnReadsDone(StreamReactor* reactor) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (reactor == reactor_) write_failed_ = true;  // the call is ending: nothing more goes out
+  reactor->RemoveHold();  // OnDone follows (never inline: gRPC schedules it)
   cv_.notify_all();
 }
 

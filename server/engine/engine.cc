@@ -85,8 +85,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
         Upload(*backend, m.tensor(fmt::format("backbone.layers.{}.norm.weight", l)).data));
   }
   e->pool_ = std::make_unique<StatePool>(backend, options.max_streams, state_floats);
-  e->frontend_states_.resize(options.max_streams);
-  e->non_finite_.assign(options.max_streams, 0);
+  e->slots_.resize(options.max_streams);
 
   const size_t rows = options.max_batch_frames;
   e->in_ = backend->Allocate(rows * c.d_in);
@@ -102,31 +101,31 @@ Engine::~Engine() = default;
 
 StatusOr<int> Engine::OpenStream() {
   SSM_ASSIGN_OR_RETURN(int slot, pool_->Acquire());
-  frontend_states_[slot] = frontend_->NewState();
-  non_finite_[slot] = 0;
+  slots_[slot].frontend = frontend_->NewState();
+  slots_[slot].non_finite = 0;
   return slot;
 }
 
 void Engine::CloseStream(int stream) {
-  frontend_states_[stream].reset();
+  slots_[stream].frontend.reset();
   pool_->Release(stream);
 }
 
 int64_t Engine::frames_emitted(int stream) const {
-  return frontend_states_[stream] ? frontend_states_[stream]->frames_emitted() : 0;
+  return slots_[stream].frontend ? slots_[stream].frontend->frames_emitted() : 0;
 }
 
 StatusOr<StreamSnapshot> Engine::SnapshotStream(int stream) const {
-  if (stream < 0 || stream >= pool_->capacity() || !frontend_states_[stream])
+  if (stream < 0 || stream >= pool_->capacity() || !slots_[stream].frontend)
     return FailedPreconditionError(fmt::format("stream {} is not open", stream));
-  if (non_finite_[stream])
+  if (slots_[stream].non_finite)
     return FailedPreconditionError(fmt::format(
         "stream {} produced a non-finite output; its state is not kept", stream));
   StreamSnapshot snapshot;
   snapshot.model_fingerprint = model_->fingerprint();
   snapshot.backend = backend_->name();
   snapshot.precision = "f32";
-  snapshot.frontend = frontend_->SaveState(*frontend_states_[stream]);
+  snapshot.frontend = frontend_->SaveState(*slots_[stream].frontend);
   snapshot.d_out = d_out();
   snapshot.held_first_frame = snapshot.frontend.frames;
   std::vector<float> slot(pool_->slot_floats());
@@ -173,8 +172,8 @@ StatusOr<int> Engine::RestoreStream(const StreamSnapshot& snapshot) {
                   "the snapshot does not fit this model: " + frontend_state.status().message());
   SSM_ASSIGN_OR_RETURN(int stream, pool_->Acquire());
   pool_->WriteSlot(stream, slot.data());
-  frontend_states_[stream] = std::move(*frontend_state);
-  non_finite_[stream] = 0;
+  slots_[stream].frontend = std::move(*frontend_state);
+  slots_[stream].non_finite = 0;
   return stream;
 }
 
@@ -191,7 +190,7 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
   for (size_t i = 0; i < chunks.size(); ++i) {
     const ChunkInput& in = chunks[i];
     ChunkOutput& out = result->chunks[i];
-    if (in.stream < 0 || in.stream >= pool_->capacity() || !frontend_states_[in.stream]) {
+    if (in.stream < 0 || in.stream >= pool_->capacity() || !slots_[in.stream].frontend) {
       out.status = FailedPreconditionError(fmt::format("stream {} is not open", in.stream));
       continue;
     }
@@ -201,15 +200,15 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
       continue;
     }
     seen[in.stream] = true;
-    if (non_finite_[in.stream]) {
+    if (slots_[in.stream].non_finite) {
       out.status = FailedPreconditionError(fmt::format(
           "stream {} produced a non-finite output earlier and its state is no longer usable; "
           "open a new stream",
           in.stream));
       continue;
     }
-    out.first_frame = frontend_states_[in.stream]->frames_emitted();
-    auto frames = frontend_->Process(frontend_states_[in.stream].get(), in.data, in.count,
+    out.first_frame = slots_[in.stream].frontend->frames_emitted();
+    auto frames = frontend_->Process(slots_[in.stream].frontend.get(), in.data, in.count,
                                      &features_);
     if (!frames.ok()) {
       out.status = frames.status();
@@ -258,7 +257,7 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
     const size_t bad = size_t(
         std::find_if(values, values + n, [](float v) { return !std::isfinite(v); }) - values);
     if (bad == n) continue;
-    non_finite_[chunks[i].stream] = 1;
+    slots_[chunks[i].stream].non_finite = 1;
     out.status = InternalError(fmt::format(
         "the model produced a non-finite output ({} at frame {}, output {}): its weights or this "
         "input overflow float32; the stream's state is no longer usable; open a new stream",

@@ -111,10 +111,14 @@ class Engine {
   std::unique_ptr<Frontend> frontend_;
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<StatePool> pool_;
-  std::vector<std::unique_ptr<FrontendState>> frontend_states_;  // by slot
-  // By slot: the stream produced a non-finite output. char, not bool: OpenStream writes its own
-  // slot from any thread, so the elements must not share bytes.
-  std::vector<char> non_finite_;
+  // What the engine keeps of one stream besides its recurrent state in the pool: the frontend
+  // carry (null while the slot is free) and whether it produced a non-finite output (char, not
+  // bool: OpenStream writes its own slot from any thread, so flags must not share bytes).
+  struct StreamSlot {
+    std::unique_ptr<FrontendState> frontend;
+    char non_finite = 0;
+  };
+  std::vector<StreamSlot> slots_;  // by slot
 
   // Weights outside the layers.
   std::unique_ptr<LinearWeights> input_proj_, head_;

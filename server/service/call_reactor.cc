@@ -42,7 +42,7 @@ void CallReactor::Start() {
 }
 
 size_t CallReactor::values_per_frame() const {
-  const ModelConfig& c = model_->model->config();
+  const ModelConfig& c = live_.model->model->config();
   return c.frontend.is_log_mel() ? size_t(c.frontend.hop_length) : size_t(c.d_in);
 }
 
@@ -52,7 +52,7 @@ void CallReactor::OnReadDone(bool ok) {
   if (finish_requested_ || input_ended_) return;
   if (!ok) {  // half-close, or the call is broken (OnCancel follows then)
     input_ended_ = true;
-    if (model_ == nullptr) {
+    if (live_.model == nullptr) {
       FinishLocked(grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                                 "the request stream ended before its `open` message"),
                    CloseReason::kError);
@@ -107,26 +107,26 @@ void CallReactor::FailInputLocked(const Status& status) {
 }
 
 Status CallReactor::HandleRequestLocked(const pb::StreamRequest& request) {
-  if (model_ == nullptr) return HandleOpenLocked(request);
+  if (live_.model == nullptr) return HandleOpenLocked(request);
   if (request.has_open())
     return InvalidArgumentError(fmt::format(
-        "a second `open` message on stream {}; one call carries one stream", stream_id_));
-  if (alias_pending_) {  // a message after `opened`: the client has the new token
-    shared_->parked->Confirm(presented_hash_);
-    alias_pending_ = false;
+        "a second `open` message on stream {}; one call carries one stream", live_.id));
+  if (live_.alias_pending) {  // a message after `opened`: the client has the new token
+    shared_->parked->Confirm(live_.presented_hash);
+    live_.alias_pending = false;
   }
   if (!request.has_chunk())
     return InvalidArgumentError("a request with neither `open` nor `chunk`");
   const pb::StreamChunk& chunk = request.chunk();
-  if (chunk.sequence() != next_sequence_)
+  if (chunk.sequence() != live_.next_sequence)
     return InvalidArgumentError(fmt::format(
         "chunk sequence {} but expected {}: sequence numbers start at 0 and go up by 1 ({})",
-        chunk.sequence(), next_sequence_,
-        chunk.sequence() < next_sequence_ ? "repeated chunk" : "a chunk is missing"));
+        chunk.sequence(), live_.next_sequence,
+        chunk.sequence() < live_.next_sequence ? "repeated chunk" : "a chunk is missing"));
   std::vector<float> values;
-  Status decoded = DecodePayload(format_, chunk.payload(), model_->model->config().d_in, &values);
+  Status decoded = DecodePayload(live_.format, chunk.payload(), live_.model->model->config().d_in, &values);
   if (!decoded.ok()) return decoded.WithContext(fmt::format("chunk {}", chunk.sequence()));
-  ++next_sequence_;
+  ++live_.next_sequence;
   return HandleChunkLocked(chunk.sequence(), std::move(values));
 }
 
@@ -311,17 +311,13 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
       return put_back(ResumeFailure::kNoSlot, stream.status());
     return refuse(ResumeFailure::kCorrupt, stream.status().WithContext("the parked stream"));
   }
-  applied_sequence_ = next_sequence_ = snapshot->next_sequence;
-  held_first_frame_ = snapshot->held_first_frame;
-  if (!snapshot->held_outputs.empty()) {
-    held_floats_ = snapshot->held_outputs.size();
-    held_.push_back(snapshot->held_outputs);
-  }
+  live_.applied = live_.next_sequence = snapshot->next_sequence;
+  live_.held.Reset(snapshot->held_first_frame, snapshot->held_outputs, snapshot->d_out);
   OpenedLocked(model, *stream, format, open.label(), &*snapshot, std::min(from, next_frame));
-  if (has_token_) {  // the presented token names the stream until the client has the new one
-    shared_->parked->Alias(hash, token_hash_);
-    presented_hash_ = hash;
-    alias_pending_ = true;
+  if (live_.has_token) {  // the presented token names the stream until the client has the new one
+    shared_->parked->Alias(hash, live_.token_hash);
+    live_.presented_hash = hash;
+    live_.alias_pending = true;
   }
   if (metrics != nullptr) (from_store ? metrics->resumes_store : metrics->resumes)->Increment();
   return OkStatus();
@@ -338,47 +334,47 @@ std::string CallReactor::ModelFingerprints() const {
 void CallReactor::OpenedLocked(const ServedModel* model, int stream, PayloadFormat format,
                                const std::string& label, const StreamSnapshot* resumed,
                                int64_t resume_from_frame) {
-  model_ = model;
-  scheduler_ = model->scheduler.get();
-  stream_ = stream;
-  format_ = format;
-  label_ = label;
-  stream_id_ = fmt::format("{}-{}", model->name, shared_->next_stream_id.fetch_add(1));
+  live_.model = model;
+  live_.scheduler = model->scheduler.get();
+  live_.slot = stream;
+  live_.format = format;
+  live_.label = label;
+  live_.id = fmt::format("{}-{}", model->name, shared_->next_stream_id.fetch_add(1));
   opened_at_ = Clock::now();
-  frames_at_open_ = resumed != nullptr ? resumed->frontend.frames : 0;
-  frames_done_ = checkpoint_frame_ = frames_at_open_;
+  live_.frames_at_open = resumed != nullptr ? resumed->frontend.frames : 0;
+  live_.frames_done = live_.checkpoint_frame = live_.frames_at_open;
   if (model->metrics != nullptr) model->metrics->StreamOpened();
 
   std::string token;
   if (behaviour_.resumable && shared_->parked->enabled()) {
     canceller_ = std::make_shared<CallCanceller>(context_);
-    auto issued = shared_->parked->Issue(canceller_, &token_hash_);
+    auto issued = shared_->parked->Issue(canceller_, &live_.token_hash);
     if (issued.ok()) {
       token = *issued;
-      token_ = std::move(*issued);
-      has_token_ = true;
+      live_.token = std::move(*issued);
+      live_.has_token = true;
     } else {
-      log::Warning("{} {}: no resume token: {}", behaviour_.rpc, stream_id_,
+      log::Warning("{} {}: no resume token: {}", behaviour_.rpc, live_.id,
                    issued.status().message());
     }
   }
   if (resumed != nullptr)
     log::Info("{} {} resumed a parked stream at chunk {}, frame {}{}{}", behaviour_.rpc,
-              stream_id_, resumed->next_sequence, resumed->frontend.frames,
-              label_.empty() ? "" : " label=", log::Printable(label_));
+              live_.id, resumed->next_sequence, resumed->frontend.frames,
+              live_.label.empty() ? "" : " label=", log::Printable(live_.label));
 
   pb::StreamResponse response;
   pb::StreamOpened* opened = response.mutable_opened();
-  opened->set_stream_id(stream_id_);
+  opened->set_stream_id(live_.id);
   *opened->mutable_model() = shared_->model_infos.at(model->name);
   opened->set_max_chunk_ms(uint32_t(config().max_chunk_ms));
   // 100 ms: 10 frames per chunk at 100 frames/s batches well and keeps latency low.
   opened->set_recommended_chunk_ms(uint32_t(std::min(100, config().max_chunk_ms)));
   opened->set_resume_token(token);
-  opened->set_next_sequence(next_sequence_);
+  opened->set_next_sequence(live_.next_sequence);
   opened->set_resumed(resumed != nullptr);
-  opened->set_next_frame(frames_at_open_);
-  if (shared_->store != nullptr && has_token_)
+  opened->set_next_frame(live_.frames_at_open);
+  if (shared_->store != nullptr && live_.has_token)
     opened->set_checkpoint_interval_ms(uint32_t(config().checkpoint_interval_s * 1000.0));
   QueueWriteLocked(response, false);
   if (resumed == nullptr || resume_from_frame >= resumed->frontend.frames) return;
@@ -400,7 +396,7 @@ void CallReactor::OpenedLocked(const ServedModel* model, int stream, PayloadForm
 void CallReactor::SubmitLocked(uint64_t sequence, std::vector<float> values) {
   chunks_.push_back({sequence, Clock::now()});
   ++in_flight_;
-  scheduler_->Submit(stream_, std::move(values));
+  live_.scheduler->Submit(live_.slot, std::move(values));
 }
 
 void CallReactor::OnResult(ChunkResult result) {
@@ -427,11 +423,11 @@ void CallReactor::OnResult(ChunkResult result) {
     pb::StreamOutput* out = response.mutable_output();
     out->set_first_frame(result.first_frame);
     out->set_frames(result.frames);
-    out->set_d_out(model_->engine->d_out());
+    out->set_d_out(live_.model->engine->d_out());
     out->mutable_values()->Add(result.outputs.begin(), result.outputs.end());
     out->set_sequence(meta.sequence);
     out->set_server_latency_ms(Millis(meta.arrival, now));
-    out->set_checkpointed_sequence(checkpointed_sequence_);
+    out->set_checkpointed_sequence(live_.checkpointed);
     QueueWriteLocked(response, true);
   }
   RecordResultLocked(result, meta.arrival, now);
@@ -442,32 +438,21 @@ void CallReactor::OnResult(ChunkResult result) {
 }
 
 void CallReactor::HoldLocked(uint64_t sequence, ChunkResult result) {
-  if (!has_token_) return;
-  applied_sequence_ = sequence + 1;
-  if (result.frames == 0) return;
-  frames_done_ = result.first_frame + result.frames;
-  if (held_.empty()) held_first_frame_ = result.first_frame;
-  held_floats_ += result.outputs.size();
-  held_.push_back(std::move(result.outputs));
-  const size_t d_out = size_t(model_->engine->d_out());
-  while (held_.size() > 1 && held_floats_ - held_.front().size() >= kHeldOutputFloats) {
-    held_first_frame_ += int64_t(held_.front().size() / d_out);
-    held_floats_ -= held_.front().size();
-    held_.pop_front();
-  }
+  if (!live_.has_token) return;
+  live_.Applied(sequence, result.first_frame, result.frames, std::move(result.outputs));
 }
 
 void CallReactor::RecordResultLocked(const ChunkResult& result, Clock::time_point arrival,
                                      Clock::time_point now) {
-  ModelMetrics* m = model_->metrics;
+  ModelMetrics* m = live_.model->metrics;
   if (m == nullptr) return;  // metrics off
   if (behaviour_.priority != Priority::kRealTime) {
     m->offline_frames->Increment(result.frames);
     return;
   }
   // Lag: wall time since open minus the signal time covered by the outputs so far.
-  const double signal_s = double(result.first_frame + result.frames - frames_at_open_) /
-                          model_->model->config().frame_rate();
+  const double signal_s = double(result.first_frame + result.frames - live_.frames_at_open) /
+                          live_.model->model->config().frame_rate();
   m->ChunkAnswered(Seconds(arrival, now), result.frames,
                    std::max(0.0, Seconds(opened_at_, now) - signal_s));
 }
@@ -555,8 +540,8 @@ void CallReactor::CompleteDone() {
   std::string ended;  // why the stream ended for good, for a later resume's refusal
   {
     std::lock_guard<std::mutex> lock(mu_);
-    stream = stream_;
-    scheduler = scheduler_;
+    stream = live_.slot;
+    scheduler = live_.scheduler;
     // A cancel can follow a status already requested (the cancelled read looks like a
     // half-close): the call still ended by the client's doing.
     if (cancelled_ && finish_status_.ok()) {
@@ -571,14 +556,14 @@ void CallReactor::CompleteDone() {
     if (reason == CloseReason::kError)
       ended = fmt::format("it failed with {}", StatusCodeName(code));
     shared_->metrics->CountError(int(code));
-    if (model_ != nullptr && model_->metrics != nullptr && code == StatusCode::kOk &&
+    if (live_.model != nullptr && live_.model->metrics != nullptr && code == StatusCode::kOk &&
         behaviour_.priority == Priority::kFile) {
-      model_->metrics->offline_files->Increment();
-      model_->metrics->offline_file_seconds->Observe(Seconds(opened_at_, Clock::now()));
+      live_.model->metrics->offline_files->Increment();
+      live_.model->metrics->offline_file_seconds->Observe(Seconds(opened_at_, Clock::now()));
     }
     if (!finish_status_.ok() && finish_status_.error_code() != grpc::StatusCode::CANCELLED)
-      log::Warning("{} {}{}{} ended: {} {}", behaviour_.rpc, stream_id_.empty() ? "-" : stream_id_,
-                   label_.empty() ? "" : " label=", label_, int(finish_status_.error_code()),
+      log::Warning("{} {}{}{} ended: {} {}", behaviour_.rpc, live_.id.empty() ? "-" : live_.id,
+                   live_.label.empty() ? "" : " label=", live_.label, int(finish_status_.error_code()),
                    finish_status_.error_message());
   }
   // The slot is freed on the scheduler's worker, after any step still using it.
@@ -586,18 +571,18 @@ void CallReactor::CompleteDone() {
     Scheduler::SnapshotFn on_snapshot;
     if (park) {
       on_snapshot = [this](StatusOr<StreamSnapshot> snapshot) { Park(std::move(snapshot)); };
-    } else if (has_token_) {
+    } else if (live_.has_token) {
       shared_->parked->Forget(
-          token_hash_,
+          live_.token_hash,
           reason == CloseReason::kCompleted ? TokenFate::kCompleted : TokenFate::kEnded, ended);
       // A stream that ended for good needs no checkpoint (one handed off keeps its snapshot).
-      if (shared_->store != nullptr && checkpoints_written_ && !handed_off_)
-        shared_->store->Delete(token_hash_);
+      if (shared_->store != nullptr && live_.checkpoints_written && !live_.handed_off)
+        shared_->store->Delete(live_.token_hash);
     }
     scheduler->Close(
         stream,
         [this, reason] {
-          if (model_->metrics != nullptr) model_->metrics->StreamClosed(reason);
+          if (live_.model->metrics != nullptr) live_.model->metrics->StreamClosed(reason);
           delete this;
         },
         std::move(on_snapshot));
@@ -607,7 +592,7 @@ void CallReactor::CompleteDone() {
 }
 
 bool CallReactor::ParksLocked(CloseReason reason) const {
-  return behaviour_.resumable && has_token_ &&
+  return behaviour_.resumable && live_.has_token &&
          (reason == CloseReason::kCancelled || reason == CloseReason::kIdleTimeout ||
           reason == CloseReason::kWriteTimeout);
 }
@@ -617,33 +602,21 @@ void CallReactor::Park(StatusOr<StreamSnapshot> snapshot) {
   std::lock_guard<std::mutex> lock(mu_);
   const Status status = FillSnapshotLocked(&snapshot);
   if (!status.ok()) {
-    shared_->parked->Forget(token_hash_, TokenFate::kNotKept, status.message());
+    shared_->parked->Forget(live_.token_hash, TokenFate::kNotKept, status.message());
     return;
   }
   std::string bytes = EncodeCounted(*snapshot, start, shared_->metrics->resume());
   const size_t size = bytes.size();
-  if (shared_->parked->Park(token_hash_, {model_->name, std::move(bytes)}))
+  if (shared_->parked->Park(live_.token_hash, {live_.model->name, std::move(bytes)}))
     log::Info("{} {} parked at chunk {}, frame {} ({} bytes) for {:g} s", behaviour_.rpc,
-              stream_id_, applied_sequence_, frames_done_, size, shared_->parked->options().ttl_s);
+              live_.id, live_.applied, live_.frames_done, size, shared_->parked->options().ttl_s);
 }
 
 Status CallReactor::FillSnapshotLocked(StatusOr<StreamSnapshot>* snapshot) {
   if (!snapshot->ok()) return snapshot->status();
-  StreamSnapshot& s = **snapshot;
-  s.next_sequence = applied_sequence_;
-  s.held_first_frame = held_.empty() ? s.frontend.frames : held_first_frame_;
-  s.held_outputs.reserve(held_floats_);
-  for (const std::vector<float>& outputs : held_)
-    s.held_outputs.insert(s.held_outputs.end(), outputs.begin(), outputs.end());
-  const size_t d_out = size_t(s.d_out);
-  if (int64_t(s.held_outputs.size() / d_out) != s.frontend.frames - s.held_first_frame) {
-    // Not expected: the held outputs always end at the state's frame.
-    log::Error("{} {}: held outputs end at frame {}, the state at frame {}", behaviour_.rpc,
-               stream_id_, s.held_first_frame + int64_t(s.held_outputs.size() / d_out),
-               s.frontend.frames);
-    return InternalError("an internal inconsistency of the held outputs");
-  }
-  return OkStatus();
+  const Status filled = live_.FillSnapshot(&**snapshot);
+  if (!filled.ok()) log::Error("{} {}: {}", behaviour_.rpc, live_.id, filled.message());
+  return filled;
 }
 
 std::string CallReactor::EncodeCounted(const StreamSnapshot& snapshot, Clock::time_point start,
@@ -666,16 +639,16 @@ std::function<std::string()> CallReactor::Encoder(StreamSnapshot snapshot) const
 }
 
 void CallReactor::MaybeCheckpointLocked() {
-  if (shared_->store == nullptr || !has_token_ || checkpoint_in_flight_ || finish_requested_ ||
+  if (shared_->store == nullptr || !live_.has_token || live_.checkpoint_in_flight || finish_requested_ ||
       draining_ || config().checkpoint_interval_s <= 0)
     return;
   const double signal_s =
-      double(frames_done_ - checkpoint_frame_) / model_->model->config().frame_rate();
+      double(live_.frames_done - live_.checkpoint_frame) / live_.model->model->config().frame_rate();
   if (signal_s < config().checkpoint_interval_s) return;
-  checkpoint_in_flight_ = true;
-  checkpoint_frame_ = frames_done_;
+  live_.checkpoint_in_flight = true;
+  live_.checkpoint_frame = live_.frames_done;
   ++pending_async_;
-  scheduler_->Snapshot(stream_, [this](StatusOr<StreamSnapshot> snapshot) {
+  live_.scheduler->Snapshot(live_.slot, [this](StatusOr<StreamSnapshot> snapshot) {
     Checkpoint(std::move(snapshot));
   });
 }
@@ -683,17 +656,17 @@ void CallReactor::MaybeCheckpointLocked() {
 void CallReactor::Checkpoint(StatusOr<StreamSnapshot> snapshot) {  // worker
   {
     std::lock_guard<std::mutex> lock(mu_);
-    const uint64_t sequence = applied_sequence_;
+    const uint64_t sequence = live_.applied;
     Status status = finish_requested_ ? Status(StatusCode::kCancelled, "the call is ending")
                                       : FillSnapshotLocked(&snapshot);
     if (!status.ok()) {
-      checkpoint_in_flight_ = false;
+      live_.checkpoint_in_flight = false;
     } else {
       ++pending_async_;
       // The encoder and the callback both run on the store's thread, one after the other.
       auto size = std::make_shared<size_t>(0);
       shared_->store->Put(
-          token_hash_,
+          live_.token_hash,
           [encode = Encoder(std::move(*snapshot)), size] {
             std::string bytes = encode();
             *size = bytes.size();
@@ -709,11 +682,11 @@ void CallReactor::Checkpoint(StatusOr<StreamSnapshot> snapshot) {  // worker
 void CallReactor::CheckpointDone(uint64_t sequence, size_t bytes, const Status& written) {
   {
     std::lock_guard<std::mutex> lock(mu_);
-    checkpoint_in_flight_ = false;
+    live_.checkpoint_in_flight = false;
     ResumeMetrics* m = shared_->metrics->resume();
     if (written.ok()) {
-      checkpointed_sequence_ = std::max(checkpointed_sequence_, sequence);
-      checkpoints_written_ = true;
+      live_.checkpointed = std::max(live_.checkpointed, sequence);
+      live_.checkpoints_written = true;
       if (m != nullptr) {
         m->checkpoints->Increment();
         m->checkpoint_bytes->Increment(double(bytes));
@@ -728,9 +701,9 @@ void CallReactor::CheckpointDone(uint64_t sequence, size_t bytes, const Status& 
 // Draining with a state store: the stream's snapshot goes to the store, then the call ends with
 // UNAVAILABLE and the token in its trailing metadata (docs/design.md §7).
 void CallReactor::StartHandOffLocked() {
-  handoff_started_ = true;
+  live_.handoff_started = true;
   ++pending_async_;
-  scheduler_->Snapshot(stream_, [this](StatusOr<StreamSnapshot> snapshot) {
+  live_.scheduler->Snapshot(live_.slot, [this](StatusOr<StreamSnapshot> snapshot) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       const Status status = FillSnapshotLocked(&snapshot);
@@ -738,7 +711,7 @@ void CallReactor::StartHandOffLocked() {
         HandOffDoneLocked(status);
       } else {
         ++pending_async_;
-        shared_->store->Put(token_hash_, Encoder(std::move(*snapshot)),
+        shared_->store->Put(live_.token_hash, Encoder(std::move(*snapshot)),
                             shared_->parked->options().ttl_s,
                             [this](Status stored) {
                               {
@@ -757,22 +730,22 @@ void CallReactor::HandOffDoneLocked(const Status& stored) {
   if (ResumeMetrics* m = shared_->metrics->resume())
     (stored.ok() ? m->handoffs_saved : m->handoffs_failed)->Increment();
   if (!stored.ok()) {
-    log::Warning("{} {}: not handed off: {}", behaviour_.rpc, stream_id_, stored.message());
+    log::Warning("{} {}: not handed off: {}", behaviour_.rpc, live_.id, stored.message());
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                               fmt::format("the server is shutting down and could not save the "
                                           "stream ({}); chunks up to sequence {} were answered; "
                                           "continue on another server with a new stream",
-                                          stored.message(), int64_t(applied_sequence_) - 1)),
+                                          stored.message(), int64_t(live_.applied) - 1)),
                  CloseReason::kDrained);
     return;
   }
-  handed_off_ = true;
-  if (!finish_requested_) context_->AddTrailingMetadata("ssm-resume-token", token_);
+  live_.handed_off = true;
+  if (!finish_requested_) context_->AddTrailingMetadata("ssm-resume-token", live_.token);
   FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                             fmt::format("the server is shutting down; the stream was saved at "
                                         "chunk {}: resume it on another server with its resume "
                                         "token (also in the trailing metadata ssm-resume-token)",
-                                        applied_sequence_)),
+                                        live_.applied)),
                CloseReason::kDrained);
 }
 
@@ -790,20 +763,20 @@ void CallReactor::MaybeCompleteLocked() {
     FinishLocked(ToGrpcStatus(input_error_),
                  input_error_.ok() ? CloseReason::kCompleted : CloseReason::kError);
   } else if (draining_ && behaviour_.ends_on_drain) {
-    if (handoff_started_) return;  // it finishes the call
-    if (shared_->store != nullptr && has_token_) {
+    if (live_.handoff_started) return;  // it finishes the call
+    if (shared_->store != nullptr && live_.has_token) {
       StartHandOffLocked();
       return;
     }
     FinishLocked(
         grpc::Status(
             grpc::StatusCode::UNAVAILABLE,
-            next_sequence_ == 0
+            live_.next_sequence == 0
                 ? std::string("the server is shutting down; no chunk was received")
                 : fmt::format(
                       "the server is shutting down; chunks up to sequence {} were answered, "
                       "later ones were not processed; continue on another server",
-                      next_sequence_ - 1)),
+                      live_.next_sequence - 1)),
         CloseReason::kDrained);
   }
 }
@@ -854,7 +827,7 @@ void CallReactor::CheckIdle(Clock::time_point now) {
           grpc::Status(
               grpc::StatusCode::DEADLINE_EXCEEDED,
               fmt::format("no {} for {:g} s (--idle-timeout); the stream was closed",
-                          model_ == nullptr ? "open message" : "chunk", config().idle_timeout_s)),
+                          live_.model == nullptr ? "open message" : "chunk", config().idle_timeout_s)),
           CloseReason::kIdleTimeout);
       return;
     }
@@ -868,7 +841,7 @@ void CallReactor::CheckIdle(Clock::time_point now) {
 void CallReactor::Drain() {
   std::lock_guard<std::mutex> lock(mu_);
   draining_ = true;
-  if (model_ == nullptr) {
+  if (live_.model == nullptr) {
     FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                               "the server is shutting down; open the stream on another server"),
                  CloseReason::kDrained);

@@ -44,6 +44,7 @@
 
 #include "kernels/base/status.h"
 #include "server/service/call_registry.h"
+#include "server/service/live_stream.h"
 #include "server/service/metrics.h"
 #include "server/service/model_registry.h"
 #include "server/service/parked_streams.h"
@@ -78,9 +79,6 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
  public:
   // Chunks (or file segments) submitted and not yet written back, per call.
   static constexpr int kMaxChunksInFlight = 4;
-  // A resumable stream holds at least this many floats of its latest outputs (whole chunks'),
-  // to send again to a client resuming after a break: 64 KiB.
-  static constexpr size_t kHeldOutputFloats = 16384;
 
   void OnReadDone(bool ok) override;
   void OnWriteDone(bool ok) override;
@@ -111,7 +109,7 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
 
   // Queues values as the next chunk of the stream; `sequence` tags its output.
   void SubmitLocked(uint64_t sequence, std::vector<float> values);
-  const ServedModel& model() const { return *model_; }  // valid after open
+  const ServedModel& model() const { return *live_.model; }  // valid after open
   const ServerConfig& config() const { return *shared_->config; }
   // Input values per output frame: hop samples (audio) or d_in floats (frames).
   size_t values_per_frame() const;
@@ -195,12 +193,6 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   pb::StreamRequest request_;     // the last message read, parsed
   std::deque<Write> writes_;      // front is in flight when write_in_flight_
   std::deque<ChunkMeta> chunks_;  // submitted, awaiting their result, in order
-  const ServedModel* model_ = nullptr;
-  Scheduler* scheduler_ = nullptr;
-  PayloadFormat format_ = PayloadFormat::kUnspecified;
-  std::string stream_id_, label_;
-  int stream_ = -1;  // scheduler stream id once open
-  uint64_t next_sequence_ = 0;
   uint64_t messages_read_ = 0;  // request messages received, `open` included
   int in_flight_ = 0;           // chunks submitted and not yet written back
   bool read_in_flight_ = false;
@@ -217,33 +209,13 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   std::chrono::steady_clock::time_point last_activity_;  // last read, result or write done
   std::chrono::steady_clock::time_point write_started_;  // of the write in flight
   std::chrono::steady_clock::time_point opened_at_;      // when `open` was accepted
-  // Resuming (resumable calls with a token).
-  std::shared_ptr<CallCanceller> canceller_;  // lets a resume cancel this call
-  Digest token_hash_{};
-  bool has_token_ = false;
-  uint64_t applied_sequence_ = 0;        // chunks applied to the stream's state so far
-  std::deque<std::vector<float>> held_;  // latest chunks' outputs, in order, frames > 0
-  int64_t held_first_frame_ = 0;         // frame index of held_.front()'s first frame
-  size_t held_floats_ = 0;
-  int64_t frames_at_open_ = 0;  // the stream's frame index when this call opened it
-  int64_t frames_done_ = 0;     // frames the stream has produced (its next frame index)
-  std::string token_;           // this call's token, for the hand-off's trailing metadata
   // Asynchronous work in flight, and OnDone has run (its work waits for pending_async_ == 0).
   int pending_async_ = 0;
   bool done_ = false;
   pb::StreamOpen pending_open_;  // the `open` of a resume waiting for the store
   bool store_lookup_ = false;
-  // Checkpoints and the hand-off (with a store).
-  bool checkpoint_in_flight_ = false;
-  int64_t checkpoint_frame_ = 0;        // frame at the last checkpoint requested
-  uint64_t checkpointed_sequence_ = 0;  // chunks saved in the store (StreamOutput field)
-  bool checkpoints_written_ = false;
-  bool handoff_started_ = false;
-  bool handed_off_ = false;
-  // A resumed call: the token the client presented still names the stream (an alias) until
-  // its first message after `opened` shows that it has the new one.
-  Digest presented_hash_{};
-  bool alias_pending_ = false;
+  LiveStream live_;  // the stream, once `open` is accepted
+  std::shared_ptr<CallCanceller> canceller_;  // lets a resume cancel this call
 };
 
 }  // namespace ssm

@@ -18,7 +18,7 @@
 
 #include "server/engine/engine.h"
 #include "server/model/model.h"
-#include "server/service/call_reactor.h"
+#include "server/service/live_stream.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/integration/raw_stream.h"
 
@@ -162,26 +162,20 @@ int RunSnapshotSize(const Args& a) {
   std::normal_distribution<float> d(0.0f, 0.3f);
   std::vector<float> input(chunk);
   auto stream = (*engine)->OpenStream();
-  // The reactor holds whole chunks' outputs, at least kHeldOutputFloats of them.
-  std::vector<std::vector<float>> held;
-  size_t held_floats = 0;
+  // The outputs a stream holds for a resume, as the service keeps them.
+  HeldOutputs held;
+  held.Reset(0, {}, c.d_out);
   StepResult step;
   const int chunks = int(a.snapshot_seconds * 1000 / a.chunk_ms);
   for (int i = 0; i < chunks; ++i) {
     for (float& x : input) x = d(rng);
     (*engine)->Step({{*stream, input.data(), input.size()}}, &step);
-    held.push_back(step.outputs);
-    held_floats += step.outputs.size();
-    while (held.size() > 1 && held_floats - held.front().size() >= CallReactor::kHeldOutputFloats) {
-      held_floats -= held.front().size();
-      held.erase(held.begin());
-    }
+    held.Add(step.chunks[0].first_frame, step.chunks[0].frames, step.outputs);
   }
   auto snapshot = (*engine)->SnapshotStream(*stream);
-  const int64_t frames = snapshot->frontend.frames;
-  for (const auto& h : held)
-    snapshot->held_outputs.insert(snapshot->held_outputs.end(), h.begin(), h.end());
-  snapshot->held_first_frame = frames - int64_t(held_floats / size_t(c.d_out));
+  snapshot->held_first_frame = held.first_frame();
+  held.AppendTo(&snapshot->held_outputs);
+  const size_t held_floats = held.floats();
   const Clock::time_point start = Clock::now();
   const std::string bytes = EncodeSnapshot(*snapshot);
   const double encode_us = std::chrono::duration<double, std::micro>(Clock::now() - start).count();
