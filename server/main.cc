@@ -143,13 +143,6 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
                               std::chrono::milliseconds(int64_t(config.drain_timeout_s * 1000.0));
   if (!calls.WaitUntilEmpty(drain_deadline))
     log::Warning("drain timeout: cancelling {} open calls", calls.size());
-  if (store != nullptr && parked.parked() > 0) {
-    const size_t parked_streams = parked.parked();
-    const size_t saved =
-        parked.HandOff(store.get(), std::max(drain_deadline, std::chrono::steady_clock::now() +
-                                                                 std::chrono::seconds(1)));
-    log::Info("handed off {} of {} parked streams to the state store", saved, parked_streams);
-  }
   (*listener)->Stop();  // first: gRPC's acceptor drops (and leaks) connections after Shutdown
   server->Shutdown(std::chrono::system_clock::now() + kShutdownGrace);
   http.reset();
@@ -158,7 +151,14 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   if (store != nullptr)
     store->WaitIdle(std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(int64_t(2000.0 * config.store_timeout_s)));
-  (*models)->StopSchedulers();  // runs the last stream closes
+  (*models)->StopSchedulers();  // runs the last stream closes (and parks)
+  if (store != nullptr && parked.parked() > 0) {  // parked streams, to whichever replica resumes
+    const size_t parked_streams = parked.parked();
+    const size_t saved =
+        parked.HandOff(store.get(), std::max(drain_deadline, std::chrono::steady_clock::now() +
+                                                                 std::chrono::seconds(1)));
+    log::Info("handed off {} of {} parked streams to the state store", saved, parked_streams);
+  }
   store.reset();
   calls.Stop();
   log::Info("stopped");

@@ -147,6 +147,16 @@ StatusOr<int> Engine::RestoreStream(const StreamSnapshot& snapshot) {
   if (snapshot.precision != "f32")
     return FailedPreconditionError(fmt::format(
         "the snapshot's precision is \"{}\"; this engine runs \"f32\"", snapshot.precision));
+  if (snapshot.d_out != d_out())
+    return Status(StatusCode::kDataLoss,
+                  fmt::format("the snapshot's outputs have d_out {}; the model's have {}",
+                              snapshot.d_out, d_out()));
+  // Frame indices this large would overflow int64 arithmetic downstream (no stream gets there).
+  constexpr int64_t kMaxFrames = int64_t(1) << 53;
+  if (snapshot.frontend.frames > kMaxFrames)
+    return Status(StatusCode::kDataLoss,
+                  fmt::format("the snapshot claims {} frames emitted, more than {}",
+                              snapshot.frontend.frames, kMaxFrames));
   if (snapshot.layers.size() != layers_.size())
     return Status(StatusCode::kDataLoss,
                   fmt::format("the snapshot has {} layer states; the model has {} layers",

@@ -158,6 +158,7 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
 }
 
 Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat format) {
+  resume_attempt_ = true;
   ResumeMetrics* metrics = shared_->metrics->resume();
   auto refuse = [metrics](ResumeFailure failure, const Status& status) {
     if (metrics != nullptr) metrics->failures[size_t(failure)]->Increment();
@@ -181,6 +182,10 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
   auto taken = shared_->parked->Take(open.resume_token(), &hash, &failure);
   if (!taken.ok() && failure == ResumeFailure::kUnknownToken && shared_->store != nullptr) {
     // Not parked here: another replica may have handed it off or checkpointed it.
+    if (!shared_->parked->BeginLookup(hash))
+      return refuse(ResumeFailure::kAttached,
+                    UnavailableError("a resume of this stream is in progress on another call; "
+                                     "retry the resume in a moment"));
     pending_open_ = open;
     store_lookup_ = true;
     ++pending_async_;
@@ -206,26 +211,47 @@ void CallReactor::OnStoreTake(const Digest& hash, StatusOr<std::string> bytes) {
     store_lookup_ = false;
     ResumeMetrics* metrics = shared_->metrics->resume();
     if (finish_requested_) {
-      // The client is gone meanwhile: keep the stream for its next attempt.
+      // The client is gone meanwhile: keep the stream for its next attempt (queued before the
+      // lookup ends, so that a later attempt's GETDEL comes after this put).
       if (bytes.ok()) {
         ++pending_async_;
         shared_->store->Put(hash, std::move(*bytes), shared_->parked->options().ttl_s,
                             [this](Status) { AsyncDone(); });
       }
+      shared_->parked->EndLookup(hash);
     } else if (!bytes.ok()) {
+      shared_->parked->EndLookup(hash);
+      // Parked here meanwhile (its old call ended while this lookup ran)?
+      Digest local_hash;
+      ResumeFailure failure = ResumeFailure::kUnknownToken;
+      auto local = shared_->parked->Take(pending_open_.resume_token(), &local_hash, &failure);
       const bool missing = bytes.status().code() == StatusCode::kNotFound;
-      if (metrics != nullptr)
-        metrics->failures[size_t(missing ? ResumeFailure::kUnknownToken : ResumeFailure::kStore)]
-            ->Increment();
-      FailInputLocked(
-          missing ? NotFoundError(
-                        "resume token not found: no stream was parked, handed off or "
-                        "checkpointed with it on this server or in its state store (or it "
-                        "expired); open a new stream")
-                  : UnavailableError(fmt::format("{}; the stream may still be there: retry the "
-                                                 "resume",
-                                                 bytes.status().message())));
+      if (local.ok()) {
+        const Status resumed =
+            ContinueResumeLocked(pending_open_, local_hash, std::move(*local), false);
+        if (resumed.ok()) {
+          MaybeReadLocked();
+        } else {
+          FailInputLocked(resumed);
+        }
+      } else if (failure != ResumeFailure::kUnknownToken) {  // known here after all: its answer
+        if (metrics != nullptr) metrics->failures[size_t(failure)]->Increment();
+        FailInputLocked(local.status());
+      } else {
+        if (metrics != nullptr)
+          metrics->failures[size_t(missing ? ResumeFailure::kUnknownToken : ResumeFailure::kStore)]
+              ->Increment();
+        FailInputLocked(
+            missing ? NotFoundError(
+                          "resume token not found: no stream was parked, handed off or "
+                          "checkpointed with it on this server or in its state store (or it "
+                          "expired); open a new stream")
+                    : UnavailableError(fmt::format("{}; the stream may still be there: retry "
+                                                   "the resume",
+                                                   bytes.status().message())));
+      }
     } else {
+      shared_->parked->EndLookup(hash);
       Status resumed = ContinueResumeLocked(pending_open_, hash, {"", std::move(*bytes)},
                                             /*from_store=*/true);
       if (resumed.ok()) {
@@ -269,13 +295,23 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
                       "{}",
                       Hex(snapshot->model_fingerprint, 16), ModelFingerprints())));
   parked.model = model->name;
-  // A refusal the client can act on keeps the stream parked under the same token.
+  // A refusal the client can act on keeps the stream (here, or in the store where it was).
+  auto keep = [&]() {
+    if (from_store) {  // back where any replica finds it
+      ++pending_async_;
+      shared_->store->Put(hash, std::move(parked.snapshot), shared_->parked->options().ttl_s,
+                          [this](Status) { AsyncDone(); });
+    } else {
+      shared_->parked->PutBack(hash, std::move(parked));
+    }
+  };
   auto put_back = [&](ResumeFailure why, const Status& status) {
     const std::string model_name = parked.model;
-    shared_->parked->PutBack(hash, std::move(parked));
+    keep();
     return refuse(why, status.WithContext(fmt::format(
                            "resume of a stream of model \"{}\" (still parked)", model_name)));
   };
+
   if (!open.model().empty() && open.model() != parked.model)
     return put_back(ResumeFailure::kOtherModel,
                     FailedPreconditionError(fmt::format(
@@ -301,14 +337,15 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
                            from, snapshot->held_first_frame, from, snapshot->held_first_frame - 1)));
   Status format_ok = CheckPayloadFormat(format, open.sample_rate(), model->model->config());
   if (!format_ok.ok()) {
-    shared_->parked->PutBack(hash, std::move(parked));
-    return format_ok.WithContext(fmt::format("model \"{}\"", model->name));
+    keep();
+    return format_ok.WithContext(fmt::format("model \"{}\" (the stream is still parked)", model->name));
   }
   auto stream = model->scheduler->OpenRestored(
       behaviour_.priority, [this](ChunkResult result) { OnResult(std::move(result)); }, *snapshot);
   if (!stream.ok()) {
-    if (stream.status().code() == StatusCode::kResourceExhausted)
-      return put_back(ResumeFailure::kNoSlot, stream.status());
+    if (stream.status().code() == StatusCode::kResourceExhausted)  // clients retry UNAVAILABLE
+      return put_back(ResumeFailure::kNoSlot,
+                      UnavailableError(stream.status().message() + "; retry the resume"));
     return refuse(ResumeFailure::kCorrupt, stream.status().WithContext("the parked stream"));
   }
   live_.applied = live_.next_sequence = snapshot->next_sequence;
@@ -561,7 +598,13 @@ void CallReactor::CompleteDone() {
       live_.model->metrics->offline_files->Increment();
       live_.model->metrics->offline_file_seconds->Observe(Seconds(opened_at_, Clock::now()));
     }
-    if (!finish_status_.ok() && finish_status_.error_code() != grpc::StatusCode::CANCELLED)
+    // A resume refused with UNAVAILABLE (still attached, the store unreadable) is retried by
+    // the client at once; it is counted (ssm_resume_failures_total), not logged each time.
+    const bool retried_resume = live_.model == nullptr &&
+                                finish_status_.error_code() == grpc::StatusCode::UNAVAILABLE &&
+                                resume_attempt_;
+    if (!finish_status_.ok() && finish_status_.error_code() != grpc::StatusCode::CANCELLED &&
+        !retried_resume)
       log::Warning("{} {}{}{} ended: {} {}", behaviour_.rpc, live_.id.empty() ? "-" : live_.id,
                    live_.label.empty() ? "" : " label=", live_.label, int(finish_status_.error_code()),
                    finish_status_.error_message());
@@ -576,7 +619,9 @@ void CallReactor::CompleteDone() {
           live_.token_hash,
           reason == CloseReason::kCompleted ? TokenFate::kCompleted : TokenFate::kEnded, ended);
       // A stream that ended for good needs no checkpoint (one handed off keeps its snapshot).
-      if (shared_->store != nullptr && live_.checkpoints_written && !live_.handed_off)
+      // A failed hand-off (kDrained) keeps the last checkpoint: it is all another replica has.
+      if (shared_->store != nullptr && live_.checkpoints_written && !live_.handed_off &&
+          reason != CloseReason::kDrained)
         shared_->store->Delete(live_.token_hash);
     }
     scheduler->Close(

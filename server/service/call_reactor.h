@@ -214,6 +214,7 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   bool done_ = false;
   pb::StreamOpen pending_open_;  // the `open` of a resume waiting for the store
   bool store_lookup_ = false;
+  bool resume_attempt_ = false;  // `open` carried a resume token
   LiveStream live_;  // the stream, once `open` is accepted
   std::shared_ptr<CallCanceller> canceller_;  // lets a resume cancel this call
 };

@@ -62,8 +62,8 @@ bool ParkedStreams::Park(const Digest& hash, ParkedStream stream) {
   if (it == entries_.end()) return false;  // already forgotten
   if (parked_ >= size_t(options_.max_parked)) {
     const TokenFate not_kept = TokenFate::kNotKept;
-    const std::string why = fmt::format(
-        "the server already held {} parked streams (--max-parked)", options_.max_parked);
+    const std::string why = fmt::format("the server already held {} parked streams (--max-parked)",
+                                        options_.max_parked);
     DropAliasLocked(it->second, &not_kept, why);
     entries_.erase(it);
     RecordFateLocked(hash, not_kept, why);
@@ -98,6 +98,16 @@ void ParkedStreams::DropAliasLocked(Entry& entry, const TokenFate* fate, const s
   aliases_.erase(entry.alias);
   if (fate != nullptr) RecordFateLocked(entry.alias, *fate, why);
   entry.has_alias = false;
+}
+
+bool ParkedStreams::BeginLookup(const Digest& hash) {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lookups_.insert(hash).second;
+}
+
+void ParkedStreams::EndLookup(const Digest& hash) {
+  std::lock_guard<std::mutex> lock(mu_);
+  lookups_.erase(hash);
 }
 
 void ParkedStreams::Alias(const Digest& presented, const Digest& hash) {
@@ -171,6 +181,12 @@ StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* has
       EraseParkedLocked(it);
       RecordFateLocked(entry_hash, TokenFate::kResumed, "");
       return std::move(stream);
+    }
+    if (it == entries_.end() && lookups_.count(presented) > 0) {
+      *failure = ResumeFailure::kAttached;
+      return UnavailableError(
+          "a resume of this stream is in progress on another call (its state is being fetched "
+          "from the state store); retry the resume in a moment");
     }
     if (it != entries_.end()) {
       live = it->second.live;

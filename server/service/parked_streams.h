@@ -19,6 +19,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -47,9 +48,9 @@ class CallCanceller {
 enum class TokenFate {
   kResumed,    // used by a resume (single use)
   kCompleted,  // the stream completed (the client half-closed and got every answer)
-  kExpired,  // parked longer than --resume-ttl
-  kEnded,    // the stream ended for good (completed, failed, server shut down)
-  kNotKept,  // the call broke but the stream could not be parked (--max-parked full, ...)
+  kExpired,    // parked longer than --resume-ttl
+  kEnded,      // the stream ended for good (completed, failed, server shut down)
+  kNotKept,    // the call broke but the stream could not be parked (--max-parked full, ...)
 };
 
 struct ParkedStream {
@@ -85,6 +86,12 @@ class ParkedStreams {
   // its stream is still attached to a live call, which is then cancelled so that it parks.
   // `failure` says which refusal it was, for the metrics.
   StatusOr<ParkedStream> Take(const std::string& token, Digest* hash, ResumeFailure* failure);
+  // A resume asks the state store for the stream of `hash`: until EndLookup, another resume of
+  // it is refused with UNAVAILABLE (retry), not NOT_FOUND, so racing attempts cannot lose it.
+  // False when a lookup of it is already in flight.
+  bool BeginLookup(const Digest& hash);
+  void EndLookup(const Digest& hash);
+
   // A resumed call's stream, with its new token `hash`, stays reachable under the token the
   // client presented (`presented`) until Confirm: if the resumed call breaks before the client
   // has its `opened` (and so the new token), a retry with the old token still finds the stream.
@@ -135,6 +142,7 @@ class ParkedStreams {
   std::multimap<Clock::time_point, Digest> expiries_;  // parked ones, by expiry
   std::map<Digest, Fate> fates_;                       // recent tokens no longer valid
   std::map<Digest, Digest> aliases_;                   // old token hash -> entry's hash
+  std::set<Digest> lookups_;                           // store lookups in flight
   std::deque<Digest> fate_order_;                      // oldest first, bounded
   size_t parked_ = 0, parked_bytes_ = 0;
   bool stop_ = false;

@@ -231,18 +231,31 @@ void Scheduler::Run() {
       if (stop_) break;
     }
   }
-  // Stop: a close requested after the last pass, then streams whose owner never closed them.
-  std::lock_guard<std::mutex> lock(mu_);
-  for (auto& [stream, on_snapshot] : snapshots_) on_snapshot(engine_->SnapshotStream(stream));
-  snapshots_.clear();
-  for (Closing& close : closing_) {
-    if (lanes_.erase(close.stream) > 0) {
-      CloseNow(close);
-    } else if (close.on_closed) {
-      close.on_closed();
+  // Stop: snapshots and closes requested after the last pass (their callbacks may request
+  // more), without the lock, as above; then the streams whose owner never closed them.
+  for (;;) {
+    std::vector<std::pair<Closing, bool>> last_closes;  // with whether its lane was open
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      snapshots.clear();
+      snapshots.swap(snapshots_);
+      for (Closing& close : closing_) {
+        const bool open = lanes_.erase(close.stream) > 0;
+        last_closes.emplace_back(std::move(close), open);
+      }
+      closing_.clear();
+      if (snapshots.empty() && last_closes.empty()) break;
+    }
+    for (auto& [stream, on_snapshot] : snapshots) on_snapshot(engine_->SnapshotStream(stream));
+    for (auto& [close, open] : last_closes) {
+      if (open) {
+        CloseNow(close);
+      } else if (close.on_closed) {
+        close.on_closed();
+      }
     }
   }
-  closing_.clear();
+  std::lock_guard<std::mutex> lock(mu_);
   for (const auto& [stream, lane] : lanes_) engine_->CloseStream(stream);
   lanes_.clear();
   ready_ = 0;

@@ -112,18 +112,19 @@ void StateStore::Delete(const Digest& key) {
   Submit({Op::kDelete, options_.key_prefix + Hex(key), "", 0, nullptr, nullptr});
 }
 
+// Callers may hold their own locks, which the callbacks take: a job is never failed on the
+// caller's thread. One refused (queue full, stopping) is queued anyway, already failed, and the
+// store thread runs its callback without touching Redis.
 void StateStore::Submit(Job job) {
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!stop_ && jobs_.size() < options_.max_queued) {
-      jobs_.push_back(std::move(job));
-      cv_.notify_all();
-      return;
-    }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (stop_) {
+    job.failed = UnavailableError("the state store is shutting down");
+  } else if (jobs_.size() >= options_.max_queued) {
+    job.failed = ResourceExhaustedError(
+        fmt::format("{} state store operations are already waiting", options_.max_queued));
   }
-  Fail(job, stop_ ? UnavailableError("the state store is shutting down")
-                  : ResourceExhaustedError(fmt::format(
-                        "{} state store operations are already waiting", options_.max_queued)));
+  jobs_.push_back(std::move(job));
+  cv_.notify_all();
 }
 
 void StateStore::Fail(Job& job, const Status& status) {
@@ -227,11 +228,14 @@ void StateStore::Run() {
       std::unique_lock<std::mutex> lock(mu_);
       cv_.wait(lock, [this] { return stop_ || !jobs_.empty(); });
       if (jobs_.empty()) break;  // stop_
-      if (stop_) {
-        std::deque<Job> left;
-        left.swap(jobs_);
-        lock.unlock();
-        for (Job& j : left) Fail(j, UnavailableError("the server is stopping"));
+      if (stop_) {               // fail what is left, and what their callbacks submit meanwhile
+        while (!jobs_.empty()) {
+          std::deque<Job> left;
+          left.swap(jobs_);
+          lock.unlock();
+          for (Job& j : left) Fail(j, UnavailableError("the server is stopping"));
+          lock.lock();
+        }
         break;
       }
       job = std::move(jobs_.front());
@@ -239,7 +243,8 @@ void StateStore::Run() {
       running_ = true;
     }
     const Clock::time_point start = Clock::now();
-    StatusOr<std::string> result = Execute(job);
+    StatusOr<std::string> result =
+        job.failed.ok() ? Execute(job) : StatusOr<std::string>(job.failed);
     if (ResumeMetrics* m = metrics_ != nullptr ? metrics_->resume() : nullptr) {
       const bool ok = result.ok() || result.status().code() == StatusCode::kNotFound;
       m->store_ops[size_t(job.op)][ok ? 0 : 1]->Increment();

@@ -69,6 +69,7 @@ class StateStore {
     PutFn put_done;
     TakeFn take_done;
     std::function<std::string()> encode;  // a Put whose bytes are made on the store thread
+    Status failed;  // refused when submitted: the store thread only reports it
   };
 
   StateStore(const Options& options, std::string host, int port, int db, Metrics* metrics);

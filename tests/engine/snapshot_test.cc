@@ -137,6 +137,9 @@ TEST(SnapshotRestoreTest, SnapshotsThatDoNotFitTheModelFailWithDataLoss) {
        StatusCode::kDataLoss},
       {"negative frames", [](StreamSnapshot* s) { s->frontend.frames = -1; },
        StatusCode::kDataLoss},
+      {"frames near int64's end", [](StreamSnapshot* s) { s->frontend.frames = INT64_MAX - 5; },
+       StatusCode::kDataLoss},
+      {"another d_out", [](StreamSnapshot* s) { s->d_out = 3; }, StatusCode::kDataLoss},
       {"other precision", [](StreamSnapshot* s) { s->precision = "bf16"; },
        StatusCode::kFailedPrecondition},
   };
