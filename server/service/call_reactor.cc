@@ -177,9 +177,9 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
                   InvalidArgumentError(fmt::format(
                       "resume_token of {} bytes; the server's tokens are shorter than {} bytes",
                       open.resume_token().size(), kMaxTokenBytes)));
-  Digest hash;
+  Digest hash{}, entry_hash{};
   ResumeFailure failure = ResumeFailure::kUnknownToken;
-  auto taken = shared_->parked->Take(open.resume_token(), &hash, &failure);
+  auto taken = shared_->parked->Take(open.resume_token(), &hash, &failure, &entry_hash);
   if (!taken.ok() && failure == ResumeFailure::kUnknownToken && shared_->store != nullptr) {
     // Not parked here: another replica may have handed it off or checkpointed it.
     if (!shared_->parked->BeginLookup(hash))
@@ -200,7 +200,10 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
       context_->AddTrailingMetadata("ssm-stream-ended", "completed");
     return refuse(failure, taken.status());
   }
-  if (shared_->store != nullptr) shared_->store->Delete(hash);  // an older checkpoint
+  if (shared_->store != nullptr) {  // older checkpoints, under this token or its successor's
+    shared_->store->Delete(hash);
+    if (!DigestsEqual(entry_hash, hash)) shared_->store->Delete(entry_hash);
+  }
   return ContinueResumeLocked(open, hash, std::move(*taken), /*from_store=*/false);
 }
 

@@ -114,7 +114,7 @@ void ParkedStreams::Alias(const Digest& presented, const Digest& hash) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(hash);
   if (it == entries_.end()) return;
-  fates_.erase(presented);  // its entry in fate_order_ is skipped later
+  fates_.erase(presented);  // its fate_order_ entry no longer matches anything
   aliases_[presented] = hash;
   it->second.has_alias = true;
   it->second.alias = presented;
@@ -164,7 +164,7 @@ void ParkedStreams::Forget(const Digest& hash, TokenFate fate, const std::string
 }
 
 StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* hash,
-                                           ResumeFailure* failure) {
+                                           ResumeFailure* failure, Digest* entry_hash_out) {
   const Digest presented = Sha256Of(token);
   *hash = presented;
   std::shared_ptr<CallCanceller> live;
@@ -176,6 +176,7 @@ StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* has
     if (it != entries_.end() && it->second.is_parked) {
       // Taken under the token the client presented, so that the resumed call can alias it.
       const Digest entry_hash = it->first;
+      if (entry_hash_out != nullptr) *entry_hash_out = entry_hash;
       DropAliasLocked(it->second, nullptr, "");
       ParkedStream stream = std::move(it->second.parked);
       EraseParkedLocked(it);
@@ -240,7 +241,7 @@ StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* has
 void ParkedStreams::PutBack(const Digest& hash, ParkedStream stream) {
   std::lock_guard<std::mutex> lock(mu_);
   auto fate = fates_.find(hash);
-  if (fate != fates_.end()) fates_.erase(fate);  // its entry in fate_order_ is skipped later
+  if (fate != fates_.end()) fates_.erase(fate);  // its fate_order_ entry no longer matches
   const auto expiry = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                          std::chrono::duration<double>(options_.ttl_s));
   InsertParkedLocked(hash, std::move(stream), expiry);
@@ -277,10 +278,15 @@ size_t ParkedStreams::parked_bytes() const {
   return parked_bytes_;
 }
 
+// Each record is numbered: a hash in fate_order_ whose record was replaced or erased since
+// (Alias, PutBack) no longer evicts the newer record.
 void ParkedStreams::RecordFateLocked(const Digest& hash, TokenFate fate, const std::string& why) {
-  if (fates_.insert_or_assign(hash, Fate{fate, why}).second) fate_order_.push_back(hash);
+  const uint64_t number = ++fates_recorded_;
+  fates_.insert_or_assign(hash, Fate{fate, why, number});
+  fate_order_.emplace_back(hash, number);
   while (fate_order_.size() > kMaxFatesKept) {
-    fates_.erase(fate_order_.front());
+    auto it = fates_.find(fate_order_.front().first);
+    if (it != fates_.end() && it->second.number == fate_order_.front().second) fates_.erase(it);
     fate_order_.pop_front();
   }
 }

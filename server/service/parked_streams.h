@@ -85,7 +85,10 @@ class ParkedStreams {
   // already used, expired, or its stream ended or was not kept; UNAVAILABLE (retry shortly) if
   // its stream is still attached to a live call, which is then cancelled so that it parks.
   // `failure` says which refusal it was, for the metrics.
-  StatusOr<ParkedStream> Take(const std::string& token, Digest* hash, ResumeFailure* failure);
+  // *entry_hash (optional): the hash the stream was parked under (another one when the presented
+  // token is an alias).
+  StatusOr<ParkedStream> Take(const std::string& token, Digest* hash, ResumeFailure* failure,
+                              Digest* entry_hash = nullptr);
   // A resume asks the state store for the stream of `hash`: until EndLookup, another resume of
   // it is refused with UNAVAILABLE (retry), not NOT_FOUND, so racing attempts cannot lose it.
   // False when a lookup of it is already in flight.
@@ -124,6 +127,7 @@ class ParkedStreams {
   struct Fate {
     TokenFate fate;
     std::string why;
+    uint64_t number;  // of the record (fate_order_)
   };
 
   void ExpireLoop();
@@ -138,12 +142,13 @@ class ParkedStreams {
   Metrics* const metrics_;
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
-  std::map<Digest, Entry> entries_;                    // live and parked, by token hash
-  std::multimap<Clock::time_point, Digest> expiries_;  // parked ones, by expiry
-  std::map<Digest, Fate> fates_;                       // recent tokens no longer valid
-  std::map<Digest, Digest> aliases_;                   // old token hash -> entry's hash
-  std::set<Digest> lookups_;                           // store lookups in flight
-  std::deque<Digest> fate_order_;                      // oldest first, bounded
+  std::map<Digest, Entry> entries_;                     // live and parked, by token hash
+  std::multimap<Clock::time_point, Digest> expiries_;   // parked ones, by expiry
+  std::map<Digest, Fate> fates_;                        // recent tokens no longer valid
+  std::map<Digest, Digest> aliases_;                    // old token hash -> entry's hash
+  std::set<Digest> lookups_;                            // store lookups in flight
+  std::deque<std::pair<Digest, uint64_t>> fate_order_;  // records, oldest first, bounded
+  uint64_t fates_recorded_ = 0;
   size_t parked_ = 0, parked_bytes_ = 0;
   bool stop_ = false;
   std::thread expirer_;  // last: starts after the members above exist

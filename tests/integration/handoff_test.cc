@@ -185,7 +185,7 @@ TEST_F(HandOffTest, DrainHandsEveryLiveStreamToAnotherReplica) {
 }
 
 TEST_F(HandOffTest, AfterSigkillAnotherReplicaResumesFromTheLastCheckpoint) {
-  auto a = StartReplica("audio", *dir_ + "/audio", {"--checkpoint-interval", "0.3"});
+  auto a = StartReplica("audio", *dir_ + "/audio", {"--checkpoint-interval", "1"});
   auto b = StartReplica("audio", *dir_ + "/audio");
   ASSERT_TRUE(a && b);
   auto stub_a = Stub(*a), stub_b = Stub(*b);
@@ -194,12 +194,14 @@ TEST_F(HandOffTest, AfterSigkillAnotherReplicaResumesFromTheLastCheckpoint) {
   s.payloads = Payloads(s.values, std::vector<int64_t>(40, 1600), 1);
   s.call = std::make_unique<Call>(*stub_a);
   ASSERT_TRUE(s.call->Open(Open("audio", kF32)));
-  EXPECT_EQ(s.call->opened().checkpoint_interval_ms(), 300u);
+  EXPECT_EQ(s.call->opened().checkpoint_interval_ms(), 1000u);
   s.token = s.call->opened().resume_token();
-  // On until a checkpoint covers a few chunks and a few more were answered after it.
-  while (s.sent < 30 && (s.checkpointed < 4 || s.sent < s.checkpointed + 3))
+  // On until the first checkpoint (after about 1 s: chunk 10) is confirmed, then 3 chunks more:
+  // the next checkpoint comes only 10 chunks after the first, so those 3 are not in it.
+  while (s.sent < 30 && s.checkpointed == 0)
     ASSERT_NO_FATAL_FAILURE(SendAndRead(&s, s.sent + 1, d_out));
-  ASSERT_GE(s.checkpointed, 4u);
+  ASSERT_GE(s.checkpointed, 9u);
+  ASSERT_NO_FATAL_FAILURE(SendAndRead(&s, s.sent + 3, d_out));
   const uint64_t checkpointed = s.checkpointed;
   ASSERT_TRUE(a->Signal(SIGKILL));
   a->Wait(seconds(5));
