@@ -159,21 +159,16 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
 
 Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat format) {
   resume_attempt_ = true;
-  ResumeMetrics* metrics = shared_->metrics->resume();
-  auto refuse = [metrics](ResumeFailure failure, const Status& status) {
-    if (metrics != nullptr) metrics->failures[size_t(failure)]->Increment();
-    return status;
-  };
   if (!behaviour_.resumable)
     return InvalidArgumentError(fmt::format(
         "resume_token: {} calls cannot be resumed; only Stream calls can", behaviour_.rpc));
   if (!shared_->parked->enabled())
-    return refuse(ResumeFailure::kDisabled,
+    return RefuseResume(ResumeFailure::kDisabled,
                   NotFoundError("resume token not found: this server does not keep broken streams "
                                 "(--resume-ttl 0); open a new stream"));
   constexpr size_t kMaxTokenBytes = 256;
   if (open.resume_token().size() > kMaxTokenBytes)
-    return refuse(ResumeFailure::kUnknownToken,
+    return RefuseResume(ResumeFailure::kUnknownToken,
                   InvalidArgumentError(fmt::format(
                       "resume_token of {} bytes; the server's tokens are shorter than {} bytes",
                       open.resume_token().size(), kMaxTokenBytes)));
@@ -183,7 +178,7 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
   if (!taken.ok() && failure == ResumeFailure::kUnknownToken && shared_->store != nullptr) {
     // Not parked here: another replica may have handed it off or checkpointed it.
     if (!shared_->parked->BeginLookup(hash))
-      return refuse(ResumeFailure::kAttached,
+      return RefuseResume(ResumeFailure::kAttached,
                     UnavailableError("a resume of this stream is in progress on another call; "
                                      "retry the resume in a moment"));
     pending_open_ = open;
@@ -198,7 +193,7 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
     // Machine-readable for a client that lost only the final OK of its stream.
     if (failure == ResumeFailure::kCompleted)
       context_->AddTrailingMetadata("ssm-stream-ended", "completed");
-    return refuse(failure, taken.status());
+    return RefuseResume(failure, taken.status());
   }
   if (shared_->store != nullptr) {  // older checkpoints, under this token or its successor's
     shared_->store->Delete(hash);
@@ -212,7 +207,6 @@ void CallReactor::OnStoreTake(const Digest& hash, StatusOr<std::string> bytes) {
   {
     std::lock_guard<std::mutex> lock(mu_);
     store_lookup_ = false;
-    ResumeMetrics* metrics = shared_->metrics->resume();
     if (finish_requested_) {
       // The client is gone meanwhile: keep the stream for its next attempt (queued before the
       // lookup ends, so that a later attempt's GETDEL comes after this put).
@@ -222,45 +216,30 @@ void CallReactor::OnStoreTake(const Digest& hash, StatusOr<std::string> bytes) {
                             [this](Status) { AsyncDone(); });
       }
       shared_->parked->EndLookup(hash);
-    } else if (!bytes.ok()) {
+    } else if (bytes.ok()) {
+      shared_->parked->EndLookup(hash);
+      ContinueOrFailLocked(hash, {"", std::move(*bytes)}, /*from_store=*/true);
+    } else {
       shared_->parked->EndLookup(hash);
       // Parked here meanwhile (its old call ended while this lookup ran)?
       Digest local_hash;
       ResumeFailure failure = ResumeFailure::kUnknownToken;
       auto local = shared_->parked->Take(pending_open_.resume_token(), &local_hash, &failure);
-      const bool missing = bytes.status().code() == StatusCode::kNotFound;
       if (local.ok()) {
-        const Status resumed =
-            ContinueResumeLocked(pending_open_, local_hash, std::move(*local), false);
-        if (resumed.ok()) {
-          MaybeReadLocked();
-        } else {
-          FailInputLocked(resumed);
-        }
+        ContinueOrFailLocked(local_hash, std::move(*local), /*from_store=*/false);
       } else if (failure != ResumeFailure::kUnknownToken) {  // known here after all: its answer
-        if (metrics != nullptr) metrics->failures[size_t(failure)]->Increment();
-        FailInputLocked(local.status());
-      } else {
-        if (metrics != nullptr)
-          metrics->failures[size_t(missing ? ResumeFailure::kUnknownToken : ResumeFailure::kStore)]
-              ->Increment();
-        FailInputLocked(
-            missing ? NotFoundError(
-                          "resume token not found: no stream was parked, handed off or "
+        FailInputLocked(RefuseResume(failure, local.status()));
+      } else if (bytes.status().code() == StatusCode::kNotFound) {
+        FailInputLocked(RefuseResume(
+            ResumeFailure::kUnknownToken,
+            NotFoundError("resume token not found: no stream was parked, handed off or "
                           "checkpointed with it on this server or in its state store (or it "
-                          "expired); open a new stream")
-                    : UnavailableError(fmt::format("{}; the stream may still be there: retry "
-                                                   "the resume",
-                                                   bytes.status().message())));
-      }
-    } else {
-      shared_->parked->EndLookup(hash);
-      Status resumed = ContinueResumeLocked(pending_open_, hash, {"", std::move(*bytes)},
-                                            /*from_store=*/true);
-      if (resumed.ok()) {
-        MaybeReadLocked();
+                          "expired); open a new stream")));
       } else {
-        FailInputLocked(resumed);
+        FailInputLocked(RefuseResume(
+            ResumeFailure::kStore,
+            UnavailableError(fmt::format("{}; the stream may still be there: retry the resume",
+                                         bytes.status().message()))));
       }
     }
     last = --pending_async_ == 0 && done_;
@@ -268,17 +247,28 @@ void CallReactor::OnStoreTake(const Digest& hash, StatusOr<std::string> bytes) {
   if (last) CompleteDone();
 }
 
+void CallReactor::ContinueOrFailLocked(const Digest& hash, ParkedStream parked, bool from_store) {
+  const Status resumed = ContinueResumeLocked(pending_open_, hash, std::move(parked), from_store);
+  if (resumed.ok()) {
+    MaybeReadLocked();
+  } else {
+    FailInputLocked(resumed);
+  }
+}
+
+Status CallReactor::RefuseResume(ResumeFailure failure, const Status& status) const {
+  if (ResumeMetrics* metrics = shared_->metrics->resume())
+    metrics->failures[size_t(failure)]->Increment();
+  return status;
+}
+
 Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Digest& hash,
                                          ParkedStream parked, bool from_store) {
   ResumeMetrics* metrics = shared_->metrics->resume();
-  auto refuse = [metrics](ResumeFailure failure, const Status& status) {
-    if (metrics != nullptr) metrics->failures[size_t(failure)]->Increment();
-    return status;
-  };
   const PayloadFormat format = static_cast<PayloadFormat>(open.format());
   auto snapshot = DecodeSnapshot(parked.snapshot);
   if (!snapshot.ok())
-    return refuse(ResumeFailure::kCorrupt,
+    return RefuseResume(ResumeFailure::kCorrupt,
                   snapshot.status().WithContext("the parked stream's snapshot"));
   // A parked stream names its model; one from the store is matched by its fingerprint.
   const ServedModel* model = nullptr;
@@ -292,7 +282,7 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
                         [this](Status) { AsyncDone(); });
   }
   if (model == nullptr)
-    return refuse(ResumeFailure::kOtherModel,
+    return RefuseResume(ResumeFailure::kOtherModel,
                   FailedPreconditionError(fmt::format(
                       "the stream's model (fingerprint {}) is not served here; this server has "
                       "{}",
@@ -311,7 +301,7 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
   auto put_back = [&](ResumeFailure why, const Status& status) {
     const std::string model_name = parked.model;
     keep();
-    return refuse(why, status.WithContext(fmt::format(
+    return RefuseResume(why, status.WithContext(fmt::format(
                            "resume of a stream of model \"{}\" (still parked)", model_name)));
   };
 
@@ -349,7 +339,7 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
     if (stream.status().code() == StatusCode::kResourceExhausted)  // clients retry UNAVAILABLE
       return put_back(ResumeFailure::kNoSlot,
                       UnavailableError(stream.status().message() + "; retry the resume"));
-    return refuse(ResumeFailure::kCorrupt, stream.status().WithContext("the parked stream"));
+    return RefuseResume(ResumeFailure::kCorrupt, stream.status().WithContext("the parked stream"));
   }
   live_.applied = live_.next_sequence = snapshot->next_sequence;
   live_.held.Reset(snapshot->held_first_frame, snapshot->held_outputs, snapshot->d_out);

@@ -136,6 +136,10 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   // Continues `parked` (from ParkedStreams, or the store: matched by model fingerprint).
   Status ContinueResumeLocked(const pb::StreamOpen& open, const Digest& hash, ParkedStream parked,
                               bool from_store);
+  // ContinueResumeLocked of the stored `open`; its error ends the call.
+  void ContinueOrFailLocked(const Digest& hash, ParkedStream parked, bool from_store);
+  // Counts a refused resume by `failure` and returns `status`, the refusal.
+  Status RefuseResume(ResumeFailure failure, const Status& status) const;
   std::string ModelFingerprints() const;  // "name (fingerprint), ..." for messages
   // The stream is open on `stream` of `model`: records it and answers `opened`; for a resumed
   // stream also the held outputs from `resume_from_frame` on.

@@ -59,19 +59,6 @@ bool IsWildcard(const std::string& host) {
   return host.empty() || host == "0.0.0.0" || host == "[::]" || host == "::" || host == "*";
 }
 
-// Splits HOST:PORT ("[v6]:PORT" too).
-Status SplitHostPort(const std::string& address, std::string* host, std::string* port) {
-  const size_t colon = address.rfind(':');
-  if (colon == std::string::npos || colon + 1 == address.size())
-    return InvalidArgumentError(
-        fmt::format("\"{}\": expected HOST:PORT, e.g. 0.0.0.0:50051", address));
-  *host = address.substr(0, colon);
-  *port = address.substr(colon + 1);
-  if (host->size() >= 2 && host->front() == '[' && host->back() == ']')
-    *host = host->substr(1, host->size() - 2);
-  return OkStatus();
-}
-
 // A listening socket bound to `addr`, or -1 with *error set.
 int ListenOn(const sockaddr* addr, socklen_t len, bool dual_stack, std::string* error) {
   const int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -104,6 +91,18 @@ uint64_t DescriptorLimit() {
 }
 
 }  // namespace
+
+Status SplitHostPort(const std::string& address, std::string* host, std::string* port) {
+  const size_t colon = address.rfind(':');
+  if (colon == std::string::npos || colon + 1 == address.size())
+    return InvalidArgumentError(
+        fmt::format("\"{}\": expected HOST:PORT, e.g. 0.0.0.0:50051", address));
+  *host = address.substr(0, colon);
+  *port = address.substr(colon + 1);
+  if (host->size() >= 2 && host->front() == '[' && host->back() == ']')
+    *host = host->substr(1, host->size() - 2);
+  return OkStatus();
+}
 
 StatusOr<std::vector<int>> ListenSockets(const std::string& address) {
   std::string host, port_text;

@@ -28,6 +28,8 @@ namespace ssm {
 // wildcard host ("0.0.0.0", "[::]", "*" or "") gives one socket for every address, IPv6 and IPv4;
 // a name such as "localhost" one socket for each address it resolves to, all on one port.
 StatusOr<std::vector<int>> ListenSockets(const std::string& address);
+// Splits HOST:PORT ("[v6]:PORT" too, without the brackets); INVALID_ARGUMENT without a port.
+Status SplitHostPort(const std::string& address, std::string* host, std::string* port);
 // The port a socket is bound to; 0 if unknown.
 int BoundPort(int fd);
 

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <utility>
 
+#include "server/service/listener.h"
 #include "server/service/log.h"
 
 namespace ssm {
@@ -51,18 +52,16 @@ StatusOr<std::unique_ptr<StateStore>> StateStore::Create(const Options& options,
     db = int(value);
     rest = rest.substr(0, slash);
   }
-  const size_t colon = rest.rfind(':');
-  if (colon == std::string::npos || colon == 0) return bad("missing HOST:PORT");
+  std::string host, port_text;
+  if (!SplitHostPort(rest, &host, &port_text).ok() || host.empty()) return bad("missing HOST:PORT");
   char* end = nullptr;
-  const std::string port_text = rest.substr(colon + 1);
   const long port = std::strtol(port_text.c_str(), &end, 10);
   if (port_text.empty() || *end != '\0' || port < 1 || port > 65535)
     return bad("the port must be 1..65535");
   if (!(options.timeout_s > 0 && options.timeout_s <= 60))
     return InvalidArgumentError(
         fmt::format("--store-timeout {}: must be in (0, 60] seconds", options.timeout_s));
-  return std::unique_ptr<StateStore>(
-      new StateStore(options, rest.substr(0, colon), int(port), db, metrics));
+  return std::unique_ptr<StateStore>(new StateStore(options, host, int(port), db, metrics));
 }
 
 StateStore::StateStore(const Options& options, std::string host, int port, int db, Metrics* metrics)

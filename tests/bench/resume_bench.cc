@@ -16,6 +16,7 @@
 #include <random>
 #include <thread>
 
+#include "clients/lib/latency_summary.h"
 #include "server/engine/engine.h"
 #include "server/model/model.h"
 #include "server/service/live_stream.h"
@@ -36,9 +37,8 @@ double Ms(Clock::time_point a, Clock::time_point b) {
 
 nlohmann::json Percentiles(std::vector<double> v) {
   if (v.empty()) return nullptr;
-  std::sort(v.begin(), v.end());
-  auto at = [&](double q) { return v[std::min(v.size() - 1, size_t(q * double(v.size())))]; };
-  return {{"p50", at(0.5)}, {"p99", at(0.99)}, {"max", v.back()}, {"n", v.size()}};
+  const client::LatencySummary s = client::Summarize(std::move(v));
+  return {{"p50", s.p50}, {"p99", s.p99}, {"max", s.max}, {"n", s.count}};
 }
 
 struct Args {

@@ -39,9 +39,7 @@ class FaultProxy {
   // Forwards to `target_host` (an IPv4 address) : `target_port`. error() says why when the
   // listening socket could not be set up (then port() is 0).
   FaultProxy(const std::string& target_host, int target_port) {
-    target_.sin_family = AF_INET;
-    target_.sin_port = htons(uint16_t(target_port));
-    if (inet_pton(AF_INET, target_host.c_str(), &target_.sin_addr) != 1) {
+    if (!ToSockaddr(target_host, target_port, &target_)) {
       error_ = "not an IPv4 address: " + target_host;
       return;
     }
@@ -92,11 +90,9 @@ class FaultProxy {
   bool SetTarget(const std::string& address) {
     const size_t colon = address.rfind(':');
     sockaddr_in target{};
-    target.sin_family = AF_INET;
     if (colon == std::string::npos ||
-        inet_pton(AF_INET, address.substr(0, colon).c_str(), &target.sin_addr) != 1)
+        !ToSockaddr(address.substr(0, colon), std::stoi(address.substr(colon + 1)), &target))
       return false;
-    target.sin_port = htons(uint16_t(std::stoi(address.substr(colon + 1))));
     std::lock_guard<std::mutex> lock(target_mu_);
     target_ = target;
     return true;
@@ -160,6 +156,14 @@ class FaultProxy {
     uint64_t epoch = 0;            // of the random settings cut_at was drawn under
     bool dead = false;
   };
+
+  // `host` (an IPv4 address) and `port` as a socket address; false for another host.
+  static bool ToSockaddr(const std::string& host, int port, sockaddr_in* out) {
+    *out = sockaddr_in{};
+    out->sin_family = AF_INET;
+    out->sin_port = htons(uint16_t(port));
+    return inet_pton(AF_INET, host.c_str(), &out->sin_addr) == 1;
+  }
 
   void Wake() {
     if (wake_fd_ < 0) return;
