@@ -1,22 +1,31 @@
 #!/usr/bin/env bash
 # Installs everything ssmserve needs on Debian 12 (idempotent: apt runs only for missing
 # packages) and builds it in Release into build/ (binaries in build/bin/).
-#   deploy/install.sh [--no-build] [--no-test-deps]
+#   deploy/install.sh [--no-build] [--no-test-deps] [--sanitizers]
 # --no-build: packages only; --no-test-deps: without what only the tests and benchmarks need
-# (a container image's builder). The CUDA toolkit is never installed here; the CUDA backend is
-# built only where nvcc exists.
+# (a container image's builder); --sanitizers: also the sanitizer builds the whole test suite
+# runs (tests/run-all.sh), build-asan/ (AddressSanitizer + UndefinedBehaviorSanitizer) and
+# build-tsan/ (ThreadSanitizer), each with its tests and the binaries they start. The CUDA
+# toolkit is never installed here; the CUDA backend is built only where nvcc exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 build=1
 test_deps=1
+sanitizers=0
 for arg in "$@"; do
   case "$arg" in
     --no-build) build=0 ;;
     --no-test-deps) test_deps=0 ;;
-    *) echo "install.sh: unknown option $arg (expected --no-build, --no-test-deps)" >&2; exit 2 ;;
+    --sanitizers) sanitizers=1 ;;
+    *) echo "install.sh: unknown option $arg (expected --no-build, --no-test-deps, --sanitizers)" >&2
+       exit 2 ;;
   esac
 done
+if [ "$sanitizers" -eq 1 ] && { [ "$build" -eq 0 ] || [ "$test_deps" -eq 0 ]; }; then
+  echo "install.sh: --sanitizers builds tests: it goes with neither --no-build nor --no-test-deps" >&2
+  exit 2
+fi
 
 packages=(
   # toolchain
@@ -35,6 +44,7 @@ test_packages=(
   espeak-ng sox  # speech clips: the ssm-mic tests, the speech-activity recipe and its test
   chromium  # the dashboard's browser test
   redis-server  # the state-store tests (started by the tests on free ports)
+  clang libclang-rt-14-dev libomp-dev  # the libFuzzer targets (tests/fuzz), built with clang
 )
 
 [ "$test_deps" -eq 1 ] && packages+=("${test_packages[@]}")
@@ -64,3 +74,13 @@ fi
 [ "$build" -eq 0 ] && exit 0
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 cmake --build build -j"$(nproc)"
+
+[ "$sanitizers" -eq 0 ] && exit 0
+# The sanitizer builds: CPU only (host sanitizers do not see device code), -O1 -g (SSM_SANITIZE
+# in CMakeLists.txt); their tests are the gtest suites (tests/sanitizers/sanitizers.cmake).
+for variant in asan=address,undefined tsan=thread; do
+  dir=build-${variant%%=*}
+  cmake -S . -B "$dir" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSSM_ENABLE_CUDA=OFF \
+        -DSSM_SANITIZE="${variant#*=}" >/dev/null
+  cmake --build "$dir" -j"$(nproc)"
+done

@@ -1,7 +1,7 @@
 // ssm-server: the gRPC streaming service (docs/design.md §5). Prints "listening on HOST:PORT" as
 // its first stdout line once it accepts calls, then "metrics on HOST:PORT" when metrics are on
 // (--metrics-listen: Prometheus metrics at /metrics and the web dashboard at /); logs go to
-// stderr. SIGTERM/SIGINT drain and exit 0.
+// stderr. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the --auth-keys file.
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -16,6 +16,7 @@
 #include <memory>
 #include <string>
 
+#include "server/service/authenticator.h"
 #include "server/service/call_registry.h"
 #include "server/service/http_server.h"
 #include "server/service/listener.h"
@@ -26,6 +27,7 @@
 #include "server/service/server_config.h"
 #include "server/service/ssm_service.h"
 #include "server/service/state_store.h"
+#include "server/service/transport_security.h"
 
 namespace ssm {
 namespace {
@@ -58,11 +60,27 @@ uint64_t RaiseDescriptorLimit() {
 int Serve(const ServerConfig& config, const sigset_t& signals) {
   log::Info("ssm-server starting: {}", config.ToString());
   log::Info("open file descriptor limit: {}", RaiseDescriptorLimit());
+  std::string tls_summary = "plain text (no TLS)";
+  if (const Status tls = CheckTlsFiles(config.tls, &tls_summary); !tls.ok()) {
+    log::Error("{}", tls.message());
+    return 1;
+  }
   // --metrics-listen "" turns collection off too: the hot paths then skip every update.
   Metrics metrics(SSM_VERSION, config.backend(), config.backend() == "cuda" ? "gpu" : "cpu",
                   !config.metrics_listen.empty());
   // Before the models: the schedulers' last closes may still park streams.
-  ParkedStreams parked({config.resume_ttl_s, config.max_parked}, &metrics);
+  ParkedStreams parked({config.resume_ttl_s, config.max_parked, config.max_parked_bytes}, &metrics);
+  auto auth = Authenticator::Create({config.auth_keys, config.max_opens_per_s}, &metrics);
+  if (!auth.ok()) {
+    log::Error("{}", auth.status().message());
+    return 1;
+  }
+  if ((*auth)->enabled())
+    log::Info("API keys from {}: {} identities; SIGHUP or a change of the file reloads it",
+              config.auth_keys, (*auth)->key_count());
+  else
+    log::Warning("no --auth-keys: any client that reaches {} may use every model",
+                 config.listen);
   auto models = ModelRegistry::Load(config, &metrics);
   if (!models.ok()) {
     log::Error("{}", models.status().message());
@@ -85,10 +103,20 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
               store->address(), config.checkpoint_interval_s);
   }
   CallRegistry calls(kIdleSweepPeriod);
-  SsmService service(&config, models->get(), &calls, &metrics, &parked, store.get());
+  SsmService service(&config, models->get(), &calls, &metrics, &parked, store.get(), auth->get());
   std::unique_ptr<HttpServer> http;
   if (metrics.enabled()) {
-    auto started = HttpServer::Start(config.metrics_listen, metrics.registry());
+    HttpOptions http_options;
+    if (config.tls.enabled()) {  // the same certificate as the gRPC port
+      http_options.tls_cert = config.tls.cert;
+      http_options.tls_key = config.tls.key;
+      http_options.tls_reload_interval_s = config.tls.reload_interval_s;
+    }
+    if (config.metrics_auth)
+      http_options.authorize = [a = auth->get()](std::string_view key) {
+        return a->AuthenticateSecret(key).ok();
+      };
+    auto started = HttpServer::Start(config.metrics_listen, metrics.registry(), http_options);
     if (!started.ok()) {
       log::Error(
           "{}; choose another --metrics-listen, or --metrics-listen \"\" to turn metrics off",
@@ -108,9 +136,18 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   // Connections come from our own accept loop (listener.h), not from a gRPC listening port.
   auto acceptor = builder.experimental().AddExternalConnectionAcceptor(
       grpc::ServerBuilder::experimental_type::ExternalConnectionType::FROM_FD,
-      grpc::InsecureServerCredentials());
+      ServerCredentialsFor(config.tls));
+  log::Info("gRPC port: {}", tls_summary);
   builder.AddChannelArgument(GRPC_ARG_SERVER_HANDSHAKE_TIMEOUT_MS,
                              int(config.handshake_timeout_s * 1000.0));
+  // Abuse limits per connection (docs/design.md §8).
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS, config.max_calls_per_connection);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS,
+                             int(config.keepalive_min_interval_s * 1000.0));
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, config.keepalive_max_strikes);
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONNECTION_IDLE_MS,
+                             int(std::min(config.max_connection_idle_s * 1000.0, 2e9)));
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, config.max_metadata_bytes);
   builder.SetMaxReceiveMessageSize(int(GrpcReceiveLimitBytes(config, **models)));
   builder.RegisterService(&service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -129,12 +166,23 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
     const std::string metrics_host = Host(config.metrics_listen);
     std::printf("metrics on %s:%d\n", metrics_host.c_str(), http->port());
     std::fflush(stdout);
-    log::Info("Prometheus metrics on http://{}:{}/metrics, dashboard on http://{}:{}/",
-              metrics_host, http->port(), metrics_host, http->port());
+    const char* scheme = http->tls() ? "https" : "http";
+    log::Info("Prometheus metrics on {}://{}:{}/metrics{}, dashboard on {}://{}:{}/", scheme,
+              metrics_host, http->port(), config.metrics_auth ? " (API key required)" : "",
+              scheme, metrics_host, http->port());
   }
 
   int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  for (;;) {
+    sigwait(&signals, &signal_number);
+    if (signal_number != SIGHUP) break;
+    if ((*auth)->enabled()) {
+      log::Info("SIGHUP: reloading the keys file {}", config.auth_keys);
+      (void)(*auth)->Reload();  // logs and counts its own failure
+    } else {
+      log::Info("SIGHUP: nothing to reload (no --auth-keys)");
+    }
+  }
   log::Info("{}: draining (new streams get UNAVAILABLE; up to {} s for open calls)",
             strsignal(signal_number), config.drain_timeout_s);
   server->GetHealthCheckService()->SetServingStatus(false);
@@ -161,6 +209,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   }
   store.reset();
   calls.Stop();
+  auth->reset();
   log::Info("stopped");
   return 0;
 }
@@ -249,6 +298,47 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint-interval", config.checkpoint_interval_s,
                  "With --state-store: seconds of signal between a stream's checkpoints (0: none)")
       ->capture_default_str();
+  app.add_option("--tls-cert", config.tls.cert,
+                 "PEM certificate chain of the gRPC port (the server's certificate first); turns "
+                 "TLS on. Re-read every --tls-reload-interval: renew it in place, no restart")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-key", config.tls.key, "PEM private key of --tls-cert (unencrypted)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-client-ca", config.tls.client_ca,
+                 "PEM CA bundle: clients must present a certificate it signed (mutual TLS); its "
+                 "subject can name the caller in --auth-keys")
+      ->check(CLI::ExistingFile);
+  app.add_option("--tls-reload-interval", config.tls.reload_interval_s,
+                 "Seconds between re-reads of the TLS files")
+      ->capture_default_str();
+  app.add_option("--auth-keys", config.auth_keys,
+                 "API keys file (docs/design.md §8; `ssm-keys new` makes entries): every call "
+                 "needs a key or a listed client certificate; reloaded on SIGHUP and on change")
+      ->check(CLI::ExistingFile);
+  app.add_flag("--metrics-auth", config.metrics_auth,
+               "The HTTP endpoint (metrics, dashboard) needs an API key of --auth-keys too");
+  app.add_option("--max-opens-per-second", config.max_opens_per_s,
+                 "New Stream and ProcessFile calls admitted per second, all callers together; "
+                 "beyond, UNAVAILABLE (retry); 0 = no limit")
+      ->capture_default_str();
+  app.add_option("--max-calls-per-connection", config.max_calls_per_connection,
+                 "Calls open at once on one connection (HTTP/2 streams)")
+      ->capture_default_str();
+  app.add_option("--keepalive-min-interval", config.keepalive_min_interval_s,
+                 "Seconds: client pings more frequent than this (without data) are strikes")
+      ->capture_default_str();
+  app.add_option("--keepalive-max-strikes", config.keepalive_max_strikes,
+                 "Ping strikes tolerated before the connection is closed (GOAWAY)")
+      ->capture_default_str();
+  app.add_option("--max-connection-idle", config.max_connection_idle_s,
+                 "Seconds a connection with no call open is kept")
+      ->capture_default_str();
+  app.add_option("--max-metadata-bytes", config.max_metadata_bytes,
+                 "Largest request metadata (headers) of a call, bytes")
+      ->capture_default_str();
+  app.add_option("--max-parked-bytes", config.max_parked_bytes,
+                 "Snapshot bytes of all parked streams together; beyond, a break ends the stream")
+      ->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -274,6 +364,7 @@ int main(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGTERM);
   sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   return ssm::Serve(config, signals);
 }

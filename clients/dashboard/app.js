@@ -99,9 +99,19 @@ function plot(f, wallSeconds) {
     'checkpoints failed': f.checkpointsPerS.failed, 'store errors': f.storeErrorsPerS});
 }
 
+const API_KEY_ITEM = 'ssm-api-key';
+
 async function scrape() {
   try {
-    const response = await fetch('/metrics', {cache: 'no-store'});
+    const key = sessionStorage.getItem(API_KEY_ITEM);
+    const headers = key ? {Authorization: `Bearer ${key}`} : {};
+    const response = await fetch('/metrics', {cache: 'no-store', headers});
+    if (response.status === 401) {
+      // ssm-server --metrics-auth: the metrics need an API key, kept for this tab only.
+      const given = window.prompt('This server needs an API key to show its metrics:');
+      if (given) sessionStorage.setItem(API_KEY_ITEM, given.trim());
+      throw new Error('HTTP 401: the metrics need an API key (--metrics-auth)');
+    }
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const samples = parseExposition(await response.text());
     recent.push({t: performance.now() / 1000, samples});

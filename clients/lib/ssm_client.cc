@@ -7,7 +7,10 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
+#include <sstream>
 
+#include "clients/lib/connect_diagnosis.h"
 #include "clients/lib/grpc_status.h"
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/stream_call.h"
@@ -25,6 +28,35 @@ std::chrono::system_clock::time_point DeadlineIn(double seconds) {
              std::chrono::duration<double>(seconds));
 }
 
+// The whole of a PEM file named by `flag`.
+StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return InvalidArgumentError(fmt::format("{} {}: cannot read the file", flag, path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (text.str().find("-----BEGIN ") == std::string::npos)
+    return InvalidArgumentError(fmt::format("{} {}: not a PEM file", flag, path));
+  return text.str();
+}
+
+StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
+    const TlsClientOptions& tls) {
+  if (!tls.on()) return grpc::InsecureChannelCredentials();
+  if (tls.cert_file.empty() != tls.key_file.empty())
+    return InvalidArgumentError("--tls-cert and --tls-key go together (a client certificate and "
+                                "its private key)");
+  grpc::SslCredentialsOptions ssl;
+  if (!tls.ca_file.empty()) {
+    SSM_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(tls.ca_file, "--tls-ca"));
+  }
+  if (!tls.cert_file.empty()) {
+    SSM_ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPem(tls.cert_file, "--tls-cert"));
+    SSM_ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPem(tls.key_file, "--tls-key"));
+  }
+  return grpc::SslCredentials(ssl);
+}
+
 }  // namespace
 
 struct Client::Impl {
@@ -33,6 +65,11 @@ struct Client::Impl {
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<pb::Ssm::Stub> stub;
 
+  // Sends the API key with a call.
+  void Authorize(grpc::ClientContext* context) const {
+    if (!options.api_key.empty())
+      context->AddMetadata("authorization", "Bearer " + options.api_key);
+  }
   // Adds the address to transport errors, so the user sees which server failed.
   Status Annotate(Status status) const {
     if (status.code() == StatusCode::kUnavailable || status.code() == StatusCode::kDeadlineExceeded)
@@ -58,12 +95,18 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& address,
   // No transparent retries: a Stream resumes by itself (StreamOptions::resume), and a call that
   // gRPC retried behind its back could report its `open` write failed while the call goes on.
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
-  impl->channel = grpc::CreateCustomChannel(address, grpc::InsecureChannelCredentials(), args);
-  if (!impl->channel->WaitForConnected(DeadlineIn(options.connect_timeout_s)))
+  if (!options.tls.server_name.empty())
+    args.SetSslTargetNameOverride(options.tls.server_name);
+  SSM_ASSIGN_OR_RETURN(auto credentials, ChannelCredentialsFor(options.tls));
+  impl->channel = grpc::CreateCustomChannel(address, credentials, args);
+  if (!impl->channel->WaitForConnected(DeadlineIn(options.connect_timeout_s))) {
+    // gRPC says only that it could not connect; a handshake of our own says why.
+    const std::string why = DiagnoseConnection(address, options.tls, options.connect_timeout_s);
     return UnavailableError(fmt::format(
-        "cannot reach ssm-server at {} within {} s; check that it is running and that the "
-        "address (--server HOST:PORT) is right",
-        address, options.connect_timeout_s));
+        "cannot reach ssm-server at {} within {} s: {}", address, options.connect_timeout_s,
+        why.empty() ? "check that it is running and that the address (--server HOST:PORT) is right"
+                    : why));
+  }
   impl->stub = pb::Ssm::NewStub(impl->channel);
   return std::unique_ptr<Client>(new Client(std::move(impl)));
 }
@@ -76,6 +119,7 @@ const std::string& Client::address() const { return impl_->address; }
 StatusOr<pb::ListModelsResponse> Client::ListModels() {
   grpc::ClientContext context;
   context.set_deadline(DeadlineIn(impl_->options.rpc_timeout_s));
+  impl_->Authorize(&context);
   pb::ListModelsResponse response;
   Status status = FromGrpc(impl_->stub->ListModels(&context, pb::ListModelsRequest(), &response));
   if (!status.ok()) return impl_->Annotate(status).WithContext("ListModels");
@@ -85,6 +129,7 @@ StatusOr<pb::ListModelsResponse> Client::ListModels() {
 StatusOr<pb::ModelInfo> Client::GetModelInfo(const std::string& name) {
   grpc::ClientContext context;
   context.set_deadline(DeadlineIn(impl_->options.rpc_timeout_s));
+  impl_->Authorize(&context);
   pb::GetModelInfoRequest request;
   request.set_name(name);
   pb::ModelInfo response;
@@ -94,8 +139,10 @@ StatusOr<pb::ModelInfo> Client::GetModelInfo(const std::string& name) {
 }
 
 std::unique_ptr<Stream> Client::StartStream(const StreamOptions& options) {
+  StreamOptions with_key = options;
+  if (with_key.api_key.empty()) with_key.api_key = impl_->options.api_key;
   return std::unique_ptr<Stream>(
-      new Stream(StartStreamCall(impl_->channel, StreamRpc::kStream, options)));
+      new Stream(StartStreamCall(impl_->channel, StreamRpc::kStream, with_key)));
 }
 
 StatusOr<std::unique_ptr<Stream>> Client::OpenStream(const StreamOptions& options) {
@@ -121,6 +168,7 @@ StatusOr<FileOutputs> Client::ProcessFile(const FileRequest& request,
   options.label = request.label;
   options.max_pending_chunks = 4;  // bounds the upload's memory to a few chunk_bytes
   options.idle_timeout_s = request.idle_timeout_s;
+  options.api_key = impl_->options.api_key;
   Stream stream(StartStreamCall(impl_->channel, StreamRpc::kProcessFile, options));
 
   FileProgress state;

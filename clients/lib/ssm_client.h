@@ -26,6 +26,17 @@
 
 namespace ssm::client {
 
+// Transport security of the channel (the server's --tls-cert, --tls-client-ca).
+struct TlsClientOptions {
+  bool enabled = false;     // TLS; implied by any field below
+  std::string ca_file;      // PEM roots the server's certificate must chain to; "" = the system's
+  std::string cert_file;    // PEM client certificate chain, for a server requiring one (mTLS)
+  std::string key_file;     // its private key
+  std::string server_name;  // the name checked against the server's certificate; "" = the host
+
+  bool on() const { return enabled || !ca_file.empty() || !cert_file.empty(); }
+};
+
 struct ConnectOptions {
   // Connect fails with UNAVAILABLE unless the server answers within this many seconds.
   double connect_timeout_s = 5;
@@ -33,6 +44,10 @@ struct ConnectOptions {
   double rpc_timeout_s = 10;
   // Largest response accepted, bytes.
   int max_receive_bytes = 64 << 20;
+  TlsClientOptions tls;
+  // An API key of the server's --auth-keys: every call sends "authorization: Bearer <api_key>".
+  // "" = none.
+  std::string api_key;
 };
 
 // An offline job for ProcessFile.
@@ -63,7 +78,9 @@ struct FileOutputs {
 
 class Client {
  public:
-  // Opens a channel to `address` ("host:port") and waits until it is connected.
+  // Opens a channel to `address` ("host:port") and waits until it is connected. INVALID_ARGUMENT
+  // for TLS files that cannot be read; UNAVAILABLE saying why the connection failed (for TLS:
+  // the certificate problem, a server without TLS, a client certificate the server requires).
   static StatusOr<std::unique_ptr<Client>> Connect(const std::string& address,
                                                    const ConnectOptions& options = {});
   ~Client();

@@ -85,6 +85,9 @@ struct StreamOptions {
   // chunks since its last checkpoint are kept too, so that a resume after a crash can re-send
   // them: at most this many; beyond, the oldest are dropped, and such a resume fails DATA_LOSS.
   size_t max_checkpoint_chunks = 4096;
+  // Sent as "authorization: Bearer <api_key>" on every call of the stream. Client::StartStream
+  // fills it from ConnectOptions::api_key when empty.
+  std::string api_key;
 };
 
 // Per-stream counters over all its calls, consistent at any moment.

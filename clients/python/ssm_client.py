@@ -31,6 +31,10 @@ breaks, the client resumes the stream on a new call with its resume token, re-se
 the server had not applied and drops the frames it already holds, so the outputs are those of an
 unbroken stream, every frame once. It gives up after --resume-timeout-s (default 30);
 --no-resume ends the stream at the first break instead. The summary line counts the resumes.
+
+A secured server (docs/design.md §8): --tls (or --tls-ca CA.pem) for TLS, --tls-cert and
+--tls-key for mutual TLS, and the API key from $SSM_API_KEY or --api-key-file; as a library,
+pass security=ssm_client.Security(ca_file=..., api_key=...).
 """
 
 import argparse
@@ -72,10 +76,34 @@ class ServerError(RuntimeError):
         self.message = message
 
 
-def connect(address, timeout_s=5.0):
+class Security:
+    """How to reach a secured server (docs/design.md §8): TLS with a CA file (None: the system's
+    CAs), a client certificate for mutual TLS, and an API key sent as "authorization: Bearer"
+    with every call. The defaults are plain text without a key."""
+
+    def __init__(self, tls=False, ca_file=None, cert_file=None, key_file=None, server_name=None,
+                 api_key=None):
+        self.tls = bool(tls or ca_file or cert_file)
+        self.ca_file, self.cert_file, self.key_file = ca_file, cert_file, key_file
+        self.server_name, self.api_key = server_name, api_key
+        if bool(cert_file) != bool(key_file):
+            raise ValueError("--tls-cert and --tls-key go together")
+
+    def metadata(self):
+        """The metadata every call sends."""
+        return [("authorization", "Bearer " + self.api_key)] if self.api_key else []
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def connect(address, timeout_s=5.0, security=None):
     """Returns a channel to address ("host:port") once connected; ServerError after timeout_s."""
     import grpc  # pylint: disable=import-outside-toplevel
-    channel = grpc.insecure_channel(address, options=[
+    security = security or Security()
+    options = [
         ("grpc.max_receive_message_length", 64 << 20),
         # After a lost connection gRPC waits before each new connection attempt, from 1 s
         # growing to 120 s by default; a stream resuming after a server restart would wait as
@@ -83,13 +111,27 @@ def connect(address, timeout_s=5.0):
         ("grpc.initial_reconnect_backoff_ms", 100),
         ("grpc.max_reconnect_backoff_ms", 2000),
         # No transparent retries: a stream resumes by itself (ResumingStream).
-        ("grpc.enable_retries", 0)])
+        ("grpc.enable_retries", 0)]
+    if security.tls:
+        if security.server_name:
+            options.append(("grpc.ssl_target_name_override", security.server_name))
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=_read(security.ca_file) if security.ca_file else None,
+            private_key=_read(security.key_file) if security.key_file else None,
+            certificate_chain=_read(security.cert_file) if security.cert_file else None)
+        channel = grpc.secure_channel(address, credentials, options=options)
+    else:
+        channel = grpc.insecure_channel(address, options=options)
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
     except grpc.FutureTimeoutError:
         channel.close()
+        hint = ("check the address, --tls-ca (the CA that signed the server's certificate) and, "
+                "for a server requiring client certificates, --tls-cert/--tls-key"
+                if security.tls else
+                "check that it is running and the address (a TLS server needs --tls)")
         raise ServerError("UNAVAILABLE", f"cannot reach ssm-server at {address} within "
-                          f"{timeout_s:g} s; check that it is running and the address") from None
+                          f"{timeout_s:g} s; {hint}") from None
     return channel
 
 
@@ -169,8 +211,9 @@ class ResumingStream:
     from its last checkpoint, repeats frames the client has, and those are dropped.
     """
 
-    def __init__(self, stub, pb, open_request, payloads, resume=None, stats=None):
+    def __init__(self, stub, pb, open_request, payloads, resume=None, stats=None, metadata=()):
         self._stub, self._pb = stub, pb
+        self._metadata = list(metadata)  # sent with every call (the API key)
         self._open = open_request  # the StreamOpen of the first call
         self._payloads = iter(payloads)
         self._resume = resume or ResumeOptions()
@@ -245,7 +288,8 @@ class ResumingStream:
             if resume:
                 open_request.resume_token = self._token
                 open_request.resume_from_frame = self._frames
-        call.rpc = self._stub.Stream(self._requests(call, open_request))
+        call.rpc = self._stub.Stream(self._requests(call, open_request),
+                                     metadata=self._metadata)
         if deadline is not None:  # an attempt the server never answers ends at the deadline
             call.timer = threading.Timer(max(0.0, deadline - time.monotonic()),
                                          self._expire, (call,))
@@ -405,21 +449,23 @@ class ResumingStream:
 
 
 def stream_wav(address, path, model="", chunk_ms=100, realtime=False, timeout_s=5.0,
-               stubs_dir=None, resume=None, stats=None):
+               stubs_dir=None, resume=None, stats=None, security=None):
     """Streams the WAV file at path through the Stream rpc; returns float32 (frames, d_out).
 
     A broken connection is survived as ResumeOptions `resume` says (default: resume within
     30 s); `stats`, a StreamStats, receives the stream's counters. Raises ServerError (with the
     server's message) when the stream fails or cannot be resumed, ValueError for a file this
-    example cannot read or whose rate differs from the model's.
+    example cannot read or whose rate differs from the model's. `security`: a Security.
     """
     import grpc  # pylint: disable=import-outside-toplevel
     pb, pb_grpc = _load_stubs(stubs_dir)
     samples, rate = read_wav(path)
-    channel = connect(address, timeout_s)
+    security = security or Security()
+    channel = connect(address, timeout_s, security)
     try:
         stub = pb_grpc.SsmStub(channel)
-        info = stub.GetModelInfo(pb.GetModelInfoRequest(name=model), timeout=timeout_s)
+        info = stub.GetModelInfo(pb.GetModelInfoRequest(name=model), timeout=timeout_s,
+                                 metadata=security.metadata())
         if info.frontend != "log_mel":
             raise ValueError(f"model '{info.name}' takes feature frames, not audio")
         if rate != info.sample_rate:
@@ -441,7 +487,8 @@ def stream_wav(address, path, model="", chunk_ms=100, realtime=False, timeout_s=
 
         open_request = pb.StreamOpen(model=info.name, format=fmt, sample_rate=rate,
                                      label="ssm_client.py")
-        rows = ResumingStream(stub, pb, open_request, payloads(), resume, stats).run()
+        rows = ResumingStream(stub, pb, open_request, payloads(), resume, stats,
+                              security.metadata()).run()
         return np.concatenate(rows) if rows else np.zeros((0, info.d_out), np.float32)
     except grpc.RpcError as e:
         raise ServerError(e.code().name, e.details()) from None
@@ -449,13 +496,15 @@ def stream_wav(address, path, model="", chunk_ms=100, realtime=False, timeout_s=
         channel.close()
 
 
-def list_models(address, timeout_s=5.0, stubs_dir=None):
+def list_models(address, timeout_s=5.0, stubs_dir=None, security=None):
     """Returns the server's ListModelsResponse."""
     import grpc  # pylint: disable=import-outside-toplevel
     pb, pb_grpc = _load_stubs(stubs_dir)
-    channel = connect(address, timeout_s)
+    security = security or Security()
+    channel = connect(address, timeout_s, security)
     try:
-        return pb_grpc.SsmStub(channel).ListModels(pb.ListModelsRequest(), timeout=timeout_s)
+        return pb_grpc.SsmStub(channel).ListModels(pb.ListModelsRequest(), timeout=timeout_s,
+                                                   metadata=security.metadata())
     except grpc.RpcError as e:
         raise ServerError(e.code().name, e.details()) from None
     finally:
@@ -480,10 +529,28 @@ def main(argv=None):
                         help="end the stream when its connection breaks instead of resuming it")
     parser.add_argument("--stubs", help="directory of the generated stubs")
     parser.add_argument("--list", action="store_true", help="list the server's models and exit")
+    parser.add_argument("--tls", action="store_true",
+                        help="connect with TLS, trusting the system's CAs (implied by --tls-ca "
+                        "and --tls-cert)")
+    parser.add_argument("--tls-ca", help="PEM CA certificates the server's certificate must "
+                        "chain to")
+    parser.add_argument("--tls-cert", help="PEM client certificate (a server requiring one)")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert")
+    parser.add_argument("--tls-server-name",
+                        help="name to check the server's certificate against")
+    parser.add_argument("--api-key-file",
+                        help="file holding the API key (default: $SSM_API_KEY, if set)")
     args = parser.parse_args(argv)
     try:
+        api_key = os.environ.get("SSM_API_KEY") or None
+        if args.api_key_file:
+            api_key = _read(args.api_key_file).decode().strip()
+            if not api_key:
+                parser.error(f"--api-key-file {args.api_key_file}: no key in it")
+        security = Security(args.tls, args.tls_ca, args.tls_cert, args.tls_key,
+                            args.tls_server_name, api_key)
         if args.list:
-            response = list_models(args.server, args.timeout_s, args.stubs)
+            response = list_models(args.server, args.timeout_s, args.stubs, security)
             for m in response.models:
                 mark = " (default)" if m.name == response.default_model else ""
                 print(f"{m.name}{mark}: {m.frontend}, d_in {m.d_in}, d_out {m.d_out}, "
@@ -499,7 +566,7 @@ def main(argv=None):
         outputs = stream_wav(args.server, args.input, args.model, args.chunk_ms, args.realtime,
                              args.timeout_s, args.stubs,
                              ResumeOptions(enabled=not args.no_resume,
-                                           timeout_s=args.resume_timeout_s), stats)
+                                           timeout_s=args.resume_timeout_s), stats, security)
         np.save(args.output, outputs)
         print(f"{args.input}: {outputs.shape[0]} frames x {outputs.shape[1]} outputs -> "
               f"{args.output}; {stats.resumes} resumes ({stats.resume_attempts} attempts), "

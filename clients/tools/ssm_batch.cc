@@ -30,7 +30,8 @@ struct Args {
   int jobs = 2;
   int raw_rate = 0;
   bool force = false;
-  double connect_timeout_s = 5, idle_timeout_s = 120;
+  client::ConnectOptions connect;
+  double idle_timeout_s = 120;
 };
 
 // What happens to one input file.
@@ -154,7 +155,7 @@ int Run(const Args& args) {
                  args.output_dir.c_str(), ec.message().c_str());
     return 1;
   }
-  auto client = client::Client::Connect(args.server, {args.connect_timeout_s});
+  auto client = client::Client::Connect(args.server, args.connect);
   if (!client.ok()) {
     std::fprintf(stderr, "ssm-batch: error: %s\n", client.status().ToString().c_str());
     return 1;
@@ -216,7 +217,7 @@ int main(int argc, char** argv) {
       "(frames, d_out), for each. Files whose output exists are skipped unless --force. "
       "Exit code 0 only if every file succeeded."};
   ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format,
-                             &args.connect_timeout_s);
+                             &args.connect);
   ssm::tools::AddRawRateFlag(app, &args.raw_rate);
   app.add_option("--output-dir", args.output_dir, "Output directory (created if missing)")
       ->required();

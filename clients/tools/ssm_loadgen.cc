@@ -8,6 +8,12 @@
 // the same signal from the same offset, so each one's outputs must equal, frame for frame and
 // bitwise, those of its class's control; the report counts resumes, their latency, frames lost
 // or delivered twice, and the streams whose outputs differ (docs/design.md §7).
+//
+// --verify-offline DIR (the server's model directory) checks the outputs of up to
+// --verify-streams streams against offline processing in this process: each one's input is
+// rebuilt chunk by chunk as the server decoded it, run through the cpu engine, and its outputs
+// must equal, bitwise, the ones the server streamed. With chaos, those are control streams, so
+// every stream compared to them is checked against offline processing too.
 #include <fmt/format.h>
 
 #include <CLI/CLI.hpp>
@@ -31,6 +37,8 @@
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/ssm_client.h"
 #include "clients/tools/tool_flags.h"
+#include "server/engine/engine.h"
+#include "server/model/model.h"
 
 namespace ssm {
 namespace {
@@ -41,16 +49,28 @@ using Clock = std::chrono::steady_clock;
 struct Args {
   std::string server, model, input, format = "auto";
   int streams = 1;
-  double duration_s = 10, ramp_s = 0, drain_s = 10, connect_timeout_s = 5;
+  double duration_s = 10, ramp_s = 0, drain_s = 10;
+  client::ConnectOptions connect;
   int chunk_ms = 100;
   int threads = 0;
   bool json = false;
   uint32_t seed = 1;
   double chaos_disconnect_s = 0;  // 0: no interruptions
+  std::string verify_offline;      // model directory; "" = no offline check
+  int verify_streams = 4;
 };
 
-// In chaos mode, a prefix hash of a stream's outputs is kept every this many frames.
+// In chaos mode (and with --verify-offline), a prefix hash of a stream's outputs is kept every
+// this many frames.
 constexpr int64_t kHashEvery = 100;
+
+// FNV-1a over the bytes of one output frame, continuing `hash`.
+uint64_t HashFrame(uint64_t hash, const float* row, int d_out) {
+  const auto* bytes = reinterpret_cast<const unsigned char*>(row);
+  for (size_t b = 0; b < size_t(d_out) * sizeof(float); ++b)
+    hash = (hash ^ bytes[b]) * 1099511628211ull;
+  return hash;
+}
 
 volatile std::sig_atomic_t g_interrupted = 0;  // Ctrl-C: stop early, still report
 
@@ -91,6 +111,8 @@ Signal SyntheticSignal(const pb::ModelInfo& model, uint32_t seed) {
   return s;
 }
 
+constexpr uint64_t kHashSeed = 1469598103934665603ull;
+
 // One simulated client.
 struct StreamState {
   Clock::time_point start;  // when it opens; chunk k is due at start + (k + 1) · chunk
@@ -106,7 +128,7 @@ struct StreamState {
   int64_t next_frame = 0;          // frames delivered in order
   int64_t lost_frames = 0;         // skipped (a gap in the frame indices)
   int64_t duplicated_frames = 0;   // delivered again (an index before next_frame)
-  uint64_t hash = 1469598103934665603ull;  // FNV-1a of every output value so far
+  uint64_t hash = kHashSeed;               // FNV-1a of every output value so far
   std::vector<uint64_t> prefix_hashes;     // `hash` after frames kHashEvery, 2 kHashEvery, ...
   int64_t interruptions = 0;       // Interrupt() calls that hit a running call
   size_t control = 0;              // index of the stream with the same signal, never interrupted
@@ -137,6 +159,11 @@ class LoadGenerator {
   static void Record(StreamState* s, const client::Output& out);
   void Chaos();  // interrupts the streams that are not controls until the run ends
   nlohmann::ordered_json ChaosReport() const;
+  // --verify-offline: the first streams' outputs against the engine's offline outputs.
+  nlohmann::ordered_json OfflineReport() const;
+  // The rows of chunk `k` of `s`, as sent (the signal from the stream's offset, looped).
+  const float* ChunkRows(const StreamState& s, int64_t k, std::vector<float>& scratch) const;
+  bool recording() const { return args_.chaos_disconnect_s > 0 || !args_.verify_offline.empty(); }
   void Open(StreamState& s);
   Status SendNext(StreamState& s, std::vector<float>& scratch);
   nlohmann::ordered_json Report(double elapsed_s);
@@ -163,10 +190,10 @@ void LoadGenerator::Open(StreamState& s) {
   options.idle_timeout_s = args_.drain_s;
   StreamState* state = &s;
   const Clock::duration chunk = chunk_;
-  const bool chaos = args_.chaos_disconnect_s > 0;
+  const bool record = recording();
   options.resume = true;
-  options.on_output = [state, chunk, chaos](const client::Output& out) {
-    if (chaos) Record(state, out);
+  options.on_output = [state, chunk, record](const client::Output& out) {
+    if (record) Record(state, out);
     if (out.round_trip_ms >= 0) state->round_trip_ms.push_back(out.round_trip_ms);
     const Clock::time_point due = state->start + chunk * int64_t(out.sequence + 1);
     state->max_lag_ms = std::max(
@@ -186,10 +213,7 @@ void LoadGenerator::Record(StreamState* s, const client::Output& out) {
     s->next_frame = out.first_frame;  // hashes after a gap no longer match: it is reported
   }
   for (int64_t f = skip; f < out.frames; ++f) {
-    const float* row = out.values.data() + f * out.d_out;
-    const auto* bytes = reinterpret_cast<const unsigned char*>(row);
-    for (size_t b = 0; b < size_t(out.d_out) * sizeof(float); ++b)
-      s->hash = (s->hash ^ bytes[b]) * 1099511628211ull;
+    s->hash = HashFrame(s->hash, out.values.data() + f * out.d_out, out.d_out);
     if (++s->next_frame % kHashEvery == 0) s->prefix_hashes.push_back(s->hash);
   }
 }
@@ -218,17 +242,21 @@ void LoadGenerator::Chaos() {
   }
 }
 
+const float* LoadGenerator::ChunkRows(const StreamState& s, int64_t k,
+                                     std::vector<float>& scratch) const {
+  const int per_row = signal_.values_per_row;
+  const int64_t row = (s.offset + k * chunk_rows_) % signal_.rows;
+  if (row + chunk_rows_ <= signal_.rows) return signal_.values.data() + row * per_row;
+  scratch.resize(size_t(chunk_rows_) * per_row);  // wraps around the loop's end
+  for (int64_t r = 0; r < chunk_rows_; ++r)
+    std::copy_n(signal_.values.data() + ((row + r) % signal_.rows) * per_row, per_row,
+                scratch.data() + r * per_row);
+  return scratch.data();
+}
+
 Status LoadGenerator::SendNext(StreamState& s, std::vector<float>& scratch) {
   const int per_row = signal_.values_per_row;
-  const int64_t row = (s.offset + s.sent * chunk_rows_) % signal_.rows;
-  const float* data = signal_.values.data() + row * per_row;
-  if (row + chunk_rows_ > signal_.rows) {  // wraps around the loop's end
-    scratch.resize(size_t(chunk_rows_) * per_row);
-    for (int64_t r = 0; r < chunk_rows_; ++r)
-      std::copy_n(signal_.values.data() + ((row + r) % signal_.rows) * per_row, per_row,
-                  scratch.data() + r * per_row);
-    data = scratch.data();
-  }
+  const float* data = ChunkRows(s, s.sent, scratch);
   return per_row == 1 ? s.stream->SendSamples(data, size_t(chunk_rows_))
                       : s.stream->SendFrames(data, size_t(chunk_rows_));
 }
@@ -358,7 +386,65 @@ nlohmann::ordered_json LoadGenerator::Report(double elapsed_s) {
       {"frame_errors", frame_errors},
       {"interrupted", bool(g_interrupted)}};
   if (args_.chaos_disconnect_s > 0) report["chaos"] = ChaosReport();
+  if (!args_.verify_offline.empty()) report["offline"] = OfflineReport();
   return report;
+}
+
+nlohmann::ordered_json LoadGenerator::OfflineReport() const {
+  auto model = Model::Load(args_.verify_offline);
+  if (!model.ok()) return {{"error", model.status().ToString()}};
+  EngineOptions options;
+  options.backend = "cpu";
+  options.max_streams = 1;
+  auto engine = Engine::Create(*model, options);
+  if (!engine.ok()) return {{"error", engine.status().ToString()}};
+  int64_t verified = 0, frames = 0, skipped = 0;
+  std::vector<size_t> differing;
+  std::vector<float> scratch;
+  for (size_t i = 0; i < streams_.size() && verified + skipped < args_.verify_streams; ++i) {
+    const StreamState& s = streams_[i];
+    if (s.control != i) continue;  // with chaos: controls only (the others equal theirs)
+    const client::StreamStats stats = s.stream ? s.stream->stats() : client::StreamStats();
+    if (!s.stream || stats.chunks_answered != stats.chunks_sent || s.lost_frames > 0) {
+      ++skipped;  // not every output arrived: nothing to compare whole
+      continue;
+    }
+    // The input as the server decoded it: each chunk through the wire format and back.
+    std::vector<float> input;
+    for (int64_t k = 0; k < s.sent; ++k) {
+      const float* rows = ChunkRows(s, k, scratch);
+      std::string payload;
+      const size_t n = size_t(chunk_rows_) * size_t(signal_.values_per_row);
+      auto decoded = client::EncodePayload(rows, n, format_, &payload).ok()
+                         ? client::DecodePayload(payload, format_)
+                         : StatusOr<std::vector<float>>(InternalError("encode failed"));
+      if (!decoded.ok()) return {{"error", decoded.status().ToString()}};
+      input.insert(input.end(), decoded->begin(), decoded->end());
+    }
+    SpanSource source(input.data(), input.size());
+    auto offline = (*engine)->RunOffline({&source}, OfflineOptions());
+    if (!offline.ok()) return {{"error", offline.status().ToString()}};
+    const int d_out = (*engine)->d_out();
+    const std::vector<float>& outputs = (*offline)[0];
+    const int64_t offline_frames = int64_t(outputs.size()) / d_out;
+    uint64_t hash = kHashSeed;
+    std::vector<uint64_t> prefix;
+    for (int64_t f = 0; f < offline_frames; ++f) {
+      hash = HashFrame(hash, outputs.data() + f * d_out, d_out);
+      if ((f + 1) % kHashEvery == 0) prefix.push_back(hash);
+    }
+    ++verified;
+    frames += offline_frames;
+    if (offline_frames != s.next_frame || hash != s.hash || prefix != s.prefix_hashes)
+      differing.push_back(i);
+  }
+  if (!differing.empty())
+    std::fprintf(stderr, "ssm-loadgen: %zu streams' outputs differ from offline processing "
+                 "(first: stream %zu)\n", differing.size(), differing.front());
+  return {{"streams_verified", verified},
+          {"streams_not_verified", skipped},
+          {"frames_verified", frames},
+          {"streams_differing", differing.size()}};
 }
 
 nlohmann::ordered_json LoadGenerator::ChaosReport() const {
@@ -409,7 +495,7 @@ nlohmann::ordered_json LoadGenerator::ChaosReport() const {
 }
 
 int Run(const Args& args) {
-  auto client = client::Client::Connect(args.server, {args.connect_timeout_s});
+  auto client = client::Client::Connect(args.server, args.connect);
   if (!client.ok()) {
     std::fprintf(stderr, "ssm-loadgen: error: %s\n", client.status().ToString().c_str());
     return 1;
@@ -463,7 +549,7 @@ int main(int argc, char** argv) {
       "the largest lag behind real time, errors by gRPC code and frame-index errors. "
       "Exits 0 when the run completes, even if the server refused streams."};
   ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format,
-                             &args.connect_timeout_s);
+                             &args.connect);
   app.add_option("--streams", args.streams, "Concurrent streams")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -493,6 +579,15 @@ int main(int argc, char** argv) {
                  "outputs the others' must equal; the report's \"chaos\" part says how it went "
                  "(0: off)")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--verify-offline", args.verify_offline,
+                 "Model directory (the server's): check the outputs of --verify-streams streams "
+                 "(controls, with chaos) bitwise against offline processing here; the report's "
+                 "\"offline\" part says how it went")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--verify-streams", args.verify_streams,
+                 "Streams checked by --verify-offline")
+      ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   app.add_flag("--json", args.json, "Print the report as one line of JSON");
   CLI11_PARSE(app, argc, argv);

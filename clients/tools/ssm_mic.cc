@@ -42,7 +42,7 @@ enum ExitCode {
 
 struct Args {
   std::string server, model, format = "auto", label = "ssm-mic";
-  double connect_timeout_s = 5;
+  client::ConnectOptions connect;
   bool list_devices = false;
   std::string input_device;  // "" = the default input device
   int sample_rate = 0;       // capture rate; 0 = the device's default
@@ -283,7 +283,7 @@ int Run(const Args& args) {
     recorder = std::move(*created);
   }
 
-  auto client = client::Client::Connect(args.server, {args.connect_timeout_s});
+  auto client = client::Client::Connect(args.server, args.connect);
   if (!client.ok()) return Fail(kExitServer, client.status());
   auto model = (*client)->GetModelInfo(args.model);
   if (!model.ok()) return Fail(kExitServer, model.status());
@@ -439,7 +439,7 @@ int main(int argc, char** argv) {
       "input device, the device cannot be opened (busy?) or stopped delivering audio; 4 the "
       "--record file cannot be written."};
   app.get_formatter()->column_width(34);
-  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format, &args.connect_timeout_s);
+  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format, &args.connect);
   // --server is not needed to list devices.
   app.get_option("--server")->required(false);
   app.add_flag("--list-devices", args.list_devices,

@@ -33,7 +33,8 @@ struct Args {
   int raw_rate = 0;
   bool realtime = false;
   bool no_resume = false;
-  double connect_timeout_s = 5, idle_timeout_s = 30;
+  client::ConnectOptions connect;
+  double idle_timeout_s = 30;
 };
 
 volatile std::sig_atomic_t g_interrupted = 0;  // Ctrl-C: stop sending, flush, write what came
@@ -73,7 +74,7 @@ Status WriteJsonl(const std::string& path, const pb::ModelInfo& model, const flo
 }
 
 int Run(const Args& args) {
-  auto client = client::Client::Connect(args.server, {args.connect_timeout_s});
+  auto client = client::Client::Connect(args.server, args.connect);
   if (!client.ok()) return Fail(client.status());
   auto model = (*client)->GetModelInfo(args.model);
   if (!model.ok()) return Fail(model.status());
@@ -188,7 +189,7 @@ int main(int argc, char** argv) {
       "Streams a file to ssm-server chunk by chunk and writes the model's outputs.\n"
       "Audio models take WAV/FLAC (resampled to the model's rate if needed), .raw PCM "
       "s16le or 1-D .npy samples; frame models take .npy float32 (T, d_in)."};
-  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format, &args.connect_timeout_s);
+  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format, &args.connect);
   ssm::tools::AddRawRateFlag(app, &args.raw_rate);
   app.add_option("--input", args.input, "Input file: .wav/.flac/... audio, .raw, .npy")
       ->required()

@@ -12,6 +12,7 @@ constexpr size_t kHeaderBytes = 8 + 4 + 4 + 8;  // magic, version, flags, total 
 constexpr size_t kChecksumBytes = 32;
 constexpr uint32_t kMaxStringBytes = 64;
 constexpr uint32_t kMaxLayers = 1 << 16;
+constexpr uint32_t kFlagOwner = 1;  // an owner field follows the header
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "ssmserve assumes a little-endian host");
 
@@ -44,7 +45,7 @@ class Reader {
       return Status(StatusCode::kDataLoss,
                     fmt::format("snapshot field {} at byte {} needs {} bytes, {} are left", field,
                                 pos_, n, end_ - pos_));
-    std::memcpy(out, bytes_.data() + pos_, n);
+    if (n > 0) std::memcpy(out, bytes_.data() + pos_, n);  // an empty vector's data() is null
     pos_ += n;
     return OkStatus();
   }
@@ -82,8 +83,9 @@ std::string EncodeSnapshot(const StreamSnapshot& s) {
   Writer w;
   w.Raw(kMagic, sizeof(kMagic));
   w.Put(kSnapshotVersion);
-  w.Put(uint32_t(0));  // flags
+  w.Put(s.owner.empty() ? uint32_t(0) : kFlagOwner);  // flags
   w.Put(uint64_t(0));  // total bytes, filled in below
+  if (!s.owner.empty()) w.String(s.owner);
   w.Raw(s.model_fingerprint.data(), s.model_fingerprint.size());
   w.String(s.backend);
   w.String(s.precision);
@@ -127,9 +129,10 @@ StatusOr<StreamSnapshot> DecodeSnapshot(const std::string& bytes) {
     return FailedPreconditionError(
         fmt::format("snapshot format version {} is unknown; this server reads version {}", version,
                     kSnapshotVersion));
-  if (flags != 0)
+  if ((flags & ~kFlagOwner) != 0)
     return Status(StatusCode::kDataLoss,
-                  fmt::format("snapshot flags {:#x}: version 1 defines none", flags));
+                  fmt::format("snapshot flags {:#x}: version 1 defines only {:#x} (owner)", flags,
+                              kFlagOwner));
   if (total != bytes.size())
     return Status(StatusCode::kDataLoss,
                   fmt::format("snapshot {}: {} bytes, its header says {}",
@@ -145,6 +148,11 @@ StatusOr<StreamSnapshot> DecodeSnapshot(const std::string& bytes) {
 
   StreamSnapshot s;
   Reader r(bytes, body);
+  if ((flags & kFlagOwner) != 0) {
+    SSM_RETURN_IF_ERROR(r.String(&s.owner, "owner"));
+    if (s.owner.empty())
+      return Status(StatusCode::kDataLoss, "snapshot owner flag set, but the owner is empty");
+  }
   SSM_RETURN_IF_ERROR(
       r.Raw(s.model_fingerprint.data(), s.model_fingerprint.size(), "model_fingerprint"));
   SSM_RETURN_IF_ERROR(r.String(&s.backend, "backend"));

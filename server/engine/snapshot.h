@@ -17,6 +17,9 @@ inline constexpr uint32_t kSnapshotVersion = 1;
 
 struct StreamSnapshot {
   Digest model_fingerprint{};  // Model::fingerprint() of the model that ran the stream
+  // The identity that opened the stream (an API key id, at most 64 bytes); only it may resume
+  // the stream. "" when the server runs without keys.
+  std::string owner;
   std::string backend;         // the backend that took it ("cpu", "cuda", "reference")
   std::string precision = "f32";
   uint64_t next_sequence = 0;  // the first chunk not applied to the state below

@@ -16,6 +16,9 @@ namespace ssm {
 namespace {
 
 constexpr sf_count_t kBlockFrames = 4096;
+// The header's frame count is only a hint: a 100-byte FLAC can claim 2^36 frames. Reserve at most
+// this many samples (4 MiB) up front; a longer file grows the vector as it is read.
+constexpr sf_count_t kMaxReserveFrames = sf_count_t(1) << 20;
 constexpr float kPcm16Scale = 32768.0f;  // docs/design.md §3: PCM S16 input is s / 32768
 
 struct SndfileCloser {
@@ -42,7 +45,7 @@ StatusOr<Audio> ReadAudio(const std::string& path) {
   Audio audio;
   audio.sample_rate = info.samplerate;
   audio.channels_in_file = info.channels;
-  if (info.frames > 0 && info.frames < SF_COUNT_MAX) audio.samples.reserve(info.frames);
+  if (info.frames > 0) audio.samples.reserve(std::min(info.frames, kMaxReserveFrames));
 
   // Read block by block rather than trusting the frame count (unknown for some streams).
   std::vector<float> block(static_cast<size_t>(kBlockFrames) * info.channels);

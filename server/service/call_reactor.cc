@@ -36,8 +36,16 @@ CallReactor::CallReactor(CallShared* shared, grpc::CallbackServerContext* contex
     : shared_(shared), context_(context), behaviour_(behaviour), last_activity_(Clock::now()) {}
 
 void CallReactor::Start() {
+  auto identity = shared_->auth->Authenticate(*context_);
   shared_->calls->Add(this);
   std::lock_guard<std::mutex> lock(mu_);
+  if (!identity.ok()) {  // nothing is read from a caller who is not known
+    input_ended_ = true;
+    FinishLocked(ToGrpcStatus(identity.status()), CloseReason::kError);
+    return;
+  }
+  identity_ = std::move(*identity);
+  identity_generation_ = identity_->generation();
   MaybeReadLocked();
 }
 
@@ -148,6 +156,7 @@ Status CallReactor::HandleOpenLocked(const pb::StreamRequest& request) {
   if (open.resume_from_frame() != 0)
     return InvalidArgumentError("resume_from_frame without resume_token");
   SSM_ASSIGN_OR_RETURN(const ServedModel* model, shared_->models->Lookup(open.model()));
+  SSM_ASSIGN_OR_RETURN(lease_, shared_->auth->Admit(identity_, model->name, /*resume=*/false));
   SSM_RETURN_IF_ERROR(CheckPayloadFormat(format, open.sample_rate(), model->model->config())
                           .WithContext(fmt::format("model \"{}\"", model->name)));
   auto stream = model->scheduler->Open(behaviour_.priority,
@@ -174,7 +183,7 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
                       open.resume_token().size(), kMaxTokenBytes)));
   Digest hash{}, entry_hash{};
   ResumeFailure failure = ResumeFailure::kUnknownToken;
-  auto taken = shared_->parked->Take(open.resume_token(), &hash, &failure, &entry_hash);
+  auto taken = shared_->parked->Take(open.resume_token(), owner(), &hash, &failure, &entry_hash);
   if (!taken.ok() && failure == ResumeFailure::kUnknownToken && shared_->store != nullptr) {
     // Not parked here: another replica may have handed it off or checkpointed it.
     if (!shared_->parked->BeginLookup(hash))
@@ -224,7 +233,8 @@ void CallReactor::OnStoreTake(const Digest& hash, StatusOr<std::string> bytes) {
       // Parked here meanwhile (its old call ended while this lookup ran)?
       Digest local_hash;
       ResumeFailure failure = ResumeFailure::kUnknownToken;
-      auto local = shared_->parked->Take(pending_open_.resume_token(), &local_hash, &failure);
+      auto local =
+          shared_->parked->Take(pending_open_.resume_token(), owner(), &local_hash, &failure);
       if (local.ok()) {
         ContinueOrFailLocked(local_hash, std::move(*local), /*from_store=*/false);
       } else if (failure != ResumeFailure::kUnknownToken) {  // known here after all: its answer
@@ -259,6 +269,16 @@ void CallReactor::ContinueOrFailLocked(const Digest& hash, ParkedStream parked, 
 Status CallReactor::RefuseResume(ResumeFailure failure, const Status& status) const {
   if (ResumeMetrics* metrics = shared_->metrics->resume())
     metrics->failures[size_t(failure)]->Increment();
+  if (failure == ResumeFailure::kOtherIdentity)
+    shared_->auth->CountRefusal(AuthRefusal::kOtherIdentity);
+  const bool nothing_of_yours =
+      failure == ResumeFailure::kOtherIdentity ||
+      (failure == ResumeFailure::kUnknownToken && status.code() == StatusCode::kNotFound);
+  if (shared_->auth->enabled() && nothing_of_yours)
+    return PermissionDeniedError(fmt::format(
+        "resume refused: the token names no stream of API key \"{}\" (a token resumes only a "
+        "stream its own key opened); open a new stream",
+        owner()));
   return status;
 }
 
@@ -280,6 +300,15 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
     ++pending_async_;
     shared_->store->Put(hash, std::move(parked.snapshot), shared_->parked->options().ttl_s,
                         [this](Status) { AsyncDone(); });
+  }
+  if (snapshot->owner != owner()) {  // only from the store: Take checked parked streams
+    if (from_store) {
+      ++pending_async_;
+      shared_->store->Put(hash, std::move(parked.snapshot), shared_->parked->options().ttl_s,
+                          [this](Status) { AsyncDone(); });
+    }
+    return RefuseResume(ResumeFailure::kOtherIdentity,
+                        PermissionDeniedError("resume token of another identity"));
   }
   if (model == nullptr)
     return RefuseResume(ResumeFailure::kOtherModel,
@@ -333,6 +362,12 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
     keep();
     return format_ok.WithContext(fmt::format("model \"{}\" (the stream is still parked)", model->name));
   }
+  auto lease = shared_->auth->Admit(identity_, model->name, /*resume=*/true);
+  if (!lease.ok()) {
+    keep();
+    return lease.status().WithContext("resume (the stream is still parked)");
+  }
+  lease_ = std::move(*lease);
   auto stream = model->scheduler->OpenRestored(
       behaviour_.priority, [this](ChunkResult result) { OnResult(std::move(result)); }, *snapshot);
   if (!stream.ok()) {
@@ -378,7 +413,7 @@ void CallReactor::OpenedLocked(const ServedModel* model, int stream, PayloadForm
   std::string token;
   if (behaviour_.resumable && shared_->parked->enabled()) {
     canceller_ = std::make_shared<CallCanceller>(context_);
-    auto issued = shared_->parked->Issue(canceller_, &live_.token_hash);
+    auto issued = shared_->parked->Issue(canceller_, owner(), &live_.token_hash);
     if (issued.ok()) {
       token = *issued;
       live_.token = std::move(*issued);
@@ -389,8 +424,8 @@ void CallReactor::OpenedLocked(const ServedModel* model, int stream, PayloadForm
     }
   }
   if (resumed != nullptr)
-    log::Info("{} {} resumed a parked stream at chunk {}, frame {}{}{}", behaviour_.rpc,
-              live_.id, resumed->next_sequence, resumed->frontend.frames,
+    log::Info("{} {}{} resumed a parked stream at chunk {}, frame {}{}{}", behaviour_.rpc,
+              live_.id, identity_->LogTag(), resumed->next_sequence, resumed->frontend.frames,
               live_.label.empty() ? "" : " label=", log::Printable(live_.label));
 
   pb::StreamResponse response;
@@ -542,7 +577,12 @@ void CallReactor::OnCancel() {
 }
 
 void CallReactor::OnDone() {
-  if (canceller_ != nullptr) canceller_->Detach();  // without mu_: a Cancel may hold it
+  std::shared_ptr<CallCanceller> canceller;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    canceller = canceller_;
+  }
+  if (canceller != nullptr) canceller->Detach();  // without mu_: a Cancel may hold it
   shared_->calls->Remove(this);
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -572,6 +612,7 @@ void CallReactor::CompleteDone() {
     std::lock_guard<std::mutex> lock(mu_);
     stream = live_.slot;
     scheduler = live_.scheduler;
+    lease_.Release();  // the key's stream limit counts open calls, not parked streams
     // A cancel can follow a status already requested (the cancelled read looks like a
     // half-close): the call still ended by the client's doing.
     if (cancelled_ && finish_status_.ok()) {
@@ -598,7 +639,8 @@ void CallReactor::CompleteDone() {
                                 resume_attempt_;
     if (!finish_status_.ok() && finish_status_.error_code() != grpc::StatusCode::CANCELLED &&
         !retried_resume)
-      log::Warning("{} {}{}{} ended: {} {}", behaviour_.rpc, live_.id.empty() ? "-" : live_.id,
+      log::Warning("{} {}{}{}{} ended: {} {}", behaviour_.rpc, live_.id.empty() ? "-" : live_.id,
+                   identity_ != nullptr ? identity_->LogTag() : "",
                    live_.label.empty() ? "" : " label=", live_.label, int(finish_status_.error_code()),
                    finish_status_.error_message());
   }
@@ -645,13 +687,14 @@ void CallReactor::Park(StatusOr<StreamSnapshot> snapshot) {
   }
   std::string bytes = EncodeCounted(*snapshot, start, shared_->metrics->resume());
   const size_t size = bytes.size();
-  if (shared_->parked->Park(live_.token_hash, {live_.model->name, std::move(bytes)}))
+  if (shared_->parked->Park(live_.token_hash, {live_.model->name, std::move(bytes), owner()}))
     log::Info("{} {} parked at chunk {}, frame {} ({} bytes) for {:g} s", behaviour_.rpc,
               live_.id, live_.applied, live_.frames_done, size, shared_->parked->options().ttl_s);
 }
 
 Status CallReactor::FillSnapshotLocked(StatusOr<StreamSnapshot>* snapshot) {
   if (!snapshot->ok()) return snapshot->status();
+  (*snapshot)->owner = owner();
   const Status filled = live_.FillSnapshot(&**snapshot);
   if (!filled.ok()) log::Error("{} {}: {}", behaviour_.rpc, live_.id, filled.message());
   return filled;
@@ -838,12 +881,35 @@ void CallReactor::MaybeFinishLocked() {
   Finish(finish_status_);
 }
 
+bool CallReactor::CheckIdentityLocked(grpc::Status* status) {
+  if (identity_ == nullptr || identity_->generation() == identity_generation_ || cancel_sent_)
+    return false;
+  identity_generation_ = identity_->generation();
+  if (live_.model == nullptr && !identity_->revoked()) return false;  // admitted at its `open`
+  const Status allowed = identity_->Check(live_.model != nullptr ? live_.model->name : "");
+  if (allowed.ok()) return false;
+  const std::string what =
+      live_.id.empty() ? std::string("the call was closed") : "stream " + live_.id + " was closed";
+  *status = ToGrpcStatus(allowed.WithContext(what));
+  input_ended_ = true;
+  DropQueuedWritesLocked();
+  finish_requested_ = false;  // this status wins over any waiting one
+  FinishLocked(*status, CloseReason::kError);
+  cancel_sent_ = true;
+  return true;
+}
+
 void CallReactor::CheckIdle(Clock::time_point now) {
   std::string stalled;
+  grpc_status_code cancel_code = GRPC_STATUS_DEADLINE_EXCEEDED;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return;
-    if (write_in_flight_ && Seconds(write_started_, now) > config().write_timeout_s) {
+    grpc::Status revoked;
+    if (CheckIdentityLocked(&revoked)) {
+      stalled = revoked.error_message();
+      cancel_code = grpc_status_code(revoked.error_code());
+    } else if (write_in_flight_ && Seconds(write_started_, now) > config().write_timeout_s) {
       if (cancel_sent_) return;
       // The client stopped reading: the write can never complete, and Finish waits for it.
       stalled = fmt::format(
@@ -872,8 +938,7 @@ void CallReactor::CheckIdle(Clock::time_point now) {
   }
   // Outside mu_: gRPC fails the stuck write (OnWriteDone(false), then OnCancel), and the status
   // still reaches the client (trailers are not held back by flow control).
-  grpc_call_cancel_with_status(context_->c_call(), GRPC_STATUS_DEADLINE_EXCEEDED, stalled.c_str(),
-                               nullptr);
+  grpc_call_cancel_with_status(context_->c_call(), cancel_code, stalled.c_str(), nullptr);
 }
 
 void CallReactor::Drain() {

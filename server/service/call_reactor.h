@@ -14,6 +14,10 @@
 //   --write-timeout (a client that stopped reading): DEADLINE_EXCEEDED, and the call is cancelled
 //   with that status so that its slot is freed at once;
 // - the server drains: UNAVAILABLE; the engine fails a chunk: that chunk's error.
+// Identity (docs/design.md §8): a call is authenticated when it starts (no message is read from
+// a caller that is refused) and admitted at its `open` (the key's models and limits); it ends
+// with UNAUTHENTICATED or PERMISSION_DENIED on the idle sweep after a reload revokes its key or
+// takes its model away. A resume token resumes only the streams of the identity that opened them.
 // Resuming (Stream calls, docs/design.md §7): `opened` carries a resume token. A call that ends
 // without a clean half-close (cancelled, gone, idle or write timeout) parks its stream: on the
 // scheduler's worker, after its last step, the stream's snapshot (with the outputs of its
@@ -43,6 +47,7 @@
 #include <vector>
 
 #include "kernels/base/status.h"
+#include "server/service/authenticator.h"
 #include "server/service/call_registry.h"
 #include "server/service/live_stream.h"
 #include "server/service/metrics.h"
@@ -69,6 +74,7 @@ struct CallShared {
   Metrics* metrics = nullptr;
   ParkedStreams* parked = nullptr;
   StateStore* store = nullptr;  // --state-store; nullptr: none
+  Authenticator* auth = nullptr;  // who may call (with or without --auth-keys)
   std::map<std::string, pb::ModelInfo> model_infos;  // by model name, immutable
   size_t max_request_bytes = 0;  // larger request messages fail with RESOURCE_EXHAUSTED
   std::atomic<uint64_t> next_stream_id{1};
@@ -138,8 +144,15 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
                               bool from_store);
   // ContinueResumeLocked of the stored `open`; its error ends the call.
   void ContinueOrFailLocked(const Digest& hash, ParkedStream parked, bool from_store);
-  // Counts a refused resume by `failure` and returns `status`, the refusal.
+  // Counts a refused resume by `failure` and returns `status`, the refusal. With API keys, a
+  // token that names no stream of this caller (unknown, or another identity's) gets one answer,
+  // PERMISSION_DENIED, whichever it was: a token's existence is never confirmed to another.
   Status RefuseResume(ResumeFailure failure, const Status& status) const;
+  // The caller's key id ("" anonymous).
+  const std::string& owner() const { return identity_->id(); }
+  // After a keys reload: ends the call if its key was revoked or lost its model; returns
+  // whether it did (the caller cancels the call with `*status` outside mu_).
+  bool CheckIdentityLocked(grpc::Status* status);
   std::string ModelFingerprints() const;  // "name (fingerprint), ..." for messages
   // The stream is open on `stream` of `model`: records it and answers `opened`; for a resumed
   // stream also the held outputs from `resume_from_frame` on.
@@ -219,6 +232,9 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   pb::StreamOpen pending_open_;  // the `open` of a resume waiting for the store
   bool store_lookup_ = false;
   bool resume_attempt_ = false;  // `open` carried a resume token
+  std::shared_ptr<Identity> identity_;  // who called; set by Start (refused: nullptr)
+  uint64_t identity_generation_ = 0;     // identity_->generation() last checked
+  CallLease lease_;                      // the call's place in its key's stream limit
   LiveStream live_;  // the stream, once `open` is accepted
   std::shared_ptr<CallCanceller> canceller_;  // lets a resume cancel this call
 };

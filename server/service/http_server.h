@@ -5,18 +5,36 @@
 // One event thread (epoll) serves every connection, so a slow or silent client holds only a
 // connection slot, never a thread: scrapes stay prompt however many such clients there are, up
 // to the connection limit, and each of them is closed after kConnectionTimeoutS without progress.
+//
+// Security (docs/design.md §8): with a certificate it serves HTTPS only (GnuTLS, inside
+// libmicrohttpd), and re-reads the files every reload interval: a changed pair restarts the
+// daemon on the same socket (a scrape in progress then fails and is retried on the next poll).
+// With an authorizer, /metrics needs "Authorization: Bearer KEY" (401 otherwise); the dashboard's
+// page and scripts hold no data and stay open, and the page asks for the key.
 #pragma once
 
 #include <prometheus/registry.h>
 
+#include <condition_variable>
+#include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <string_view>
+#include <thread>
 
 #include "kernels/base/status.h"
 
 struct MHD_Daemon;
 
 namespace ssm {
+
+struct HttpOptions {
+  std::string tls_cert, tls_key;  // PEM files; "" = plain HTTP
+  int tls_reload_interval_s = 10;
+  // Set: /metrics answers only a request whose bearer key it accepts.
+  std::function<bool(std::string_view key)> authorize;
+};
 
 class HttpServer {
  public:
@@ -28,7 +46,8 @@ class HttpServer {
 
   // Listens on `address` (HOST:PORT; port 0 picks a free port) and serves `registry`.
   static StatusOr<std::unique_ptr<HttpServer>> Start(
-      const std::string& address, std::shared_ptr<prometheus::Registry> registry);
+      const std::string& address, std::shared_ptr<prometheus::Registry> registry,
+      const HttpOptions& options = {});
 
   // The connection limit Start uses: kMaxConnections, but at most a quarter of the soft
   // RLIMIT_NOFILE, so that HTTP clients can never take the file descriptors gRPC needs.
@@ -41,14 +60,28 @@ class HttpServer {
   HttpServer& operator=(const HttpServer&) = delete;
 
   int port() const { return port_; }
+  bool tls() const { return !options_.tls_cert.empty(); }
+
+  // Read by the event thread (the request handler).
+  const std::shared_ptr<prometheus::Registry> registry_;
+  const HttpOptions options_;
 
  private:
-  explicit HttpServer(std::shared_ptr<prometheus::Registry> registry)
-      : registry_(std::move(registry)) {}
+  HttpServer(std::shared_ptr<prometheus::Registry> registry, const HttpOptions& options)
+      : registry_(std::move(registry)), options_(options) {}
+  // Starts the daemon on `fd` with the certificate in cert_pem_/key_pem_ (when TLS).
+  Status StartDaemon(int fd, const std::string& address);
+  // Reads the TLS files into *cert, *key and their stamp; false if unreadable.
+  bool ReadTlsFiles(std::string* cert, std::string* key, std::string* stamp) const;
+  void WatchLoop();  // TLS: restarts the daemon when the files change
 
-  const std::shared_ptr<prometheus::Registry> registry_;  // read by the event thread
   MHD_Daemon* daemon_ = nullptr;
   int port_ = 0;
+  std::string cert_pem_, key_pem_, stamp_;  // of the running daemon (it reads the PEM strings)
+  std::mutex watch_mu_;                     // guards stop_
+  std::condition_variable watch_cv_;
+  bool stop_ = false;
+  std::thread watcher_;
 };
 
 }  // namespace ssm

@@ -79,6 +79,8 @@ const char* ResumeFailureName(ResumeFailure failure) {
       return "store_unavailable";
     case ResumeFailure::kCompleted:
       return "completed";
+    case ResumeFailure::kOtherIdentity:
+      return "other_identity";
   }
   return "corrupt";
 }

@@ -86,8 +86,9 @@ enum class ResumeFailure {
   kDisabled,      // --resume-ttl 0
   kStore,         // the state store could not be read (UNAVAILABLE: the client retries)
   kCompleted,     // the stream had completed (its client may have lost the final status)
+  kOtherIdentity,  // the token names a stream of another identity (--auth-keys)
 };
-constexpr int kResumeFailures = 12;
+constexpr int kResumeFailures = 13;
 const char* ResumeFailureName(ResumeFailure failure);
 
 // Server-wide series of parked streams and resumes (docs/design.md §7). Thread-safe.

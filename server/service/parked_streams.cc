@@ -11,6 +11,9 @@ namespace {
 
 constexpr size_t kTokenBytes = 18;       // 144 random bits: 24 base64url characters
 constexpr size_t kMaxFatesKept = 65536;  // tokens whose fate a refusal can still name
+// ... for this many resume TTLs after it was recorded, and at least kMinFateKeepS seconds.
+constexpr double kFateKeepTtls = 5;
+constexpr double kMinFateKeepS = 300;
 
 }  // namespace
 
@@ -44,7 +47,8 @@ ParkedStreams::~ParkedStreams() {
   expirer_.join();
 }
 
-StatusOr<std::string> ParkedStreams::Issue(std::shared_ptr<CallCanceller> canceller, Digest* hash) {
+StatusOr<std::string> ParkedStreams::Issue(std::shared_ptr<CallCanceller> canceller,
+                                           const std::string& owner, Digest* hash) {
   if (!enabled()) return std::string();
   uint8_t random[kTokenBytes];
   if (!RandomBytes(random, sizeof(random)))
@@ -52,7 +56,9 @@ StatusOr<std::string> ParkedStreams::Issue(std::shared_ptr<CallCanceller> cancel
   std::string token = Base64Url(random, sizeof(random));
   *hash = Sha256Of(token);
   std::lock_guard<std::mutex> lock(mu_);
-  entries_[*hash].live = std::move(canceller);
+  Entry& entry = entries_[*hash];
+  entry.live = std::move(canceller);
+  entry.owner = owner;
   return token;
 }
 
@@ -60,13 +66,19 @@ bool ParkedStreams::Park(const Digest& hash, ParkedStream stream) {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = entries_.find(hash);
   if (it == entries_.end()) return false;  // already forgotten
-  if (parked_ >= size_t(options_.max_parked)) {
+  const bool full = parked_ >= size_t(options_.max_parked);
+  if (full || int64_t(parked_bytes_ + stream.snapshot.size()) > options_.max_parked_bytes) {
     const TokenFate not_kept = TokenFate::kNotKept;
-    const std::string why = fmt::format("the server already held {} parked streams (--max-parked)",
-                                        options_.max_parked);
+    const std::string why =
+        full ? fmt::format("the server already held {} parked streams (--max-parked)",
+                           options_.max_parked)
+             : fmt::format("the server's parked streams already held {} bytes; {} more would pass "
+                           "--max-parked-bytes {}",
+                           parked_bytes_, stream.snapshot.size(), options_.max_parked_bytes);
+    const std::string owner = it->second.owner;
     DropAliasLocked(it->second, &not_kept, why);
     entries_.erase(it);
-    RecordFateLocked(hash, not_kept, why);
+    RecordFateLocked(hash, not_kept, why, owner);
     if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->parks_refused->Increment();
     return false;
   }
@@ -84,6 +96,7 @@ void ParkedStreams::InsertParkedLocked(const Digest& hash, ParkedStream stream,
   entry.is_parked = true;
   entry.expiry = expiry;
   entry.bytes = stream.snapshot.size();
+  entry.owner = stream.owner;
   parked_bytes_ += entry.bytes;
   entry.parked = std::move(stream);
   ++parked_;
@@ -96,7 +109,7 @@ void ParkedStreams::InsertParkedLocked(const Digest& hash, ParkedStream stream,
 void ParkedStreams::DropAliasLocked(Entry& entry, const TokenFate* fate, const std::string& why) {
   if (!entry.has_alias) return;
   aliases_.erase(entry.alias);
-  if (fate != nullptr) RecordFateLocked(entry.alias, *fate, why);
+  if (fate != nullptr) RecordFateLocked(entry.alias, *fate, why, entry.owner);
   entry.has_alias = false;
 }
 
@@ -128,9 +141,9 @@ void ParkedStreams::Confirm(const Digest& presented) {
   const TokenFate used = TokenFate::kResumed;
   if (it != entries_.end()) {
     DropAliasLocked(it->second, &used, "");
-  } else {
+  } else {  // owner unknown: only an anonymous caller is told the token was used
     aliases_.erase(alias);
-    RecordFateLocked(presented, used, "");
+    RecordFateLocked(presented, used, "", "");
   }
 }
 
@@ -153,18 +166,20 @@ void ParkedStreams::Forget(const Digest& hash, TokenFate fate, const std::string
   auto it = entries_.find(hash);
   if (it == entries_.end()) return;
   DropAliasLocked(it->second, &fate, why);
+  const std::string owner = it->second.owner;
   if (it->second.is_parked) {
     EraseParkedLocked(it);
   } else {
     entries_.erase(it);
   }
-  RecordFateLocked(hash, fate, why);
+  RecordFateLocked(hash, fate, why, owner);
   if (fate == TokenFate::kNotKept)
     if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->parks_refused->Increment();
 }
 
-StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* hash,
-                                           ResumeFailure* failure, Digest* entry_hash_out) {
+StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, const std::string& owner,
+                                           Digest* hash, ResumeFailure* failure,
+                                           Digest* entry_hash_out) {
   const Digest presented = Sha256Of(token);
   *hash = presented;
   std::shared_ptr<CallCanceller> live;
@@ -173,6 +188,11 @@ StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* has
     auto it = entries_.find(presented);
     auto alias = aliases_.find(presented);
     if (it == entries_.end() && alias != aliases_.end()) it = entries_.find(alias->second);
+    auto other_owner = [&] {
+      *failure = ResumeFailure::kOtherIdentity;
+      return PermissionDeniedError("resume token of another identity");
+    };
+    if (it != entries_.end() && it->second.owner != owner) return other_owner();
     if (it != entries_.end() && it->second.is_parked) {
       // Taken under the token the client presented, so that the resumed call can alias it.
       const Digest entry_hash = it->first;
@@ -180,7 +200,7 @@ StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* has
       DropAliasLocked(it->second, nullptr, "");
       ParkedStream stream = std::move(it->second.parked);
       EraseParkedLocked(it);
-      RecordFateLocked(entry_hash, TokenFate::kResumed, "");
+      RecordFateLocked(entry_hash, TokenFate::kResumed, "", owner);
       return std::move(stream);
     }
     if (it == entries_.end() && lookups_.count(presented) > 0) {
@@ -194,6 +214,7 @@ StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, Digest* has
     } else {
       auto fate = fates_.find(*hash);
       *failure = ResumeFailure::kUnknownToken;
+      if (fate != fates_.end() && fate->second.owner != owner) return other_owner();
       if (fate == fates_.end())
         return NotFoundError(
             "resume token not found: no stream of this server was opened with it (a token "
@@ -280,13 +301,19 @@ size_t ParkedStreams::parked_bytes() const {
 
 // Each record is numbered: a hash in fate_order_ whose record was replaced or erased since
 // (Alias, PutBack) no longer evicts the newer record.
-void ParkedStreams::RecordFateLocked(const Digest& hash, TokenFate fate, const std::string& why) {
+void ParkedStreams::RecordFateLocked(const Digest& hash, TokenFate fate, const std::string& why,
+                                     const std::string& owner) {
   const uint64_t number = ++fates_recorded_;
-  fates_.insert_or_assign(hash, Fate{fate, why, number});
-  fate_order_.emplace_back(hash, number);
-  while (fate_order_.size() > kMaxFatesKept) {
-    auto it = fates_.find(fate_order_.front().first);
-    if (it != fates_.end() && it->second.number == fate_order_.front().second) fates_.erase(it);
+  fates_.insert_or_assign(hash, Fate{fate, why, number, owner});
+  const Clock::time_point now = Clock::now();
+  fate_order_.push_back({hash, number, now});
+  // Kept for a while, not for ever: memory follows the rate of ended streams, not the uptime.
+  const auto keep = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double>(std::max(kMinFateKeepS, kFateKeepTtls * options_.ttl_s)));
+  while (fate_order_.size() > kMaxFatesKept ||
+         (!fate_order_.empty() && now - fate_order_.front().recorded > keep)) {
+    auto it = fates_.find(fate_order_.front().hash);
+    if (it != fates_.end() && it->second.number == fate_order_.front().number) fates_.erase(it);
     fate_order_.pop_front();
   }
 }
@@ -318,8 +345,9 @@ void ParkedStreams::ExpireLoop() {
     }
     const TokenFate expired = TokenFate::kExpired;
     DropAliasLocked(it->second, &expired, "");
+    const std::string owner = it->second.owner;
     EraseParkedLocked(it);
-    RecordFateLocked(hash, expired, "");
+    RecordFateLocked(hash, expired, "", owner);
     if (ResumeMetrics* m = metrics_ ? metrics_->resume() : nullptr) m->expired->Increment();
   }
 }

@@ -3,7 +3,7 @@
 // its stream: the snapshot bytes stay in host memory for --resume-ttl (its state slot is freed),
 // and a new call presenting the token takes them back. What became of a token that no longer
 // names a stream (resumed, expired, ended, not kept) is remembered for a while, so that a
-// refusal can say which.
+// refusal can say which (for five resume TTLs, at least 5 minutes, at most 65536 tokens).
 //
 // Thread-safe; Park and Forget never block on anything but the registry's own lock. An expiry
 // thread frees parked snapshots when their time is up.
@@ -56,6 +56,7 @@ enum class TokenFate {
 struct ParkedStream {
   std::string model;     // the served model's name
   std::string snapshot;  // EncodeSnapshot bytes
+  std::string owner;     // the identity that opened the stream (a key id; "" anonymous)
 };
 
 class ParkedStreams {
@@ -63,6 +64,7 @@ class ParkedStreams {
   struct Options {
     double ttl_s = 60;      // how long a parked stream is kept; 0: resuming is off
     int max_parked = 4096;  // parked streams at once; more are not kept
+    int64_t max_parked_bytes = int64_t(1) << 30;  // their snapshot bytes, all together
   };
   ParkedStreams(const Options& options, Metrics* metrics);
   ~ParkedStreams();  // stops the expiry thread
@@ -70,25 +72,29 @@ class ParkedStreams {
   bool enabled() const { return options_.ttl_s > 0; }
   const Options& options() const { return options_; }
 
-  // A new token for a stream that just opened on the call `canceller` cancels (at least 128
-  // random bits, base64url). Its hash is the key from now on. "" when resuming is off.
-  // UNAVAILABLE if the random source fails.
-  StatusOr<std::string> Issue(std::shared_ptr<CallCanceller> canceller, Digest* hash);
+  // A new token for a stream that `owner` (an identity's key id, "" anonymous) just opened on
+  // the call `canceller` cancels (at least 128 random bits, base64url). Its hash is the key from
+  // now on. "" when resuming is off. UNAVAILABLE if the random source fails.
+  StatusOr<std::string> Issue(std::shared_ptr<CallCanceller> canceller, const std::string& owner,
+                              Digest* hash);
   // The stream's call broke: keep its snapshot under the token for ttl_s. Refused (the token's
-  // fate becomes kNotKept, and `why` says so) when max_parked streams are parked already.
-  // Returns whether it was kept.
+  // fate becomes kNotKept, and `why` says so) when max_parked streams, or max_parked_bytes, are
+  // parked already. Returns whether it was kept.
   bool Park(const Digest& hash, ParkedStream stream);
   // The token's stream ended for good (or could not be parked, `fate` kNotKept).
   void Forget(const Digest& hash, TokenFate fate, const std::string& why = "");
 
-  // Takes the parked stream named by `token`. NOT_FOUND saying whether the token is unknown,
+  // Takes the parked stream named by `token` for `owner`. A token of another owner's stream
+  // (parked, attached or ended) is refused with PERMISSION_DENIED, `failure` kOtherIdentity,
+  // before anything else is looked at: nothing about it is told, and its call is not touched.
+  // Otherwise NOT_FOUND saying whether the token is unknown,
   // already used, expired, or its stream ended or was not kept; UNAVAILABLE (retry shortly) if
   // its stream is still attached to a live call, which is then cancelled so that it parks.
   // `failure` says which refusal it was, for the metrics.
   // *entry_hash (optional): the hash the stream was parked under (another one when the presented
   // token is an alias).
-  StatusOr<ParkedStream> Take(const std::string& token, Digest* hash, ResumeFailure* failure,
-                              Digest* entry_hash = nullptr);
+  StatusOr<ParkedStream> Take(const std::string& token, const std::string& owner, Digest* hash,
+                              ResumeFailure* failure, Digest* entry_hash = nullptr);
   // A resume asks the state store for the stream of `hash`: until EndLookup, another resume of
   // it is refused with UNAVAILABLE (retry), not NOT_FOUND, so racing attempts cannot lose it.
   // False when a lookup of it is already in flight.
@@ -123,15 +129,18 @@ class ParkedStreams {
     bool is_parked = false;
     bool has_alias = false;  // an old token (aliases_) also names this stream
     Digest alias{};
+    std::string owner;  // the identity that opened the stream
   };
   struct Fate {
     TokenFate fate;
     std::string why;
-    uint64_t number;  // of the record (fate_order_)
+    uint64_t number;     // of the record (fate_order_)
+    std::string owner;   // the identity whose stream it named
   };
 
   void ExpireLoop();
-  void RecordFateLocked(const Digest& hash, TokenFate fate, const std::string& why);
+  void RecordFateLocked(const Digest& hash, TokenFate fate, const std::string& why,
+                        const std::string& owner);
   void InsertParkedLocked(const Digest& hash, ParkedStream stream, Clock::time_point expiry);
   void EraseParkedLocked(std::map<Digest, Entry>::iterator it);
   void UpdateGaugesLocked();
@@ -147,7 +156,12 @@ class ParkedStreams {
   std::map<Digest, Fate> fates_;                        // recent tokens no longer valid
   std::map<Digest, Digest> aliases_;                    // old token hash -> entry's hash
   std::set<Digest> lookups_;                            // store lookups in flight
-  std::deque<std::pair<Digest, uint64_t>> fate_order_;  // records, oldest first, bounded
+  struct FateRecord {
+    Digest hash;
+    uint64_t number;
+    Clock::time_point recorded;
+  };
+  std::deque<FateRecord> fate_order_;  // records, oldest first; bounded in number and age
   uint64_t fates_recorded_ = 0;
   size_t parked_ = 0, parked_bytes_ = 0;
   bool stop_ = false;

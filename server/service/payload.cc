@@ -70,6 +70,9 @@ Status DecodePayload(PayloadFormat format, const std::string& bytes, int frame_d
     }
     case PayloadFormat::kPcmF32le:
     case PayloadFormat::kFramesF32le: {
+      if (format == PayloadFormat::kFramesF32le && frame_dim < 1)  // n % 0 would trap
+        return InvalidArgumentError(
+            fmt::format("frame size {}: a frame holds at least 1 float", frame_dim));
       const size_t unit = format == PayloadFormat::kPcmF32le ? 4 : 4 * size_t(frame_dim);
       if (n % unit != 0)
         return InvalidArgumentError(

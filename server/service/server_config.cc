@@ -96,6 +96,22 @@ Status ServerConfig::Validate() const {
     return InvalidArgumentError(
         fmt::format("--batch-wait-ms {}: must be in [0, 1000]", batch_wait_ms));
   if (threads < 0) return InvalidArgumentError(fmt::format("--threads {}: must be >= 0", threads));
+  if (metrics_auth && auth_keys.empty())
+    return InvalidArgumentError("--metrics-auth needs --auth-keys (the keys it accepts)");
+  if (!(max_opens_per_s >= 0))
+    return InvalidArgumentError(fmt::format(
+        "--max-opens-per-second {}: must be >= 0 (0: no limit)", max_opens_per_s));
+  SSM_RETURN_IF_ERROR(positive("--max-calls-per-connection", max_calls_per_connection));
+  SSM_RETURN_IF_ERROR(positive("--keepalive-min-interval", keepalive_min_interval_s));
+  if (keepalive_max_strikes < 0)
+    return InvalidArgumentError(fmt::format("--keepalive-max-strikes {}: must be >= 0",
+                                            keepalive_max_strikes));
+  SSM_RETURN_IF_ERROR(positive("--max-connection-idle", max_connection_idle_s));
+  if (max_metadata_bytes < 1024)
+    return InvalidArgumentError(fmt::format(
+        "--max-metadata-bytes {}: must be at least 1024 (gRPC's own headers need room)",
+        max_metadata_bytes));
+  SSM_RETURN_IF_ERROR(positive("--max-parked-bytes", double(max_parked_bytes)));
   return OkStatus();
 }
 
@@ -108,12 +124,19 @@ std::string ServerConfig::ToString() const {
       "write_timeout={}s handshake_timeout={}s max_chunk_ms={} "
       "max_batch_streams={} batch_wait_ms={} threads={} drain_timeout={}s "
       "file_segment_frames={} file_frames_per_step={} realtime_lead_ms={} background_step_ms={} "
-      "resume_ttl={}s max_parked={} state_store={} store_timeout={}s checkpoint_interval={}s",
+      "resume_ttl={}s max_parked={} state_store={} store_timeout={}s checkpoint_interval={}s "
+      "tls={} client_certificates={} auth_keys={} metrics_auth={} max_opens_per_second={} "
+      "max_calls_per_connection={} keepalive_min_interval={}s keepalive_max_strikes={} "
+      "max_connection_idle={}s max_metadata_bytes={} max_parked_bytes={}",
       model_list, listen, metrics_listen.empty() ? "off" : metrics_listen, device, max_streams,
       idle_timeout_s, write_timeout_s, handshake_timeout_s, max_chunk_ms, max_batch_streams,
       batch_wait_ms, threads, drain_timeout_s, file_segment_frames, file_frames_per_step,
       realtime_lead_ms(), background_step_ms, resume_ttl_s, max_parked,
-      state_store.empty() ? "none" : state_store, store_timeout_s, checkpoint_interval_s);
+      state_store.empty() ? "none" : state_store, store_timeout_s, checkpoint_interval_s,
+      tls.enabled() ? tls.cert : "off", tls.client_ca.empty() ? "off" : tls.client_ca,
+      auth_keys.empty() ? "off" : auth_keys, metrics_auth, max_opens_per_s,
+      max_calls_per_connection, keepalive_min_interval_s, keepalive_max_strikes,
+      max_connection_idle_s, max_metadata_bytes, max_parked_bytes);
 }
 
 }  // namespace ssm

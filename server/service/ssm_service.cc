@@ -49,7 +49,9 @@ size_t GrpcReceiveLimitBytes(const ServerConfig& config, const ModelRegistry& mo
 }
 
 SsmService::SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
-                       Metrics* metrics, ParkedStreams* parked, StateStore* store) {
+                       Metrics* metrics, ParkedStreams* parked, StateStore* store,
+                       Authenticator* auth) {
+  shared_.auth = auth;
   shared_.parked = parked;
   shared_.store = store;
   shared_.config = config;
@@ -73,10 +75,17 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* SsmService::Process
 grpc::ServerUnaryReactor* SsmService::ListModels(grpc::CallbackServerContext* context,
                                                  const pb::ListModelsRequest* request,
                                                  pb::ListModelsResponse* response) {
-  for (const auto& m : shared_.models->models())
-    *response->add_models() = shared_.model_infos.at(m->name);
-  response->set_default_model(shared_.models->default_model().name);
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto identity = shared_.auth->Authenticate(*context);
+  if (!identity.ok()) {
+    shared_.metrics->CountError(int(identity.status().code()));
+    reactor->Finish(ToGrpcStatus(identity.status()));
+    return reactor;
+  }
+  for (const auto& m : shared_.models->models())
+    if (shared_.auth->MayUse(**identity, m->name))
+      *response->add_models() = shared_.model_infos.at(m->name);
+  response->set_default_model(shared_.models->default_model().name);
   reactor->Finish(grpc::Status::OK);
   return reactor;
 }
@@ -85,10 +94,19 @@ grpc::ServerUnaryReactor* SsmService::GetModelInfo(grpc::CallbackServerContext* 
                                                    const pb::GetModelInfoRequest* request,
                                                    pb::ModelInfo* response) {
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  auto identity = shared_.auth->Authenticate(*context);
   auto model = shared_.models->Lookup(request->name());
-  if (!model.ok()) {
+  if (!identity.ok()) {
+    shared_.metrics->CountError(int(identity.status().code()));
+    reactor->Finish(ToGrpcStatus(identity.status()));
+  } else if (!model.ok()) {
     shared_.metrics->CountError(int(model.status().code()));
     reactor->Finish(ToGrpcStatus(model.status()));
+  } else if (!shared_.auth->MayUse(**identity, (*model)->name)) {
+    shared_.auth->CountRefusal(AuthRefusal::kModel);
+    shared_.metrics->CountError(int(StatusCode::kPermissionDenied));
+    reactor->Finish(ToGrpcStatus(PermissionDeniedError(fmt::format(
+        "API key \"{}\" may not use model \"{}\"", (*identity)->id(), (*model)->name))));
   } else {
     *response = shared_.model_infos.at((*model)->name);
     reactor->Finish(grpc::Status::OK);

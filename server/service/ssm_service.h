@@ -1,5 +1,6 @@
 // The ssmserve.v1.Ssm service (callback API): the two streaming rpcs as reactors, and the model
 // listing. Holds what the calls share; the models and the call registry are owned by the caller.
+// With API keys every rpc needs a key; ListModels lists only the models the caller may use.
 #pragma once
 
 #include <cstddef>
@@ -35,7 +36,7 @@ using SsmServiceBase = pb::Ssm::WithCallbackMethod_ListModels<
 class SsmService final : public SsmServiceBase {
  public:
   SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
-             Metrics* metrics, ParkedStreams* parked, StateStore* store);
+             Metrics* metrics, ParkedStreams* parked, StateStore* store, Authenticator* auth);
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Stream(
       grpc::CallbackServerContext* context) override;

@@ -28,10 +28,14 @@
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/engine/engine_test_util.h"
 #include "tests/integration/http_get.h"
+#include "tests/integration/raw_socket.h"
 #include "tests/integration/server_process.h"
 
 namespace ssm {
 namespace {
+
+using testing::ClosedByPeerWithin;
+using testing::ConnectSilently;
 
 namespace pb = ::ssmserve::v1;
 using Clock = std::chrono::steady_clock;
@@ -143,37 +147,6 @@ grpc::Status HealthCheck(const std::string& address, milliseconds timeout) {
   generic.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request,
                     &response, [&](grpc::Status s) { done.set_value(s); });
   return done.get_future().get();
-}
-
-// A TCP connection to 127.0.0.1:port that sends nothing; -1 if it could not connect.
-int ConnectSilently(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -1;
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(uint16_t(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
-    close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-// Waits up to `timeout` for the peer to close `fd` (reading and discarding what it sends);
-// true when it did.
-bool ClosedByPeerWithin(int fd, milliseconds timeout, std::string* received = nullptr) {
-  const auto deadline = Clock::now() + timeout;
-  for (;;) {
-    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, int(left)) <= 0) continue;
-    char buffer[4096];
-    const ssize_t n = recv(fd, buffer, sizeof buffer, 0);
-    if (n <= 0) return true;  // EOF or reset
-    if (received != nullptr) received->append(buffer, size_t(n));
-  }
 }
 
 class HostileClientTest : public ::testing::Test {

@@ -84,6 +84,28 @@ TEST(AudioTest, BadFilesAndWrites) {
   EXPECT_FALSE(WriteWav(dir.File("no/dir/x.wav"), bad.data(), 1, 16000).ok());
 }
 
+// A FLAC file of only its STREAMINFO block, which claims 2^36 - 1 frames (fuzz finding,
+// tests/fuzz/corpus/audio/regress-flac-huge-frame-count): the claim once sized the sample
+// vector up front, a 275 GB allocation (std::bad_alloc, or 16 GB for the fuzzer's 4e9 frames).
+TEST(AudioTest, HeaderFrameCountDoesNotSizeTheAllocation) {
+  TempDir dir;
+  const uint64_t fields = uint64_t(16000) << 44 | uint64_t(0) << 41 /* 1 channel */ |
+                          uint64_t(15) << 36 /* 16 bits */ | ((uint64_t(1) << 36) - 1);
+  std::string big_endian;
+  for (int i = 7; i >= 0; --i) big_endian.push_back(static_cast<char>(fields >> (8 * i)));
+  const std::string streaminfo = std::string("\x10\x00\x10\x00", 4) /* block sizes */ +
+                                 std::string(6, '\0') /* frame sizes unknown */ + big_endian +
+                                 std::string(16, '\0') /* MD5 */;
+  ASSERT_EQ(streaminfo.size(), 34u);
+  const std::string path = dir.File("claims.flac");
+  WriteBytes(path, std::string("fLaC\x80\x00\x00\x22", 8) + streaminfo);
+  StatusOr<Audio> audio = ReadAudio(path);  // threw std::bad_alloc before
+  ASSERT_TRUE(audio.ok()) << audio.status().ToString();
+  EXPECT_EQ(audio->sample_rate, 16000);
+  EXPECT_TRUE(audio->samples.empty());
+  EXPECT_LE(audio->samples.capacity(), size_t(1) << 20);
+}
+
 TEST(AudioTest, RawPcm) {
   TempDir dir;
   WriteBytes(dir.File("s16.raw"),

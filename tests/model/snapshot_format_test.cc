@@ -103,6 +103,23 @@ TEST(SnapshotFormatTest, EachDamageHasItsOwnError) {
   }
 }
 
+// Every float field empty: a fresh frame-input stream, a layer without state, nothing held
+// (fuzz finding, tests/fuzz/corpus/snapshot/regress-empty-floats: reading a field of 0 floats
+// copied 0 bytes into a null pointer, undefined behaviour that UBSan reports).
+TEST(SnapshotFormatTest, EmptyFieldsRoundTrip) {
+  StreamSnapshot s;
+  s.backend = "cpu";
+  s.layers = {{}, {}};
+  s.d_out = 2;
+  const std::string bytes = EncodeSnapshot(s);
+  auto d = DecodeSnapshot(bytes);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_TRUE(d->frontend.pending.empty());
+  EXPECT_EQ(d->layers, s.layers);
+  EXPECT_TRUE(d->held_outputs.empty());
+  EXPECT_EQ(EncodeSnapshot(*d), bytes);
+}
+
 // Random byte changes, insertions and cuts, resealed half of the time so that the field checks
 // are reached: decoding fails cleanly or yields a snapshot that encodes back to the same bytes.
 TEST(SnapshotFormatTest, RandomMutationsNeverCrash) {
@@ -139,6 +156,31 @@ TEST(SnapshotFormatTest, RandomMutationsNeverCrash) {
     }
   }
   EXPECT_LT(decoded, 20000);
+}
+
+// The owner (the API key that opened the stream) travels in the snapshot under flag 1; without
+// one the bytes are those of a snapshot without owner (flags 0).
+TEST(SnapshotFormatTest, TheOwnerRoundTripsUnderItsFlag) {
+  StreamSnapshot s = Sample();
+  const std::string plain = EncodeSnapshot(s);
+  EXPECT_EQ(plain[12], 0);
+  s.owner = "alice";
+  const std::string owned = EncodeSnapshot(s);
+  EXPECT_EQ(owned[12], 1);
+  EXPECT_EQ(owned.size(), plain.size() + 4 + 5);
+  auto d = DecodeSnapshot(owned);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(d->owner, "alice");
+  EXPECT_EQ(EncodeSnapshot(*d), owned);
+  EXPECT_EQ(DecodeSnapshot(plain)->owner, "");
+  std::string other_flag = owned;
+  other_flag[12] = 3;
+  Reseal(&other_flag);
+  EXPECT_EQ(DecodeSnapshot(other_flag).status().code(), StatusCode::kDataLoss);
+  std::string empty_owner = plain;
+  empty_owner[12] = 1;  // the flag without an owner: the next u32 (a fingerprint byte) misreads
+  Reseal(&empty_owner);
+  EXPECT_FALSE(DecodeSnapshot(empty_owner).ok());
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # ssm-model and ssm-run end to end: create, inspect, validate, run offline and streamed (outputs
-# must be identical files), and the errors a user gets for common mistakes.
+# must be identical files), and the errors a user gets for common mistakes; ssm-keys: new, cert,
+# hash and check agree with each other, and bad entries are refused.
 #   tools_test.sh BIN_DIR SOURCE_DIR
 set -uo pipefail
 bin=$1 src=$2
@@ -54,6 +55,27 @@ echo "not a model" >"$tmp/m/config.json"
 check_error "ssm-run broken config" "config.json" \
   "$bin/ssm-run" --model "$tmp/m" --input "$wav" --output "$tmp/o.npy"
 check_error "ssm-run --help lists --model" "--model" sh -c "'$bin/ssm-run' --help; exit 1"
+
+# ssm-keys: the line of `new` holds the hash of its secret (as `hash` computes it), never the
+# secret; `check` reads what `new` and `cert` print; bad limits and files are refused.
+check "ssm-keys new" "$bin/ssm-keys" new alice --models vad,demo --max-streams 3
+secret=$(sed -n 's/^secret: //p' "$tmp/out")
+sed -n 's/^line: *//p' "$tmp/out" >"$tmp/keys"
+grep -q "^alice sha256:[0-9a-f]\{64\} vad,demo 3 -$" "$tmp/keys" || {
+  echo "FAIL: ssm-keys new printed no line"; cat "$tmp/keys"; failures=$((failures + 1)); }
+grep -q -- "$secret" "$tmp/keys" && { echo "FAIL: the line holds the secret"; failures=$((failures + 1)); }
+check "ssm-keys hash" sh -c "echo '$secret' | '$bin/ssm-keys' hash"
+grep -q "$(cut -d' ' -f2 "$tmp/keys")" "$tmp/out" || {
+  echo "FAIL: ssm-keys hash disagrees with new"; failures=$((failures + 1)); }
+check "ssm-keys cert" "$bin/ssm-keys" cert cam --subject "CN=camera 7,O=Example"
+cat "$tmp/out" >>"$tmp/keys"
+check "ssm-keys check" "$bin/ssm-keys" check "$tmp/keys"
+grep -q "2 keys, valid" "$tmp/out" || { echo "FAIL: ssm-keys check"; cat "$tmp/out"; failures=$((failures + 1)); }
+check_error "ssm-keys bad id" "only letters" "$bin/ssm-keys" new "b@d"
+check_error "ssm-keys bad limit" "max-streams" "$bin/ssm-keys" new ok --max-streams -1
+echo "alice sha256:abc * - -" >"$tmp/bad-keys"
+check_error "ssm-keys check a bad file" "line 1: sha256: expects 64 hex digits" \
+  "$bin/ssm-keys" check "$tmp/bad-keys"
 
 echo "$passed passed, $failures failed"
 [ "$failures" -eq 0 ]
