@@ -316,7 +316,7 @@ int main(int argc, char** argv) {
                  "needs a key or a listed client certificate; reloaded on SIGHUP and on change")
       ->check(CLI::ExistingFile);
   app.add_flag("--metrics-auth", config.metrics_auth,
-               "The HTTP endpoint (metrics, dashboard) needs an API key of --auth-keys too");
+               "/metrics needs an API key of --auth-keys too (the dashboard page asks for it)");
   app.add_option("--max-opens-per-second", config.max_opens_per_s,
                  "New Stream and ProcessFile calls admitted per second, all callers together; "
                  "beyond, UNAVAILABLE (retry); 0 = no limit")

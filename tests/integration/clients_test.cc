@@ -234,7 +234,9 @@ TEST(ClientToolsTest, UnreachableServerFailsFastWithAClearMessage) {
         << command << "\n"
         << r.output;
   }
-  auto client = client::Client::Connect(address, {/*connect_timeout_s=*/0.5});
+  client::ConnectOptions quick;
+  quick.connect_timeout_s = 0.5;
+  auto client = client::Client::Connect(address, quick);
   EXPECT_EQ(client.status().code(), StatusCode::kUnavailable);
 }
 

@@ -106,8 +106,9 @@ class SecurityTest : public ::testing::Test {
                                             std::chrono::seconds(30), Path("server.log"));
     ASSERT_NE(server_, nullptr) << error << "\n" << ReadFile(Path("server.log"));
   }
-  // The server's address by name, as its certificate lists it.
-  std::string Address() const { return "localhost:" + std::to_string(server_->port()); }
+  // The server's address, 127.0.0.1:PORT: its certificate lists the IP (names may not resolve
+  // on a minimal machine).
+  std::string Address() const { return server_->address(); }
 
   StatusOr<std::unique_ptr<client::Client>> Connect(client::ConnectOptions options) {
     options.connect_timeout_s = 3;

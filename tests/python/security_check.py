@@ -111,7 +111,7 @@ def main():
             env.pop("SSM_API_KEY", None)
             if env_key:
                 env["SSM_API_KEY"] = env_key
-            done = subprocess.run(["/usr/bin/python3", CLIENT, "--server", f"localhost:{port}",
+            done = subprocess.run(["/usr/bin/python3", CLIENT, "--server", f"127.0.0.1:{port}",
                                    "--input", SAMPLE, "--output", output, "--stubs", args.stubs,
                                    "--timeout-s", "3", *flags],
                                   capture_output=True, text=True, env=env, timeout=60)
