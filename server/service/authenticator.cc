@@ -233,11 +233,7 @@ void Authenticator::ApplyLocked(std::shared_ptr<const Table> incoming) {
 Status Authenticator::Reload() {
   if (!enabled()) return OkStatus();
   std::lock_guard<std::mutex> reload(reload_mu_);
-  struct stat st {};
-  FileStamp stamp;
-  if (stat(options_.keys_file.c_str(), &st) == 0)
-    stamp = {int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, int64_t(st.st_size),
-             int64_t(st.st_ino)};
+  const FileStamp stamp = FileStamp::Of(options_.keys_file);
   auto table = ReadTable();
   if (!table.ok()) {
     if (reloads_failed_ != nullptr) reloads_failed_->Increment();
@@ -255,22 +251,15 @@ Status Authenticator::Reload() {
 
 void Authenticator::WatchLoop() {
   {
-    struct stat st {};
     std::lock_guard<std::mutex> lock(mu_);
-    if (stat(options_.keys_file.c_str(), &st) == 0)
-      stamp_ = {int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, int64_t(st.st_size),
-                int64_t(st.st_ino)};
+    stamp_ = FileStamp::Of(options_.keys_file);
   }
   const auto period = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(options_.watch_period_s));
   std::unique_lock<std::mutex> lock(watch_mu_);
   while (!watch_cv_.wait_for(lock, period, [this] { return stop_; })) {
     lock.unlock();
-    struct stat st {};
-    FileStamp now;
-    if (stat(options_.keys_file.c_str(), &st) == 0)
-      now = {int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, int64_t(st.st_size),
-             int64_t(st.st_ino)};
+    const FileStamp now = FileStamp::Of(options_.keys_file);
     bool changed;
     {
       std::lock_guard<std::mutex> state(mu_);
@@ -282,6 +271,13 @@ void Authenticator::WatchLoop() {
     }
     lock.lock();
   }
+}
+
+Authenticator::FileStamp Authenticator::FileStamp::Of(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) != 0) return FileStamp{};  // gone: differs from any real stamp
+  return {int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec, int64_t(st.st_size),
+          int64_t(st.st_ino)};
 }
 
 Status Authenticator::Refuse(AuthRefusal refusal, Status status) {

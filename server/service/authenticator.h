@@ -158,6 +158,8 @@ class Authenticator {
   std::map<std::string, std::string> revoked_subjects_;  // certificate subject -> key id
   struct FileStamp {
     int64_t mtime_ns = -1, size = -1, inode = -1;
+    // Modification time, size and inode of `path`; all -1 when it cannot be read.
+    static FileStamp Of(const std::string& path);
     bool operator==(const FileStamp& o) const {
       return mtime_ns == o.mtime_ns && size == o.size && inode == o.inode;
     }

@@ -391,6 +391,19 @@ class KeysTest : public SecurityTest {
     const timespec times[2] = {before.st_atim, before.st_mtim};
     ASSERT_EQ(utimensat(AT_FDCWD, path.c_str(), times, 0), 0);
   }
+  // A Stream call of model "vad" with `key`, its `open` written (with `token`: a resume).
+  static std::unique_ptr<grpc::ClientReaderWriter<pb::StreamRequest, pb::StreamResponse>> OpenAs(
+      pb::Ssm::Stub* stub, const NewKey& key, const std::string& token,
+      grpc::ClientContext* context) {
+    context->AddMetadata("authorization", "Bearer " + key.secret);
+    auto call = stub->Stream(context);
+    pb::StreamRequest request;
+    request.mutable_open()->set_model("vad");
+    request.mutable_open()->set_format(pb::SAMPLE_FORMAT_PCM_F32LE);
+    request.mutable_open()->set_resume_token(token);
+    call->Write(request);
+    return call;
+  }
   NewKey alice_, bob_;
 };
 
@@ -534,14 +547,7 @@ TEST_F(KeysTest, OnlyTheIdentityThatOpenedAStreamMayResumeIt) {
   auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
   auto stub = pb::Ssm::NewStub(channel);
   auto open = [&](const NewKey& key, const std::string& token, grpc::ClientContext* context) {
-    context->AddMetadata("authorization", "Bearer " + key.secret);
-    auto call = stub->Stream(context);
-    pb::StreamRequest request;
-    request.mutable_open()->set_model("vad");
-    request.mutable_open()->set_format(pb::SAMPLE_FORMAT_PCM_F32LE);
-    request.mutable_open()->set_resume_token(token);
-    call->Write(request);
-    return call;
+    return OpenAs(stub.get(), key, token, context);
   };
   grpc::ClientContext first;
   auto call = open(alice_, "", &first);
@@ -588,17 +594,7 @@ TEST_F(KeysTest, AHandedOffStreamResumesOnlyForItsOwnerOnAnotherReplica) {
   ASSERT_NE(redis, nullptr) << error;
   ASSERT_NO_FATAL_FAILURE(
       StartServer({"--auth-keys", Path("keys"), "--state-store", redis->url()}));
-  auto open = [](pb::Ssm::Stub* stub, const NewKey& key, const std::string& token,
-                 grpc::ClientContext* context) {
-    context->AddMetadata("authorization", "Bearer " + key.secret);
-    auto call = stub->Stream(context);
-    pb::StreamRequest request;
-    request.mutable_open()->set_model("vad");
-    request.mutable_open()->set_format(pb::SAMPLE_FORMAT_PCM_F32LE);
-    request.mutable_open()->set_resume_token(token);
-    call->Write(request);
-    return call;
-  };
+  auto open = &KeysTest::OpenAs;
   auto stub =
       pb::Ssm::NewStub(grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
   grpc::ClientContext first;
