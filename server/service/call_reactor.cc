@@ -227,7 +227,7 @@ void CallReactor::OnStoreTake(const Digest& hash, StatusOr<std::string> bytes) {
       shared_->parked->EndLookup(hash);
     } else if (bytes.ok()) {
       shared_->parked->EndLookup(hash);
-      ContinueOrFailLocked(hash, {"", std::move(*bytes)}, /*from_store=*/true);
+      ContinueOrFailLocked(hash, {"", std::move(*bytes), ""}, /*from_store=*/true);
     } else {
       shared_->parked->EndLookup(hash);
       // Parked here meanwhile (its old call ended while this lookup ran)?
@@ -470,7 +470,7 @@ void CallReactor::OnResult(ChunkResult result) {
   chunks_.pop_front();
   if (finish_requested_) {
     --in_flight_;
-    if (result.status.ok()) HoldLocked(meta.sequence, std::move(result));  // for a park
+    if (result.status.ok()) HoldLocked(meta.sequence, result);  // for a park
     return;
   }
   const Clock::time_point now = Clock::now();
@@ -496,15 +496,15 @@ void CallReactor::OnResult(ChunkResult result) {
     QueueWriteLocked(response, true);
   }
   RecordResultLocked(result, meta.arrival, now);
-  HoldLocked(meta.sequence, std::move(result));
+  HoldLocked(meta.sequence, result);
   MaybeCheckpointLocked();
   MaybeCompleteLocked();
   MaybeReadLocked();
 }
 
-void CallReactor::HoldLocked(uint64_t sequence, ChunkResult result) {
+void CallReactor::HoldLocked(uint64_t sequence, const ChunkResult& result) {
   if (!live_.has_token) return;
-  live_.Applied(sequence, result.first_frame, result.frames, std::move(result.outputs));
+  live_.Applied(sequence, result.first_frame, result.frames, result.outputs);
 }
 
 void CallReactor::RecordResultLocked(const ChunkResult& result, Clock::time_point arrival,

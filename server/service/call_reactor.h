@@ -160,7 +160,7 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
                     const std::string& label, const StreamSnapshot* resumed,
                     int64_t resume_from_frame);
   // A chunk's OK result was applied to the stream: remember its outputs (resumable calls).
-  void HoldLocked(uint64_t sequence, ChunkResult result);
+  void HoldLocked(uint64_t sequence, const ChunkResult& result);
   // Whether a call ending for `reason` parks its stream.
   bool ParksLocked(CloseReason reason) const;
   // On the scheduler's worker, the stream's last state: park it (or say why it is not kept).

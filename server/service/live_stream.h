@@ -21,25 +21,35 @@
 
 namespace ssm {
 
-// The outputs of a stream's latest chunks, whole chunks, at least kMinFloats of them when the
-// stream has produced that many: what a resume sends again (StreamOpen.resume_from_frame).
+// The outputs of a stream's latest frames: the last HeldFrames(d_out) of them (at least
+// kMinFloats values), or all of them while the stream has produced fewer. One buffer per
+// stream, allocated at its first outputs and filled as a ring: a chunk's outputs are copied in,
+// so nothing is allocated per chunk and a stream's memory does not grow while it runs. (Small
+// per-chunk buffers held for a minute each fragmented the heap, which kept growing.)
 class HeldOutputs {
  public:
   static constexpr size_t kMinFloats = 16384;  // 64 KiB
+  // Frames held of a model with d_out outputs per frame: the fewest that make kMinFloats.
+  static size_t HeldFrames(int d_out) { return (kMinFloats + size_t(d_out) - 1) / size_t(d_out); }
 
-  // Starts from a snapshot's held outputs (a resumed stream), or empty at `next_frame`.
-  void Reset(int64_t first_frame, std::vector<float> outputs, int d_out);
+  // Starts from a snapshot's held outputs (a resumed stream; of those, the latest HeldFrames are
+  // kept), or empty at `first_frame`.
+  void Reset(int64_t first_frame, const std::vector<float>& outputs, int d_out);
   // A chunk's outputs: `frames` frames from `first_frame` (the frame after the held ones).
-  void Add(int64_t first_frame, int frames, std::vector<float> outputs);
+  void Add(int64_t first_frame, int frames, const std::vector<float>& outputs);
   int64_t first_frame() const { return first_frame_; }
-  size_t floats() const { return floats_; }
+  size_t floats() const { return frames_ * size_t(d_out_); }
   // The held values, in frame order, appended to *out.
   void AppendTo(std::vector<float>* out) const;
 
  private:
-  std::deque<std::vector<float>> chunks_;
-  int64_t first_frame_ = 0;  // of chunks_.front()'s first frame
-  size_t floats_ = 0;
+  // Appends `frames` frames of d_out_ values, overwriting the oldest once the ring is full.
+  void Push(const float* values, size_t frames);
+
+  std::vector<float> ring_;  // HeldFrames(d_out_) frames; empty until the first outputs
+  size_t start_ = 0;         // the oldest frame's slot in ring_ (0 until it is full)
+  size_t frames_ = 0;        // frames held
+  int64_t first_frame_ = 0;  // the oldest held frame's index in the stream
   int d_out_ = 1;
 };
 
@@ -74,7 +84,8 @@ struct LiveStream {
 
   bool open() const { return slot >= 0; }
   // A chunk's OK result was applied: its sequence is done, its outputs are held.
-  void Applied(uint64_t sequence, int64_t first_frame, int frames, std::vector<float> outputs);
+  void Applied(uint64_t sequence, int64_t first_frame, int frames,
+               const std::vector<float>& outputs);
   // Completes a snapshot the engine took of this stream's slot: next sequence and held outputs.
   // INTERNAL if the held outputs do not end at the snapshot's frame (never expected).
   Status FillSnapshot(StreamSnapshot* snapshot) const;

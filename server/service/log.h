@@ -60,6 +60,9 @@ inline std::string Printable(std::string_view text, size_t max_bytes = kMaxMessa
   return out;
 }
 
+// Where the lines go: stderr, unless set before the first line (a fuzz target discards them).
+inline std::FILE* sink = stderr;
+
 // Writes one line; level is 'I' (info), 'W' (warning) or 'E' (error). Thread-safe (one fputs).
 template <typename... Args>
 void Line(char level, fmt::format_string<Args...> format, Args&&... args) {
@@ -69,7 +72,7 @@ void Line(char level, fmt::format_string<Args...> format, Args&&... args) {
   const std::string line = fmt::format(
       "{:%Y-%m-%d %H:%M:%S}.{:03d} {} {}\n", fmt::localtime(std::time(nullptr)), int(ms), level,
       Printable(fmt::format(format, std::forward<Args>(args)...)));
-  std::fputs(line.c_str(), stderr);
+  std::fputs(line.c_str(), sink);
 }
 
 template <typename... Args>

@@ -87,7 +87,8 @@ std::string StateStore::address() const { return fmt::format("{}:{}/{}", host_, 
 void StateStore::Put(const Digest& key, std::string bytes, double ttl_s, PutFn done) {
   Job job{Op::kPut,         options_.key_prefix + Hex(key),
           std::move(bytes), std::max<int64_t>(1, int64_t(ttl_s * 1000.0)),
-          std::move(done),  nullptr};
+          std::move(done),  nullptr,
+          nullptr,          {}};
   Submit(std::move(job));
 }
 
@@ -98,17 +99,18 @@ void StateStore::Put(const Digest& key, std::function<std::string()> encode, dou
           "",
           std::max<int64_t>(1, int64_t(ttl_s * 1000.0)),
           std::move(done),
-          nullptr};
-  job.encode = std::move(encode);
+          nullptr,
+          std::move(encode),
+          {}};
   Submit(std::move(job));
 }
 
 void StateStore::Take(const Digest& key, TakeFn done) {
-  Submit({Op::kTake, options_.key_prefix + Hex(key), "", 0, nullptr, std::move(done)});
+  Submit({Op::kTake, options_.key_prefix + Hex(key), "", 0, nullptr, std::move(done), nullptr, {}});
 }
 
 void StateStore::Delete(const Digest& key) {
-  Submit({Op::kDelete, options_.key_prefix + Hex(key), "", 0, nullptr, nullptr});
+  Submit({Op::kDelete, options_.key_prefix + Hex(key), "", 0, nullptr, nullptr, nullptr, {}});
 }
 
 // Callers may hold their own locks, which the callbacks take: a job is never failed on the

@@ -30,7 +30,9 @@ import argparse
 import json
 import os
 import re
+import shlex
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -232,6 +234,9 @@ def main():
                         "the rest, at least 20 s)")
     parser.add_argument("--flat-tolerance", type=float, default=0.05, help="(0.05)")
     parser.add_argument("--report", help="also write the JSON report here")
+    parser.add_argument("--server-prefix", default="",
+                        help="a command that runs ssm-server, e.g. 'heaptrack -o FILE' for a heap "
+                        "profile (the resource samples are then of that command's process)")
     args = parser.parse_args()
     if not os.path.isdir(args.stubs):
         print(f"SKIP: no generated stubs in {args.stubs}")
@@ -252,12 +257,17 @@ def main():
                        stdout=subprocess.DEVNULL)
         expected = np.load(offline)
         server = subprocess.Popen(
-            [os.path.join(args.bin_dir, "ssm-server"), "--model", MODEL, "--listen",
-             "127.0.0.1:0", "--metrics-listen", "", "--device", "cpu",
-             "--max-streams", str(max(2048, 2 * args.streams))],
+            shlex.split(args.server_prefix)
+            + [os.path.join(args.bin_dir, "ssm-server"), "--model", MODEL, "--listen",
+               "127.0.0.1:0", "--metrics-listen", "", "--device", "cpu",
+               "--max-streams", str(max(2048, 2 * args.streams))],
             stdout=subprocess.PIPE, stderr=open(os.path.join(tmp, "server.log"), "w"),
-            text=True)
-        match = re.match(r"listening on (\S+):(\d+)", server.stdout.readline())
+            text=True, start_new_session=True)  # its own group: a prefix's child stops with it
+        match = None
+        for line in server.stdout:  # a --server-prefix may print lines of its own first
+            match = re.match(r"listening on (\S+):(\d+)", line)
+            if match:
+                break
         if not match:
             print("FAIL: ssm-server did not start")
             return 1
@@ -329,11 +339,11 @@ def main():
                     failures.append(f"ssm-server does not answer after the soak: {e.code()}")
     finally:
         if server is not None and server.poll() is None:
-            server.terminate()
+            os.killpg(server.pid, signal.SIGTERM)
             try:
                 server.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                server.kill()
+                os.killpg(server.pid, signal.SIGKILL)
         shutil.rmtree(tmp, ignore_errors=True)
     report["failures"] = failures
     report["passed"] = not failures
