@@ -1,12 +1,11 @@
 // A whole request sequence into the stream handling logic: the real service (SsmService with its
 // reactors, schedulers and cpu engines, API keys and parked streams) in this process, reached
 // over loopback TCP from a client in the same process (why not the in-process channel: Start()).
-// Each input is up to three calls,
-// Stream or ProcessFile, each with an identity (no key, one of two keys, a wrong key) and up to
-// eight messages: any bytes, an `open` (model, format, rate, label, and a resume token: none, the
-// last one the server gave, or made up), a chunk (the next sequence number or any, a payload of
-// well-formed samples or any bytes) or an empty request; then a half-close, or a cancel after
-// some responses. Every call must keep:
+// Each input is up to three calls, Stream or ProcessFile, each with an identity (no key, one of
+// two keys, a wrong key) and up to eight messages: any bytes, an `open` (model, format, rate,
+// label, and a resume token: none, the last one the server gave, or made up), a chunk (the next
+// sequence number or any, a payload of well-formed samples or any bytes) or an empty request;
+// then a half-close, or a cancel after some responses. Every call must keep:
 // - it ends, with a status a client can act on (never UNKNOWN, UNIMPLEMENTED or a deadline: the
 //   server answers or refuses long before the call's 20 s; INTERNAL only for the engine's
 //   documented non-finite output, which arbitrary floats can cause), with a message if not OK;
@@ -56,7 +55,6 @@ constexpr const char* kSecretB = "ssk_fuzz_key_b_0123456789abcdef";
 
 struct Served {
   ModelConfig config;
-  std::shared_ptr<const Model> model;
   std::unique_ptr<Engine> offline;  // this target's own engine, for the offline outputs
 };
 
@@ -89,7 +87,7 @@ void AddModel(Harness* h, const char* name, const ModelConfig& config, uint64_t 
   options.max_streams = 1;
   auto engine = Engine::Create(*loaded, options);
   FUZZ_CHECK(engine.ok(), "{}", engine.status().ToString());
-  h->served.push_back({(*loaded)->config(), *loaded, std::move(*engine)});
+  h->served.push_back({(*loaded)->config(), std::move(*engine)});
   h->config.models.push_back({name, dir});
 }
 
