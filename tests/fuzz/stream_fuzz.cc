@@ -17,7 +17,6 @@
 // After each input: no call is left in the server, and every engine slot is free again (a parked
 // stream holds none). SSM_FUZZ_TRACE=1 prints each call's messages and ending (to read a finding).
 #include <fuzzer/FuzzedDataProvider.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
@@ -41,6 +40,7 @@
 #include "server/service/server_config.h"
 #include "server/service/ssm_service.h"
 #include "tests/fuzz/fuzz_util.h"
+#include "tests/integration/raw_call.h"
 
 namespace ssm {
 namespace {
@@ -161,85 +161,6 @@ Harness& H() {
   static Harness* h = Start();
   return *h;
 }
-
-// One call through gRPC's generic async API; each operation waits for its completion.
-class Call {
- public:
-  Call(grpc::GenericStub* stub, const std::string& rpc, const std::string& authorization) {
-    context_.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(20));
-    if (!authorization.empty()) context_.AddMetadata("authorization", authorization);
-    call_ = stub->PrepareCall(&context_, "/ssmserve.v1.Ssm/" + rpc, &cq_);
-    call_->StartCall(Tag());
-    started_ = Wait();
-  }
-  ~Call() {
-    cq_.Shutdown();
-    void* tag;
-    bool ok;
-    while (cq_.Next(&tag, &ok)) {
-    }
-  }
-  bool Write(const std::string& bytes) {
-    if (!started_) return false;
-    grpc::Slice slice(bytes);
-    grpc::ByteBuffer buffer(&slice, 1);
-    call_->Write(buffer, Tag());
-    return Wait();
-  }
-  void WritesDone() {
-    call_->WritesDone(Tag());
-    Wait();
-  }
-  // The next response's bytes; false once the call has ended. With `cancel_after`, a read not
-  // answered by then cancels the call (which then ends the read).
-  bool Read(std::string* bytes, std::chrono::milliseconds cancel_after = {}) {
-    grpc::ByteBuffer buffer;
-    call_->Read(&buffer, Tag());
-    if (cancel_after.count() > 0) {
-      void* tag = nullptr;
-      bool ok = false;
-      const auto status = cq_.AsyncNext(&tag, &ok, std::chrono::system_clock::now() + cancel_after);
-      if (status == grpc::CompletionQueue::TIMEOUT) {
-        Cancel();
-        ok = Wait();
-      } else {
-        FUZZ_CHECK(status == grpc::CompletionQueue::GOT_EVENT);
-        FUZZ_CHECK(tag == reinterpret_cast<void*>(tag_));
-      }
-      if (!ok) return false;
-    } else if (!Wait()) {
-      return false;
-    }
-    std::vector<grpc::Slice> slices;
-    FUZZ_CHECK(buffer.Dump(&slices).ok());
-    bytes->clear();
-    for (const auto& s : slices) bytes->append(reinterpret_cast<const char*>(s.begin()), s.size());
-    return true;
-  }
-  void Cancel() { context_.TryCancel(); }
-  grpc::Status Finish() {
-    grpc::Status status;
-    call_->Finish(&status, Tag());
-    Wait();
-    return status;
-  }
-
- private:
-  void* Tag() { return reinterpret_cast<void*>(++tag_); }
-  bool Wait() {
-    void* tag = nullptr;
-    bool ok = false;
-    FUZZ_CHECK(cq_.Next(&tag, &ok));
-    FUZZ_CHECK(tag == reinterpret_cast<void*>(tag_));
-    return ok;
-  }
-
-  grpc::ClientContext context_;
-  grpc::CompletionQueue cq_;
-  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
-  bool started_ = false;
-  intptr_t tag_ = 0;
-};
 
 bool Tracing() {
   static const bool tracing = std::getenv("SSM_FUZZ_TRACE") != nullptr;
@@ -404,7 +325,8 @@ std::string RunCall(FuzzedDataProvider* in, const std::string& last_token) {
   // gRPC refuses metadata values it cannot send; such a call is not the server's to judge.
   for (char c : authorization)
     if (c < 0x20 || c > 0x7e) authorization.clear();
-  Call call(h.stub.get(), stream_rpc ? "Stream" : "ProcessFile", authorization);
+  testing::RawCall call(h.stub.get(), stream_rpc ? "Stream" : "ProcessFile",
+                        std::chrono::seconds(20), authorization);
   Sent sent;
   const int messages = in->ConsumeIntegralInRange<int>(0, 8);
   for (int i = 0; i < messages; ++i) {

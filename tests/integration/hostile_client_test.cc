@@ -28,6 +28,7 @@
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/engine/engine_test_util.h"
 #include "tests/integration/http_get.h"
+#include "tests/integration/raw_call.h"
 #include "tests/integration/raw_socket.h"
 #include "tests/integration/server_process.h"
 
@@ -68,72 +69,19 @@ std::string ChunkBytes(uint64_t sequence, size_t samples = kChunkSamples) {
   return Serialize(r);
 }
 
-// A Stream or ProcessFile call that sends raw bytes (which need not be a valid StreamRequest),
-// through gRPC's generic async API; each operation waits for its completion.
-class RawCall {
- public:
-  RawCall(grpc::GenericStub* stub, const std::string& rpc) {
-    context_.set_deadline(std::chrono::system_clock::now() + seconds(30));
-    call_ = stub->PrepareCall(&context_, "/ssmserve.v1.Ssm/" + rpc, &cq_);
-    call_->StartCall(Tag());
-    Wait();
-  }
-  ~RawCall() {
-    cq_.Shutdown();
-    void* tag;
-    bool ok;
-    while (cq_.Next(&tag, &ok)) {
-    }
-  }
+using testing::RawCall;
 
-  bool Write(const std::string& bytes) {
-    grpc::Slice slice(bytes);
-    grpc::ByteBuffer buffer(&slice, 1);
-    call_->Write(buffer, Tag());
-    return Wait();
+// Reads every response until the server ends the call; returns the number of outputs.
+int ReadAll(RawCall& call) {
+  int outputs = 0;
+  std::string bytes;
+  while (call.Read(&bytes)) {
+    pb::StreamResponse response;
+    EXPECT_TRUE(response.ParseFromString(bytes));
+    outputs += response.has_output();
   }
-  void WritesDone() {
-    call_->WritesDone(Tag());
-    Wait();
-  }
-  // Reads every response until the server ends the call; returns the number of outputs.
-  int ReadAll() {
-    int outputs = 0;
-    for (;;) {
-      grpc::ByteBuffer buffer;
-      call_->Read(&buffer, Tag());
-      if (!Wait()) return outputs;
-      std::vector<grpc::Slice> slices;
-      EXPECT_TRUE(buffer.Dump(&slices).ok());
-      std::string bytes;
-      for (const auto& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
-      pb::StreamResponse response;
-      EXPECT_TRUE(response.ParseFromString(bytes));
-      outputs += response.has_output();
-    }
-  }
-  grpc::Status Finish() {
-    grpc::Status status;
-    call_->Finish(&status, Tag());
-    Wait();
-    return status;
-  }
-
- private:
-  void* Tag() { return reinterpret_cast<void*>(++tag_); }
-  bool Wait() {
-    void* tag = nullptr;
-    bool ok = false;
-    EXPECT_TRUE(cq_.Next(&tag, &ok));
-    EXPECT_EQ(tag, reinterpret_cast<void*>(tag_));
-    return ok;
-  }
-
-  grpc::ClientContext context_;
-  grpc::CompletionQueue cq_;
-  std::unique_ptr<grpc::GenericClientAsyncReaderWriter> call_;
-  intptr_t tag_ = 0;
-};
+  return outputs;
+}
 
 // grpc.health.v1.Health/Check within `timeout`; the gRPC status.
 grpc::Status HealthCheck(const std::string& address, milliseconds timeout) {
@@ -234,14 +182,14 @@ TEST_F(HostileClientTest, UnparseableMessageInAStreamEndsWithInvalidArgumentAfte
   ASSERT_NO_FATAL_FAILURE(StartServer({"--batch-wait-ms", "50"}));
   for (const std::string rpc : {"Stream", "ProcessFile"}) {
     SCOPED_TRACE(rpc);
-    RawCall call(generic_.get(), rpc);
+    RawCall call(generic_.get(), rpc, seconds(30));
     ASSERT_TRUE(call.Write(OpenBytes()));
     for (uint64_t s = 0; s < 3; ++s) ASSERT_TRUE(call.Write(ChunkBytes(s)));
     const std::string whole = ChunkBytes(3);
     call.Write(whole.substr(0, whole.size() / 2));  // the payload's length runs past the end
     for (uint64_t s = 3; s < 6; ++s) call.Write(ChunkBytes(s));
     call.WritesDone();
-    const int outputs = call.ReadAll();
+    const int outputs = ReadAll(call);
     const grpc::Status status = call.Finish();
     EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT) << status.error_message();
     EXPECT_NE(status.error_message().find("could not be parsed"), std::string::npos)
@@ -257,11 +205,11 @@ TEST_F(HostileClientTest, UnparseableMessageInAStreamEndsWithInvalidArgumentAfte
 
 TEST_F(HostileClientTest, UnparseableFirstMessageSaysSo) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
-  RawCall call(generic_.get(), "Stream");
+  RawCall call(generic_.get(), "Stream", seconds(30));
   const std::string open = OpenBytes("audio", "a label long enough to cut");
   call.Write(open.substr(0, open.size() - 5));
   call.WritesDone();
-  EXPECT_EQ(call.ReadAll(), 0);
+  EXPECT_EQ(ReadAll(call), 0);
   const grpc::Status status = call.Finish();
   EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT);
   EXPECT_NE(status.error_message().find("first request message"), std::string::npos)
@@ -274,12 +222,12 @@ TEST_F(HostileClientTest, UnparseableFirstMessageSaysSo) {
 
 TEST_F(HostileClientTest, SequenceGapAnswersTheChunkBeforeIt) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--batch-wait-ms", "50"}));
-  RawCall call(generic_.get(), "Stream");
+  RawCall call(generic_.get(), "Stream", seconds(30));
   ASSERT_TRUE(call.Write(OpenBytes()));
   ASSERT_TRUE(call.Write(ChunkBytes(0)));
   call.Write(ChunkBytes(2));
   call.WritesDone();
-  EXPECT_EQ(call.ReadAll(), 1);
+  EXPECT_EQ(ReadAll(call), 1);
   const grpc::Status status = call.Finish();
   EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT);
   EXPECT_NE(status.error_message().find("chunk sequence 2 but expected 1"), std::string::npos)
@@ -288,12 +236,12 @@ TEST_F(HostileClientTest, SequenceGapAnswersTheChunkBeforeIt) {
 
 TEST_F(HostileClientTest, OversizedMessageIsAnErrorNotACompletion) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
-  RawCall call(generic_.get(), "Stream");
+  RawCall call(generic_.get(), "Stream", seconds(30));
   ASSERT_TRUE(call.Write(OpenBytes()));
   ASSERT_TRUE(call.Write(ChunkBytes(0)));
   call.Write(ChunkBytes(1, size_t(5 << 20) / sizeof(float)));  // 5 MiB > the 4 MiB limit
   call.WritesDone();
-  EXPECT_EQ(call.ReadAll(), 1);
+  EXPECT_EQ(ReadAll(call), 1);
   const grpc::Status status = call.Finish();
   EXPECT_EQ(status.error_code(), grpc::RESOURCE_EXHAUSTED) << status.error_message();
   EXPECT_NE(status.error_message().find("limit of"), std::string::npos) << status.error_message();
@@ -419,10 +367,10 @@ TEST_F(HostileClientTest, LongModelNameIsRefusedAndClientTextCannotForgeLogLines
   ASSERT_NO_FATAL_FAILURE(StartServer());
   const std::string long_name(10000, 'm');
   {
-    RawCall call(generic_.get(), "Stream");
+    RawCall call(generic_.get(), "Stream", seconds(30));
     call.Write(OpenBytes(long_name));
     call.WritesDone();
-    call.ReadAll();
+    ReadAll(call);
     const grpc::Status status = call.Finish();
     EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT) << status.error_message();
     EXPECT_NE(status.error_message().find("model name of 10000 bytes"), std::string::npos)
@@ -439,18 +387,18 @@ TEST_F(HostileClientTest, LongModelNameIsRefusedAndClientTextCannotForgeLogLines
   // fail, so the server logs them.
   const std::string forged = "\n2026-01-01 00:00:00.000 E forged line\x1b[2J\x1b]0;title\x07";
   {
-    RawCall call(generic_.get(), "Stream");
+    RawCall call(generic_.get(), "Stream", seconds(30));
     ASSERT_TRUE(call.Write(OpenBytes("audio", "label" + forged.substr(0, 60))));
     call.Write(ChunkBytes(5));  // a sequence error ends it
     call.WritesDone();
-    call.ReadAll();
+    ReadAll(call);
     EXPECT_EQ(call.Finish().error_code(), grpc::INVALID_ARGUMENT);
   }
   {
-    RawCall call(generic_.get(), "Stream");
+    RawCall call(generic_.get(), "Stream", seconds(30));
     call.Write(OpenBytes("no-such-model" + forged));
     call.WritesDone();
-    call.ReadAll();
+    ReadAll(call);
     const grpc::Status status = call.Finish();
     EXPECT_EQ(status.error_code(), grpc::NOT_FOUND);
   }
