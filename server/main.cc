@@ -121,7 +121,11 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
 
   std::unique_ptr<StateStore> store;
   if (!config.state_store.empty()) {
-    auto created = StateStore::Create({config.state_store, config.store_timeout_s}, &metrics);
+    StateStore::Options options;
+    options.url = config.state_store;
+    options.password_file = config.store_password_file;
+    options.timeout_s = config.store_timeout_s;
+    auto created = StateStore::Create(options, &metrics);
     if (!created.ok()) {
       log::Error("{}", created.status().message());
       return 1;
@@ -323,9 +327,12 @@ int main(int argc, char** argv) {
                  "the stream")
       ->capture_default_str();
   app.add_option("--state-store", config.state_store,
-                 "redis://HOST:PORT[/DB]: a draining server saves its streams there and every "
-                 "stream is checkpointed there, so that any replica serving the same model "
+                 "redis://[USER@]HOST:PORT[/DB]: a draining server saves its streams there and "
+                 "every stream is checkpointed there, so that any replica serving the same model "
                  "resumes them (\"\" = none)");
+  app.add_option("--store-password-file", config.store_password_file,
+                 "File whose first line is the state store's password (Redis AUTH; with USER@ "
+                 "in the URL, an ACL user's), re-read at each connect; never in the URL");
   app.add_option("--store-timeout", config.store_timeout_s,
                  "Seconds the state store gets to connect or answer one operation")
       ->capture_default_str();

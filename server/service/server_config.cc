@@ -89,6 +89,8 @@ Status ServerConfig::Validate() const {
     return InvalidArgumentError(fmt::format(
         "--checkpoint-interval {}: must be in [0, 3600] seconds (0: no checkpoints)",
         checkpoint_interval_s));
+  if (!store_password_file.empty() && state_store.empty())
+    return InvalidArgumentError("--store-password-file needs --state-store (the store it is for)");
   if (!state_store.empty() && resume_ttl_s == 0)
     return InvalidArgumentError(
         "--state-store needs resuming on: --resume-ttl 0 gives streams no token to resume with");
@@ -124,7 +126,8 @@ std::string ServerConfig::ToString() const {
       "write_timeout={}s handshake_timeout={}s max_chunk_ms={} "
       "max_batch_streams={} batch_wait_ms={} threads={} drain_timeout={}s "
       "file_segment_frames={} file_frames_per_step={} realtime_lead_ms={} background_step_ms={} "
-      "resume_ttl={}s max_parked={} state_store={} store_timeout={}s checkpoint_interval={}s "
+      "resume_ttl={}s max_parked={} state_store={} store_password_file={} store_timeout={}s "
+      "checkpoint_interval={}s "
       "tls={} client_certificates={} auth_keys={} metrics_auth={} max_opens_per_second={} "
       "max_calls_per_connection={} keepalive_min_interval={}s keepalive_max_strikes={} "
       "max_connection_idle={}s max_metadata_bytes={} max_parked_bytes={}",
@@ -132,11 +135,12 @@ std::string ServerConfig::ToString() const {
       idle_timeout_s, write_timeout_s, handshake_timeout_s, max_chunk_ms, max_batch_streams,
       batch_wait_ms, threads, drain_timeout_s, file_segment_frames, file_frames_per_step,
       realtime_lead_ms(), background_step_ms, resume_ttl_s, max_parked,
-      state_store.empty() ? "none" : state_store, store_timeout_s, checkpoint_interval_s,
-      tls.enabled() ? tls.cert : "off", tls.client_ca.empty() ? "off" : tls.client_ca,
-      auth_keys.empty() ? "off" : auth_keys, metrics_auth, max_opens_per_s,
-      max_calls_per_connection, keepalive_min_interval_s, keepalive_max_strikes,
-      max_connection_idle_s, max_metadata_bytes, max_parked_bytes);
+      state_store.empty() ? "none" : state_store,
+      store_password_file.empty() ? "none" : store_password_file, store_timeout_s,
+      checkpoint_interval_s, tls.enabled() ? tls.cert : "off",
+      tls.client_ca.empty() ? "off" : tls.client_ca, auth_keys.empty() ? "off" : auth_keys,
+      metrics_auth, max_opens_per_s, max_calls_per_connection, keepalive_min_interval_s,
+      keepalive_max_strikes, max_connection_idle_s, max_metadata_bytes, max_parked_bytes);
 }
 
 }  // namespace ssm

@@ -47,9 +47,10 @@ struct ServerConfig {
   // resume (docs/design.md §7); 0 turns resuming off (no tokens).
   double resume_ttl_s = 60;
   int max_parked = 4096;  // parked streams at once, all models; a break beyond is not kept
-  // redis://HOST:PORT[/DB]: streams are handed off there on drain and checkpointed, so that
+  // redis://[USER@]HOST:PORT[/DB]: streams are handed off there on drain and checkpointed, so that
   // another replica resumes them; "" = none.
   std::string state_store;
+  std::string store_password_file;    // the store's password in its first line; "" = none
   double store_timeout_s = 1;         // connect and command timeout of the store
   double checkpoint_interval_s = 10;  // with a store: seconds of signal between checkpoints
   // HOST:PORT serving Prometheus metrics at /metrics; port 0 picks a free port; "" = off.

@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <fstream>
 #include <utility>
 
 #include "server/service/listener.h"
@@ -30,17 +32,51 @@ const char* OpName(int op) {
   return kNames[op];
 }
 
+// The password in the first line of `path` (--store-password-file), without its line end.
+StatusOr<std::string> ReadPassword(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return InvalidArgumentError(fmt::format("--store-password-file \"{}\": cannot be read: {}",
+                                            log::Printable(path), std::strerror(errno)));
+  std::string line;
+  std::getline(in, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  if (line.empty())
+    return InvalidArgumentError(
+        fmt::format("--store-password-file \"{}\": the first line (the password) is empty",
+                    log::Printable(path)));
+  if (line.size() > 4096 || line.find('\0') != std::string::npos)
+    return InvalidArgumentError(
+        fmt::format("--store-password-file \"{}\": the first line must be a password of at most "
+                    "4096 bytes, without NUL",
+                    log::Printable(path)));
+  return line;
+}
+
 }  // namespace
 
 StatusOr<std::unique_ptr<StateStore>> StateStore::Create(const Options& options, Metrics* metrics) {
   const std::string& url = options.url;
   const std::string scheme = "redis://";
   auto bad = [&](const std::string& what) {
-    return InvalidArgumentError(fmt::format(
-        "--state-store \"{}\": {}; expected redis://HOST:PORT[/DB]", log::Printable(url), what));
+    return InvalidArgumentError(
+        fmt::format("--state-store \"{}\": {}; expected redis://[USER@]HOST:PORT[/DB]",
+                    log::Printable(url), what));
   };
   if (url.compare(0, scheme.size(), scheme) != 0) return bad("not a redis:// URL");
   std::string rest = url.substr(scheme.size());
+  std::string user;
+  const size_t at = rest.rfind('@');
+  if (at != std::string::npos) {
+    user = rest.substr(0, at);
+    rest = rest.substr(at + 1);
+    // A password here would show in process listings, in the pod spec and in logs.
+    if (user.find(':') != std::string::npos)
+      return InvalidArgumentError(
+          "--state-store: the URL holds a password (USER:PASSWORD@); give the password in "
+          "--store-password-file instead, which keeps it out of process listings and logs");
+    if (user.empty()) return bad("an empty user name before '@'");
+  }
   int db = 0;
   const size_t slash = rest.find('/');
   if (slash != std::string::npos) {
@@ -61,11 +97,18 @@ StatusOr<std::unique_ptr<StateStore>> StateStore::Create(const Options& options,
   if (!(options.timeout_s > 0 && options.timeout_s <= 60))
     return InvalidArgumentError(
         fmt::format("--store-timeout {}: must be in (0, 60] seconds", options.timeout_s));
-  return std::unique_ptr<StateStore>(new StateStore(options, host, int(port), db, metrics));
+  if (!user.empty() && options.password_file.empty())
+    return bad("a user name needs its password in --store-password-file");
+  if (!options.password_file.empty())
+    SSM_RETURN_IF_ERROR(ReadPassword(options.password_file).status());
+  return std::unique_ptr<StateStore>(
+      new StateStore(options, std::move(user), host, int(port), db, metrics));
 }
 
-StateStore::StateStore(const Options& options, std::string host, int port, int db, Metrics* metrics)
+StateStore::StateStore(const Options& options, std::string user, std::string host, int port, int db,
+                       Metrics* metrics)
     : options_(options),
+      user_(std::move(user)),
       host_(std::move(host)),
       port_(port),
       db_(db),
@@ -82,7 +125,9 @@ StateStore::~StateStore() {
   if (ctx_ != nullptr) redisFree(ctx_);
 }
 
-std::string StateStore::address() const { return fmt::format("{}:{}/{}", host_, port_, db_); }
+std::string StateStore::address() const {
+  return fmt::format("{}{}{}:{}/{}", user_, user_.empty() ? "" : "@", host_, port_, db_);
+}
 
 void StateStore::Put(const Digest& key, std::string bytes, double ttl_s, PutFn done) {
   Job job{Op::kPut,         options_.key_prefix + Hex(key),
@@ -153,11 +198,30 @@ Status StateStore::ConnectLocked() {
     error = ctx->errstr;
   } else if (redisSetTimeout(ctx, timeout) != REDIS_OK) {
     error = "cannot set the command timeout";
-  } else if (db_ != 0) {
-    auto* reply = static_cast<redisReply*>(redisCommand(ctx, "SELECT %d", db_));
-    if (reply == nullptr || reply->type == REDIS_REPLY_ERROR)
-      error = reply != nullptr ? reply->str : ctx->errstr;
-    if (reply != nullptr) freeReplyObject(reply);
+  } else {
+    // One command at set-up; "" when it succeeded.
+    auto setup = [ctx](redisReply* reply) -> std::string {
+      std::string failed;
+      if (reply == nullptr || reply->type == REDIS_REPLY_ERROR)
+        failed = reply != nullptr ? reply->str : ctx->errstr;
+      if (reply != nullptr) freeReplyObject(reply);
+      return failed;
+    };
+    if (!options_.password_file.empty()) {
+      StatusOr<std::string> password = ReadPassword(options_.password_file);
+      if (!password.ok()) {
+        error = password.status().message();
+      } else {
+        error = user_.empty() ? setup(static_cast<redisReply*>(redisCommand(
+                                    ctx, "AUTH %b", password->data(), password->size())))
+                              : setup(static_cast<redisReply*>(
+                                    redisCommand(ctx, "AUTH %b %b", user_.data(), user_.size(),
+                                                 password->data(), password->size())));
+        if (!error.empty()) error = "AUTH failed: " + error;
+      }
+    }
+    if (error.empty() && db_ != 0)
+      error = setup(static_cast<redisReply*>(redisCommand(ctx, "SELECT %d", db_)));
   }
   if (!error.empty()) {
     if (ctx != nullptr) redisFree(ctx);

@@ -1,4 +1,4 @@
-// The shared state store of --state-store redis://HOST:PORT[/DB] (docs/design.md §7): stream
+// The shared state store of --state-store redis://[USER@]HOST:PORT[/DB] (docs/design.md §7): stream
 // snapshots keyed by the SHA-256 of their resume token, so that any replica serving the same
 // model can resume a stream another one handed off (drain) or checkpointed (crash recovery).
 //
@@ -31,7 +31,10 @@ namespace ssm {
 class StateStore {
  public:
   struct Options {
-    std::string url;             // redis://HOST:PORT[/DB]
+    std::string url;  // redis://[USER@]HOST:PORT[/DB]
+    // A file whose first line is the password (AUTH; with USER, Redis 6 ACL AUTH USER PASSWORD);
+    // "" = none. Re-read at each connect, so a rotated password needs no restart.
+    std::string password_file;
     double timeout_s = 1;        // connect and command timeout
     size_t max_queued = 100000;  // operations waiting; beyond, they fail at once
     std::string key_prefix = "ssm:stream:";
@@ -46,7 +49,7 @@ class StateStore {
   ~StateStore();  // fails what is still queued (UNAVAILABLE) and joins the thread
 
   const Options& options() const { return options_; }
-  std::string address() const;  // HOST:PORT/DB, for logs
+  std::string address() const;  // [USER@]HOST:PORT/DB, for logs (never the password)
 
   // SET key bytes PX ttl.
   void Put(const Digest& key, std::string bytes, double ttl_s, PutFn done);
@@ -72,7 +75,8 @@ class StateStore {
     Status failed;  // refused when submitted: the store thread only reports it
   };
 
-  StateStore(const Options& options, std::string host, int port, int db, Metrics* metrics);
+  StateStore(const Options& options, std::string user, std::string host, int port, int db,
+             Metrics* metrics);
   void Run();
   void Submit(Job job);
   void Fail(Job& job, const Status& status);
@@ -81,6 +85,7 @@ class StateStore {
   Status ConnectLocked();  // store thread; the context in ctx_, or why not
 
   const Options options_;
+  const std::string user_;  // "" = the default user
   const std::string host_;
   const int port_, db_;
   Metrics* const metrics_;

@@ -7,6 +7,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <thread>
 
 #include "clients/lib/ssm_client.h"
@@ -77,15 +79,20 @@ class HandOffTest : public ::testing::Test {
   }
 
   // A replica serving `model_dir` (as `name`) with the store and `extra` flags.
+  // `store_url` replaces the store's plain URL, and the server's log goes to `log_path` if given.
   std::unique_ptr<testing::ServerProcess> StartReplica(const std::string& name,
                                                        const std::string& model_dir,
-                                                       std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{
-        "--model", name + "=" + model_dir, "--listen",   "127.0.0.1:0", "--threads",
-        "1",       "--state-store",        redis_->url()};
+                                                       std::vector<std::string> extra = {},
+                                                       const std::string& store_url = "",
+                                                       const std::string& log_path = "") {
+    std::vector<std::string> args{"--model",       name + "=" + model_dir,
+                                  "--listen",      "127.0.0.1:0",
+                                  "--threads",     "1",
+                                  "--state-store", store_url.empty() ? redis_->url() : store_url};
     args.insert(args.end(), extra.begin(), extra.end());
     std::string error;
-    auto server = testing::ServerProcess::Start(testing::DefaultServerBinary(), args, &error);
+    auto server = testing::ServerProcess::Start(testing::DefaultServerBinary(), args, &error,
+                                                seconds(30), log_path);
     EXPECT_NE(server, nullptr) << error;
     return server;
   }
@@ -270,6 +277,82 @@ TEST_F(HandOffTest, TheClientLibraryCarriesAStreamOverAKilledReplica) {
   EXPECT_TRUE(contiguous);
   EXPECT_EQ(got, Offline(values));
   EXPECT_EQ(Metric(*b, "ssm_stream_resumes_total{source=\"store\"}"), 1);
+  EXPECT_EQ(b->Terminate(), 0);
+}
+
+// A store that needs a password: the default user's (requirepass) and an ACL user's with only
+// the keys and commands the servers use (the README's rules), each read from
+// --store-password-file. Streams handed off through it resume exactly; a replica with a
+// wrong password cannot save its streams, says why in its log, and never logs a password.
+TEST_F(HandOffTest, AStoreWithPasswordsServesOnlyReplicasThatHaveThem) {
+  std::string error;
+  redis_ = testing::RedisProcess::Start(
+      &error,
+      {"--requirepass", "default-pass-1", "--user", "ssm", "on", ">ssm-pass-2", "~ssm:stream:*",
+       "+set", "+getdel", "+del", "+select"},
+      "default-pass-1");
+  ASSERT_NE(redis_, nullptr) << error;
+  auto password_file = [&](const std::string& name, const std::string& password) {
+    const std::string path = *dir_ + "/" + name;
+    std::ofstream(path) << password << "\n";
+    return path;
+  };
+  const std::string port = std::to_string(redis_->port());
+  auto a = StartReplica("audio", *dir_ + "/audio",
+                        {"--store-password-file", password_file("default", "default-pass-1")});
+  auto b = StartReplica("audio", *dir_ + "/audio",
+                        {"--store-password-file", password_file("ssm", "ssm-pass-2")},
+                        "redis://ssm@127.0.0.1:" + port);
+  const std::string log_path = *dir_ + "/wrong.log";
+  auto wrong = StartReplica(
+      "audio", *dir_ + "/audio",
+      {"--store-password-file", password_file("wrong", "not-the-pass-3"), "--drain-timeout", "5"},
+      "redis://ssm@127.0.0.1:" + port, log_path);
+  ASSERT_TRUE(a && b && wrong);
+  const int d_out = (*model_)->config().d_out;
+  auto open_streams = [&](testing::ServerProcess& server, int n) {
+    auto stub = Stub(server);
+    std::vector<ClientStream> streams;
+    for (int i = 0; i < n; ++i) {
+      streams.push_back(NewStream(16000, 1600));
+      streams.back().call = std::make_unique<Call>(*stub);
+      EXPECT_TRUE(streams.back().call->Open(Open("audio", kF32)));
+      streams.back().token = streams.back().call->opened().resume_token();
+      SendAndRead(&streams.back(), 3, d_out);
+    }
+    return streams;
+  };
+  std::vector<ClientStream> handed = open_streams(*a, 4), refused = open_streams(*wrong, 2);
+  ASSERT_FALSE(::testing::Test::HasFatalFailure());
+
+  ASSERT_TRUE(a->Signal(SIGTERM));
+  for (ClientStream& s : handed) {
+    std::vector<pb::StreamOutput> outs;
+    const grpc::Status status = s.call->Await(&outs);
+    EXPECT_NE(status.error_message().find("the stream was saved"), std::string::npos)
+        << status.error_message();
+  }
+  EXPECT_EQ(a->Wait(seconds(15)), 0);
+  auto stub_b = Stub(*b);
+  for (ClientStream& s : handed) {
+    ASSERT_NO_FATAL_FAILURE(ResumeAndFinish(*stub_b, &s, s.sent, d_out));
+    EXPECT_EQ(s.got, Offline(s.values));
+  }
+
+  ASSERT_TRUE(wrong->Signal(SIGTERM));
+  for (ClientStream& s : refused) {
+    std::vector<pb::StreamOutput> outs;
+    const grpc::Status status = s.call->Await(&outs);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_NE(status.error_message().find("could not save the stream"), std::string::npos)
+        << status.error_message();
+  }
+  EXPECT_EQ(wrong->Wait(seconds(15)), 0);
+  std::ifstream in(log_path);
+  const std::string log((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(log.find("AUTH failed: WRONGPASS"), std::string::npos) << log;
+  for (const char* password : {"default-pass-1", "ssm-pass-2", "not-the-pass-3"})
+    EXPECT_EQ(log.find(password), std::string::npos) << log;
   EXPECT_EQ(b->Terminate(), 0);
 }
 

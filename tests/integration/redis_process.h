@@ -14,18 +14,31 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace ssm::testing {
 
 class RedisProcess {
  public:
-  // nullptr (and *error) when redis-server is missing or does not come up within 10 s.
-  static std::unique_ptr<RedisProcess> Start(std::string* error) {
+  // nullptr (and *error) when redis-server is missing or does not come up within 10 s. `extra`
+  // are more redis-server arguments (e.g. --requirepass P); with a password, `ping_password` is
+  // the one PING authenticates with while waiting for it to come up.
+  static std::unique_ptr<RedisProcess> Start(std::string* error,
+                                             const std::vector<std::string>& extra = {},
+                                             const std::string& ping_password = "") {
     const int port = FreePort();
     if (port <= 0) {
       *error = "no free port";
       return nullptr;
     }
+    // The arguments are made before fork: the child of a threaded process must not allocate.
+    std::vector<std::string> args{
+        "redis-server", "--port", std::to_string(port), "--bind", "127.0.0.1", "--save", "",
+        "--appendonly", "no",     "--loglevel",         "warning"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
     const pid_t pid = fork();
     if (pid < 0) {
       *error = "fork failed";
@@ -33,12 +46,11 @@ class RedisProcess {
     }
     if (pid == 0) {
       prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlives the test
-      const std::string port_text = std::to_string(port);
-      execlp("redis-server", "redis-server", "--port", port_text.c_str(), "--bind", "127.0.0.1",
-             "--save", "", "--appendonly", "no", "--loglevel", "warning", (char*)nullptr);
+      execvp("redis-server", argv.data());
       _exit(127);
     }
     std::unique_ptr<RedisProcess> redis(new RedisProcess(pid, port));
+    redis->password_ = ping_password;
     const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
     while (!redis->Ping()) {
       int status = 0;
@@ -87,7 +99,10 @@ class RedisProcess {
     if (!reply.empty() && reply.back() == '\r') reply.pop_back();
     return reply;
   }
-  bool Ping() const { return Command("PING") == "+PONG"; }
+  // PING answers, or with a password AUTH succeeds.
+  bool Ping() const {
+    return password_.empty() ? Command("PING") == "+PONG" : Command("AUTH " + password_) == "+OK";
+  }
 
  private:
   RedisProcess(pid_t pid, int port) : pid_(pid), port_(port) {}
@@ -122,6 +137,7 @@ class RedisProcess {
 
   pid_t pid_;
   int port_;
+  std::string password_;
 };
 
 }  // namespace ssm::testing

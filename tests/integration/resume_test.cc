@@ -48,7 +48,9 @@ class ResumeTest : public ::testing::Test {
     delete frames_;
   }
   void TearDown() override {
-    if (server_ != nullptr) EXPECT_EQ(server_->Terminate(), 0);
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Terminate(), 0);
+    }
   }
 
   void StartServer(std::vector<std::string> extra = {}) {

@@ -90,7 +90,9 @@ class SecurityTest : public ::testing::Test {
     fs::create_directories(dir_);
   }
   void TearDown() override {
-    if (server_ != nullptr) EXPECT_EQ(server_->Terminate(), 0);
+    if (server_ != nullptr) {
+      EXPECT_EQ(server_->Terminate(), 0);
+    }
     fs::remove_all(dir_);
   }
   std::string Path(const std::string& name) const { return (dir_ / name).string(); }

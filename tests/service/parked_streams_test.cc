@@ -42,7 +42,7 @@ TEST(ParkedStreamsTest, AParkedStreamResumesOnceAndEveryRefusalSaysWhy) {
   ASSERT_FALSE(live.ok());
   EXPECT_EQ(live.status().code(), StatusCode::kUnavailable);
   EXPECT_EQ(failure, ResumeFailure::kAttached);
-  ASSERT_TRUE(parked.Park(hash, {"vad", "snapshot bytes"}));
+  ASSERT_TRUE(parked.Park(hash, {"vad", "snapshot bytes", ""}));
   EXPECT_EQ(parked.parked(), 1u);
   EXPECT_EQ(parked.parked_bytes(), 14u);
   auto taken = parked.Take(token, "", &taken_hash, &failure);
@@ -76,9 +76,9 @@ TEST(ParkedStreamsTest, BeyondMaxParkedAStreamIsNotKeptAndSaysSo) {
   std::vector<std::string> tokens;
   std::vector<Digest> hashes(3);
   for (int i = 0; i < 3; ++i) tokens.push_back(*parked.Issue(NoCall(), "", &hashes[i]));
-  EXPECT_TRUE(parked.Park(hashes[0], {"m", "a"}));
-  EXPECT_TRUE(parked.Park(hashes[1], {"m", "b"}));
-  EXPECT_FALSE(parked.Park(hashes[2], {"m", "c"}));
+  EXPECT_TRUE(parked.Park(hashes[0], {"m", "a", ""}));
+  EXPECT_TRUE(parked.Park(hashes[1], {"m", "b", ""}));
+  EXPECT_FALSE(parked.Park(hashes[2], {"m", "c", ""}));
   EXPECT_EQ(parked.parked(), 2u);
   Digest hash;
   ResumeFailure failure;
@@ -91,7 +91,7 @@ TEST(ParkedStreamsTest, ParkedStreamsExpireAtTheirTtl) {
   ParkedStreams parked({0.2, 10}, nullptr);
   Digest hash;
   const std::string token = *parked.Issue(NoCall(), "", &hash);
-  ASSERT_TRUE(parked.Park(hash, {"m", std::string(1000, 'x')}));
+  ASSERT_TRUE(parked.Park(hash, {"m", std::string(1000, 'x'), ""}));
   EXPECT_EQ(parked.parked_bytes(), 1000u);
   std::this_thread::sleep_for(std::chrono::milliseconds(400));
   EXPECT_EQ(parked.parked(), 0u);  // freed by the expiry thread, without any other call
@@ -125,7 +125,7 @@ TEST(ParkedStreamsTest, AnotherOwnersTokenIsRefusedAndTouchesNothing) {
   // Its fate (used) is told to its owner only.
   auto used = parked.Take(token, "alice", &taken_hash, &failure);
   EXPECT_EQ(failure, ResumeFailure::kUsedToken);
-  parked.Take(token, "bob", &taken_hash, &failure);
+  EXPECT_FALSE(parked.Take(token, "bob", &taken_hash, &failure).ok());
   EXPECT_EQ(failure, ResumeFailure::kOtherIdentity);
   // Put back, it is still alice's.
   parked.PutBack(taken_hash, std::move(*mine));
@@ -139,8 +139,8 @@ TEST(ParkedStreamsTest, BeyondMaxParkedBytesAStreamIsNotKeptAndSaysSo) {
   Digest a, b;
   const std::string first = *parked.Issue(NoCall(), "", &a);
   const std::string second = *parked.Issue(NoCall(), "", &b);
-  EXPECT_TRUE(parked.Park(a, {"m", std::string(1000, 'x')}));
-  EXPECT_FALSE(parked.Park(b, {"m", std::string(1000, 'y')}));
+  EXPECT_TRUE(parked.Park(a, {"m", std::string(1000, 'x'), ""}));
+  EXPECT_FALSE(parked.Park(b, {"m", std::string(1000, 'y'), ""}));
   EXPECT_EQ(parked.parked_bytes(), 1000u);
   Digest hash;
   ResumeFailure failure;
