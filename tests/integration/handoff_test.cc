@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "clients/lib/ssm_client.h"
+#include "server/model/digest.h"
 #include "server/model/model.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/engine/engine_test_util.h"
@@ -203,10 +204,20 @@ TEST_F(HandOffTest, AfterSigkillAnotherReplicaResumesFromTheLastCheckpoint) {
   ASSERT_TRUE(s.call->Open(Open("audio", kF32)));
   EXPECT_EQ(s.call->opened().checkpoint_interval_ms(), 1000u);
   s.token = s.call->opened().resume_token();
-  // On until the first checkpoint (after about 1 s: chunk 10) is confirmed, then 3 chunks more:
-  // the next checkpoint comes only 10 chunks after the first, so those 3 are not in it.
-  while (s.sent < 30 && s.checkpointed == 0)
+  // The first checkpoint is due after 1 s of signal (chunk 10). Chunks 0-10 go at once; then
+  // the test waits for the snapshot to be in Redis and sends single chunks, slowly, until an
+  // output confirms it (a loaded machine under a sanitizer took longer to write it than 20 more
+  // chunks took to stream). At most chunk 15 goes before the confirmation and 3 after it: the
+  // second checkpoint is due only after chunk 20, so those chunks are in no checkpoint.
+  ASSERT_NO_FATAL_FAILURE(SendAndRead(&s, 11, d_out));
+  const std::string key = "ssm:stream:" + Hex(Sha256Of(s.token));
+  const auto written_by = Clock::now() + seconds(10);
+  while (redis_->Command("EXISTS " + key) != ":1" && Clock::now() < written_by)
+    std::this_thread::sleep_for(milliseconds(10));
+  while (s.sent < 16 && s.checkpointed == 0) {
+    std::this_thread::sleep_for(milliseconds(50));
     ASSERT_NO_FATAL_FAILURE(SendAndRead(&s, s.sent + 1, d_out));
+  }
   ASSERT_GE(s.checkpointed, 9u);
   ASSERT_NO_FATAL_FAILURE(SendAndRead(&s, s.sent + 3, d_out));
   const uint64_t checkpointed = s.checkpointed;
