@@ -10,48 +10,22 @@ import {spawn} from 'node:child_process';
 import fs from 'node:fs';
 import {createRequire} from 'node:module';
 import net from 'node:net';
-import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import {test} from 'node:test';
 import {fileURLToPath} from 'node:url';
 
 import {StreamCall} from './grpc_stream.mjs';
+import {CHROMIUM, launchChromium, start} from './harness.mjs';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN_DIR = path.resolve(process.argv[2] ?? path.join(ROOT, 'build/bin'));
 const ARTIFACTS = path.resolve(process.argv[3] ?? path.join(ROOT, 'build/test-artifacts'));
-const CHROMIUM = '/usr/bin/chromium';
 const REDIS = '/usr/bin/redis-server';
 const STREAMS = 8;
 const LOAD_S = 10;
 const CHUNK_MS = 100;
 
 const require = createRequire(path.join(ROOT, 'clients/dashboard/package.json'));
-
-// Starts `binary args`; resolves with {child, lines} once it has printed `count` stdout lines
-// (rejects if it exits first). Its stderr is kept in child.errorLog.
-function start(binary, args, count) {
-  const child = spawn(binary, args, {stdio: ['ignore', 'pipe', 'pipe']});
-  child.errorLog = '';
-  child.stderr.on('data', (d) => { child.errorLog = (child.errorLog + d).slice(-4000); });
-  child.exited =
-      new Promise((resolve) => child.on('exit', (code, signal) => resolve({code, signal})));
-  const lines = [];
-  return new Promise((resolve, reject) => {
-    readline.createInterface({input: child.stdout}).on('line', (line) => {
-      lines.push(line);
-      if (lines.length === count) resolve({child, lines});
-    });
-    child.exited.then(({code, signal}) => {
-      if (lines.length < count) {
-        reject(new Error(`${binary} exited (${code ?? signal}) after printing ` +
-                         `${JSON.stringify(lines)}; its stderr:\n${child.errorLog}`));
-      }
-    });
-    child.on('error', reject);
-  });
-}
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -154,18 +128,7 @@ test('the dashboard shows live streams, latency percentiles, filled charts and r
   assert.match(lines[1], /^metrics on 127\.0\.0\.1:\d+$/);
   const url = `http://${lines[1].replace(/^metrics on /, '')}/`;
 
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ssm-dashboard-chromium-'));
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-    viewport: {width: 1400, height: 1100},
-  });
-  t.after(async () => {
-    await browser.close();
-    fs.rmSync(profile, {recursive: true, force: true});
-  });
+  const browser = await launchChromium(t, chromium, {viewport: {width: 1400, height: 1100}});
   const page = browser.pages()[0] ?? await browser.newPage();
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));

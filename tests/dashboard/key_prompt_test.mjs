@@ -5,43 +5,20 @@
 // live. The page and its scripts load without a key.
 //   node key_prompt_test.mjs [BIN_DIR]   (default: build/bin)
 import assert from 'node:assert/strict';
-import {execFileSync, spawn} from 'node:child_process';
+import {execFileSync} from 'node:child_process';
 import fs from 'node:fs';
 import {createRequire} from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
-import readline from 'node:readline';
 import {test} from 'node:test';
 import {fileURLToPath} from 'node:url';
 
+import {CHROMIUM, launchChromium, start} from './harness.mjs';
+
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const BIN_DIR = path.resolve(process.argv[2] ?? path.join(ROOT, 'build/bin'));
-const CHROMIUM = '/usr/bin/chromium';
 
 const require = createRequire(path.join(ROOT, 'clients/dashboard/package.json'));
-
-// Starts ssm-server with `args`; resolves with {child, lines} once it has printed its two
-// address lines (rejects if it exits first).
-function startServer(args) {
-  const child = spawn(path.join(BIN_DIR, 'ssm-server'), args, {stdio: ['ignore', 'pipe', 'pipe']});
-  child.errorLog = '';
-  child.stderr.on('data', (d) => { child.errorLog = (child.errorLog + d).slice(-4000); });
-  child.exited =
-      new Promise((resolve) => child.on('exit', (code, signal) => resolve({code, signal})));
-  const lines = [];
-  return new Promise((resolve, reject) => {
-    readline.createInterface({input: child.stdout}).on('line', (line) => {
-      lines.push(line);
-      if (lines.length === 2) resolve({child, lines});
-    });
-    child.exited.then(({code, signal}) => {
-      if (lines.length < 2) {
-        reject(new Error(`ssm-server exited (${code ?? signal}); its stderr:\n${child.errorLog}`));
-      }
-    });
-    child.on('error', reject);
-  });
-}
 
 test('the dashboard asks for the metrics key, sends it and keeps it for the tab only',
      {timeout: 60000}, async (t) => {
@@ -57,27 +34,17 @@ test('the dashboard asks for the metrics key, sends it and keeps it for the tab 
   assert.ok(!line.includes(secret), 'the keys-file line holds the secret');
   fs.writeFileSync(path.join(dir, 'keys.txt'), `${line}\n`);
 
-  const {child: server, lines} = await startServer([
+  const {child: server, lines} = await start(path.join(BIN_DIR, 'ssm-server'), [
     '--model', path.join(ROOT, 'models/random-demo'), '--listen', '127.0.0.1:0',
     '--metrics-listen', '127.0.0.1:0', '--threads', '1',
-    '--auth-keys', path.join(dir, 'keys.txt'), '--metrics-auth']);
+    '--auth-keys', path.join(dir, 'keys.txt'), '--metrics-auth'], 2);
   t.after(async () => {
     if (server.exitCode === null) server.kill('SIGTERM');
     await server.exited;
   });
   const origin = `http://${lines[1].replace(/^metrics on /, '')}`;
 
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), 'ssm-dashboard-chromium-'));
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: CHROMIUM,
-    headless: true,
-    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
-  });
-  t.after(async () => {
-    await browser.close();
-    fs.rmSync(profile, {recursive: true, force: true});
-  });
+  const browser = await launchChromium(t, chromium);
   const page = browser.pages()[0] ?? await browser.newPage();
   const pageErrors = [];
   page.on('pageerror', (e) => pageErrors.push(String(e)));
