@@ -2,16 +2,19 @@
 // its first stdout line once it accepts calls, then "metrics on HOST:PORT" when metrics are on
 // (--metrics-listen: Prometheus metrics at /metrics and the web dashboard at /); logs go to
 // stderr. SIGTERM/SIGINT drain and exit 0; SIGHUP reloads the --auth-keys file.
+#include <google/protobuf/stubs/logging.h>
+#include <grpc/support/log.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
-#include <pthread.h>
 #include <malloc.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -64,6 +67,28 @@ void TrimHeap() {
               (before - after) >> 20, after >> 20,
               std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
                   .count());
+}
+
+// libprotobuf's own messages, in the server's log format rather than its bare stderr lines. Its
+// errors are about input (a client's string field that is not UTF-8 fails to parse, and the call
+// ends with INVALID_ARGUMENT): warnings here.
+void ProtobufLog(google::protobuf::LogLevel level, const char* /*file*/, int /*line*/,
+                 const std::string& message) {
+  if (level == google::protobuf::LOGLEVEL_INFO)
+    log::Info("protobuf: {}", message);
+  else if (level == google::protobuf::LOGLEVEL_FATAL)
+    log::Error("protobuf: {}", message);
+  else
+    log::Warning("protobuf: {}", message);
+}
+
+// gRPC's own messages (errors only, unless GRPC_VERBOSITY says otherwise), likewise: most are
+// about a peer (a TLS handshake that failed, a connection reset), so they are warnings here.
+void GrpcLog(gpr_log_func_args* args) {
+  if (args->severity == GPR_LOG_SEVERITY_ERROR)
+    log::Warning("grpc: {}", args->message);
+  else
+    log::Info("grpc: {}", args->message);
 }
 
 #ifndef SSM_VERSION
@@ -137,9 +162,11 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   }
   CallRegistry calls(kIdleSweepPeriod);
   SsmService service(&config, models->get(), &calls, &metrics, &parked, store.get(), auth->get());
+  std::atomic<bool> serving{false};  // what gRPC's health service says, for /healthz
   std::unique_ptr<HttpServer> http;
   if (metrics.enabled()) {
     HttpOptions http_options;
+    http_options.serving = [&serving] { return serving.load(); };
     if (config.tls.enabled()) {  // the same certificate as the gRPC port
       http_options.tls_cert = config.tls.cert;
       http_options.tls_key = config.tls.key;
@@ -191,6 +218,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   (*listener)->StartAccepting(std::move(acceptor));
   const int port = (*listener)->port();
   server->GetHealthCheckService()->SetServingStatus(true);
+  serving = true;
   const std::string host = Host(config.listen);
   std::printf("listening on %s:%d\n", host.c_str(), port);
   std::fflush(stdout);
@@ -224,6 +252,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   log::Info("{}: draining (new streams get UNAVAILABLE; up to {} s for open calls)",
             strsignal(signal_number), config.drain_timeout_s);
   server->GetHealthCheckService()->SetServingStatus(false);
+  serving = false;
   calls.StartDrain();
   const auto drain_deadline = std::chrono::steady_clock::now() +
                               std::chrono::milliseconds(int64_t(config.drain_timeout_s * 1000.0));
@@ -407,5 +436,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  google::protobuf::SetLogHandler(&ssm::ProtobufLog);  // before any thread starts
+  gpr_set_log_function(&ssm::GrpcLog);
   return ssm::Serve(config, signals);
 }

@@ -19,8 +19,6 @@ constexpr size_t kMaxRevokedRemembered = 4096;
 // Largest keys file read.
 constexpr std::streamoff kMaxKeysFileBytes = 16 << 20;
 
-std::string_view View(const grpc::string_ref& s) { return {s.data(), s.size()}; }
-
 bool StartsWithIgnoringCase(std::string_view s, std::string_view prefix) {
   if (s.size() < prefix.size()) return false;
   for (size_t i = 0; i < prefix.size(); ++i)
@@ -289,8 +287,25 @@ void Authenticator::CountRefusal(AuthRefusal refusal) {
   if (prometheus::Counter* c = refusals_[size_t(refusal)]) c->Increment();
 }
 
+CallerCredentials CallerCredentials::Of(const grpc::ServerContextBase& context) {
+  CallerCredentials c;
+  const auto& metadata = context.client_metadata();
+  const auto header = metadata.find("authorization");
+  if (header != metadata.end()) {
+    c.has_authorization = true;
+    c.authorization.assign(header->second.data(), header->second.size());
+    return c;  // a key wins over a certificate: its subject is not needed
+  }
+  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (auth != nullptr && auth->IsPeerAuthenticated()) {
+    const auto values = auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
+    if (!values.empty()) c.subject.assign(values.front().data(), values.front().size());
+  }
+  return c;
+}
+
 StatusOr<std::shared_ptr<Identity>> Authenticator::Authenticate(
-    const grpc::ServerContextBase& context) {
+    const CallerCredentials& credentials) {
   if (!enabled()) {
     static const std::shared_ptr<Identity> anonymous(new Identity(""));
     return anonymous;
@@ -300,10 +315,8 @@ StatusOr<std::shared_ptr<Identity>> Authenticator::Authenticate(
     std::lock_guard<std::mutex> lock(mu_);
     table = table_;
   }
-  const auto& metadata = context.client_metadata();
-  const auto header = metadata.find("authorization");
-  if (header != metadata.end()) {
-    std::string_view value = View(header->second);
+  if (credentials.has_authorization) {
+    std::string_view value = credentials.authorization;
     if (!StartsWithIgnoringCase(value, "bearer "))
       return Refuse(AuthRefusal::kMissing,
                     UnauthenticatedError("the authorization metadata must be \"Bearer SECRET\""));
@@ -312,12 +325,7 @@ StatusOr<std::shared_ptr<Identity>> Authenticator::Authenticate(
     return AuthenticateSecret(value);
   }
   // No key: the verified client certificate's subject, if the connection has one.
-  const std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
-  std::string subject;
-  if (auth != nullptr && auth->IsPeerAuthenticated()) {
-    const auto values = auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
-    if (!values.empty()) subject.assign(values.front().data(), values.front().size());
-  }
+  const std::string& subject = credentials.subject;
   if (subject.empty())
     return Refuse(
         AuthRefusal::kMissing,

@@ -97,6 +97,15 @@ class CallLease {
   std::shared_ptr<Identity> identity_;
 };
 
+// What a call presents about its caller.
+struct CallerCredentials {
+  bool has_authorization = false;  // the call has `authorization` metadata
+  std::string authorization;       // its value
+  std::string subject;  // the verified client certificate's subject ("" none, or not verified)
+  // From a call's metadata and connection (the first `authorization` value).
+  static CallerCredentials Of(const grpc::ServerContextBase& context);
+};
+
 class Authenticator {
  public:
   struct Options {
@@ -114,7 +123,10 @@ class Authenticator {
 
   // The caller of a call (see the top of this file). UNAUTHENTICATED without a key, with an
   // unknown one or a revoked one, each saying which. The anonymous identity when keys are off.
-  StatusOr<std::shared_ptr<Identity>> Authenticate(const grpc::ServerContextBase& context);
+  StatusOr<std::shared_ptr<Identity>> Authenticate(const CallerCredentials& credentials);
+  StatusOr<std::shared_ptr<Identity>> Authenticate(const grpc::ServerContextBase& context) {
+    return Authenticate(CallerCredentials::Of(context));
+  }
   // The identity of a bearer secret (the HTTP endpoint's --metrics-auth): UNAUTHENTICATED for
   // an unknown or revoked one.
   StatusOr<std::shared_ptr<Identity>> AuthenticateSecret(std::string_view secret);

@@ -1,7 +1,6 @@
 #include "server/service/call_reactor.h"
 
 #include <fmt/format.h>
-#include <grpc/grpc.h>
 
 #include <algorithm>
 #include <utility>
@@ -31,12 +30,14 @@ grpc::Status ToGrpcStatus(const Status& status) {
   return grpc::Status(static_cast<grpc::StatusCode>(status.code()), status.message());
 }
 
-CallReactor::CallReactor(CallShared* shared, grpc::CallbackServerContext* context,
+CallReactor::CallReactor(CallShared* shared, std::unique_ptr<CallPort> port,
                          const Behaviour& behaviour)
-    : shared_(shared), context_(context), behaviour_(behaviour), last_activity_(Clock::now()) {}
+    : shared_(shared), port_(std::move(port)), behaviour_(behaviour), last_activity_(Clock::now()) {
+  port_->Bind(this);
+}
 
 void CallReactor::Start() {
-  auto identity = shared_->auth->Authenticate(*context_);
+  auto identity = shared_->auth->Authenticate(port_->Credentials());
   shared_->calls->Add(this);
   std::lock_guard<std::mutex> lock(mu_);
   if (!identity.ok()) {  // nothing is read from a caller who is not known
@@ -201,7 +202,7 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
   if (!taken.ok()) {
     // Machine-readable for a client that lost only the final OK of its stream.
     if (failure == ResumeFailure::kCompleted)
-      context_->AddTrailingMetadata("ssm-stream-ended", "completed");
+      port_->AddTrailingMetadata("ssm-stream-ended", "completed");
     return RefuseResume(failure, taken.status());
   }
   if (shared_->store != nullptr) {  // older checkpoints, under this token or its successor's
@@ -412,7 +413,7 @@ void CallReactor::OpenedLocked(const ServedModel* model, int stream, PayloadForm
 
   std::string token;
   if (behaviour_.resumable && shared_->parked->enabled()) {
-    canceller_ = std::make_shared<CallCanceller>(context_);
+    canceller_ = port_->MakeCanceller();
     auto issued = shared_->parked->Issue(canceller_, owner(), &live_.token_hash);
     if (issued.ok()) {
       token = *issued;
@@ -536,7 +537,7 @@ void CallReactor::QueueWriteLocked(const pb::StreamResponse& response, bool comp
 void CallReactor::StartWriteLocked() {
   write_in_flight_ = true;
   write_started_ = Clock::now();
-  StartWrite(&writes_.front().bytes);
+  port_->StartWrite(&writes_.front().bytes);
 }
 
 void CallReactor::OnWriteDone(bool ok) {
@@ -821,7 +822,7 @@ void CallReactor::HandOffDoneLocked(const Status& stored) {
     return;
   }
   live_.handed_off = true;
-  if (!finish_requested_) context_->AddTrailingMetadata("ssm-resume-token", live_.token);
+  if (!finish_requested_) port_->AddTrailingMetadata("ssm-resume-token", live_.token);
   FinishLocked(grpc::Status(grpc::StatusCode::UNAVAILABLE,
                             fmt::format("the server is shutting down; the stream was saved at "
                                         "chunk {}: resume it on another server with its resume "
@@ -835,7 +836,7 @@ void CallReactor::MaybeReadLocked() {
   if (draining_ && behaviour_.ends_on_drain) return;
   if (in_flight_ >= kMaxChunksInFlight) return;  // resumed when a chunk's output is written
   read_in_flight_ = true;
-  StartRead(&read_buffer_);
+  port_->StartRead(&read_buffer_);
 }
 
 void CallReactor::MaybeCompleteLocked() {
@@ -878,7 +879,7 @@ void CallReactor::FinishLocked(const grpc::Status& status, CloseReason reason) {
 void CallReactor::MaybeFinishLocked() {
   if (!finish_requested_ || finished_ || write_in_flight_ || !writes_.empty()) return;
   finished_ = true;
-  Finish(finish_status_);
+  port_->Finish(finish_status_);
 }
 
 bool CallReactor::CheckIdentityLocked(grpc::Status* status) {
@@ -901,14 +902,14 @@ bool CallReactor::CheckIdentityLocked(grpc::Status* status) {
 
 void CallReactor::CheckIdle(Clock::time_point now) {
   std::string stalled;
-  grpc_status_code cancel_code = GRPC_STATUS_DEADLINE_EXCEEDED;
+  grpc::StatusCode cancel_code = grpc::StatusCode::DEADLINE_EXCEEDED;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (finished_) return;
     grpc::Status revoked;
     if (CheckIdentityLocked(&revoked)) {
       stalled = revoked.error_message();
-      cancel_code = grpc_status_code(revoked.error_code());
+      cancel_code = revoked.error_code();
     } else if (write_in_flight_ && Seconds(write_started_, now) > config().write_timeout_s) {
       if (cancel_sent_) return;
       // The client stopped reading: the write can never complete, and Finish waits for it.
@@ -936,9 +937,9 @@ void CallReactor::CheckIdle(Clock::time_point now) {
       return;
     }
   }
-  // Outside mu_: gRPC fails the stuck write (OnWriteDone(false), then OnCancel), and the status
-  // still reaches the client (trailers are not held back by flow control).
-  grpc_call_cancel_with_status(context_->c_call(), cancel_code, stalled.c_str(), nullptr);
+  // Outside mu_: the stuck write fails (OnWriteDone(false), then OnCancel), and the status
+  // still reaches the client.
+  port_->Cancel(cancel_code, stalled);
 }
 
 void CallReactor::Drain() {

@@ -2,7 +2,9 @@
 // reads `open` then chunks, hands decoded input to its model's scheduler, and writes the outputs.
 // Messages travel as raw bytes (the service registers both rpcs as raw callback methods) and are
 // parsed and size-checked here, so that a malformed or oversized request ends the call with its
-// own clear status instead of looking like the client's half-close.
+// own clear status instead of looking like the client's half-close. The reactor is the call's
+// logic only: its transport is a CallPort (call_port.h), gRPC's callback reactor in the server,
+// a scripted one in the stream fuzz target, whose events (OnReadDone, ...) it implements.
 //
 // How a call ends (each lands in its own close reason and code, metrics.h):
 // - the client half-closes: OK once every accepted chunk is answered;
@@ -24,10 +26,10 @@
 // latest frames, which the client may not have received) goes to ParkedStreams and its slot is
 // freed. An `open` with a resume token takes such a stream back and continues it.
 //
-// Threading: gRPC callbacks (OnReadDone, OnWriteDone, OnCancel, OnDone), scheduler results (worker
-// thread) and the call registry (idle sweep, drain) all enter through mu_, which guards every
-// field below it. Nothing blocks under mu_: StartRead/StartWrite/Finish only queue operations.
-// At most one read and one write are in flight; further outputs wait in writes_.
+// Threading: the port's events (OnReadDone, OnWriteDone, OnCancel, OnDone), scheduler results
+// (worker thread) and the call registry (idle sweep, drain) all enter through mu_, which guards
+// every field below it. Nothing blocks under mu_: the port's StartRead/StartWrite/Finish only
+// queue operations. At most one read and one write are in flight; further outputs wait in writes_.
 // Backpressure: at most kMaxChunksInFlight chunks (submitted, not yet written back) per call;
 // beyond that no read is started, so gRPC flow control slows the client down.
 // Metrics: the reactor counts its stream's open and close, its chunks and errors (metrics.h).
@@ -42,12 +44,14 @@
 #include <cstdint>
 #include <deque>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "kernels/base/status.h"
 #include "server/service/authenticator.h"
+#include "server/service/call_port.h"
 #include "server/service/call_registry.h"
 #include "server/service/live_stream.h"
 #include "server/service/metrics.h"
@@ -80,8 +84,7 @@ struct CallShared {
   std::atomic<uint64_t> next_stream_id{1};
 };
 
-class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>,
-                    public LiveCall {
+class CallReactor : public CallEvents, public LiveCall {
  public:
   // Chunks (or file segments) submitted and not yet written back, per call.
   static constexpr int kMaxChunksInFlight = 4;
@@ -102,8 +105,8 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
     bool resumable;            // gets a resume token and parks when it breaks
   };
   // Subclasses are created by the service with `new` and call Start() last in their
-  // constructor (callbacks may run at once); OnDone deletes them. `context` is the call's.
-  CallReactor(CallShared* shared, grpc::CallbackServerContext* context, const Behaviour& behaviour);
+  // constructor (callbacks may run at once); OnDone deletes them, and `port` with them.
+  CallReactor(CallShared* shared, std::unique_ptr<CallPort> port, const Behaviour& behaviour);
   ~CallReactor() override = default;
   void Start();  // registers the call and starts the first read
 
@@ -204,7 +207,7 @@ class CallReactor : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteB
   void MaybeFinishLocked();
 
   CallShared* const shared_;
-  grpc::CallbackServerContext* const context_;
+  const std::unique_ptr<CallPort> port_;
   const Behaviour behaviour_;
   grpc::ByteBuffer read_buffer_;  // target of the read in flight
   pb::StreamRequest request_;     // the last message read, parsed

@@ -1,12 +1,14 @@
 #include "server/service/file_reactor.h"
 
 #include <algorithm>
+#include <utility>
 
 namespace ssm {
 
-FileReactor::FileReactor(CallShared* shared, grpc::CallbackServerContext* context)
-    : CallReactor(shared, context, {"ProcessFile", Priority::kFile, /*write_empty_outputs=*/false,
-                           /*ends_on_drain=*/false, /*resumable=*/false}) {
+FileReactor::FileReactor(CallShared* shared, std::unique_ptr<CallPort> port)
+    : CallReactor(shared, std::move(port),
+                  {"ProcessFile", Priority::kFile, /*write_empty_outputs=*/false,
+                   /*ends_on_drain=*/false, /*resumable=*/false}) {
   Start();
 }
 

@@ -3,6 +3,7 @@
 // each segment completes. The engine is chunking-invariant, so the outputs equal an offline run.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "server/service/call_reactor.h"
@@ -11,7 +12,7 @@ namespace ssm {
 
 class FileReactor final : public CallReactor {
  public:
-  FileReactor(CallShared* shared, grpc::CallbackServerContext* context);
+  FileReactor(CallShared* shared, std::unique_ptr<CallPort> port);
 
  private:
   // Appends the upload chunk to the carry and submits every whole segment in it.

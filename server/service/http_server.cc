@@ -108,6 +108,12 @@ MHD_Result Handle(void* server, MHD_Connection* connection, const char* url, con
     const std::string body = prometheus::TextSerializer().Serialize(http.registry_->Collect());
     return Respond(connection, MHD_HTTP_OK, kMetricsContentType, body, MHD_RESPMEM_MUST_COPY);
   }
+  if (path == "/healthz") {
+    const bool serving = !http.options_.serving || http.options_.serving();
+    return Respond(connection, serving ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+                   kTextContentType, serving ? "SERVING\n" : "NOT_SERVING\n",
+                   MHD_RESPMEM_PERSISTENT);
+  }
   for (size_t i = 0; i < kDashboardAssetCount; ++i) {
     const DashboardAsset& asset = kDashboardAssets[i];
     if (asset.path == path)
@@ -115,7 +121,8 @@ MHD_Result Handle(void* server, MHD_Connection* connection, const char* url, con
                      MHD_RESPMEM_PERSISTENT);
   }
   return Respond(connection, MHD_HTTP_NOT_FOUND, kTextContentType,
-                 "not found: the dashboard is at /, Prometheus metrics at /metrics\n",
+                 "not found: the dashboard is at /, Prometheus metrics at /metrics, health at "
+                 "/healthz\n",
                  MHD_RESPMEM_PERSISTENT);
 }
 

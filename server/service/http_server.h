@@ -1,6 +1,8 @@
 // ssm-server's HTTP endpoint (--metrics-listen), on GNU libmicrohttpd: Prometheus metrics at
 // /metrics and the live web dashboard (clients/dashboard) at / and /static/<file>, which polls
-// /metrics. GET and HEAD only, no keep-alive.
+// /metrics, and /healthz for probes that cannot speak gRPC over TLS (kubelet's): 200 SERVING while
+// the server takes calls, 503 NOT_SERVING before and from the start of its drain. GET and HEAD
+// only, no keep-alive.
 //
 // One event thread (epoll) serves every connection, so a slow or silent client holds only a
 // connection slot, never a thread: scrapes stay prompt however many such clients there are, up
@@ -10,7 +12,7 @@
 // libmicrohttpd), and re-reads the files every reload interval: a changed pair restarts the
 // daemon on the same socket (a scrape in progress then fails and is retried on the next poll).
 // With an authorizer, /metrics needs "Authorization: Bearer KEY" (401 otherwise); the dashboard's
-// page and scripts hold no data and stay open, and the page asks for the key.
+// page and scripts and /healthz hold no data and stay open, and the page asks for the key.
 #pragma once
 
 #include <prometheus/registry.h>
@@ -34,6 +36,8 @@ struct HttpOptions {
   int tls_reload_interval_s = 10;
   // Set: /metrics answers only a request whose bearer key it accepts.
   std::function<bool(std::string_view key)> authorize;
+  // Whether the server takes calls, for /healthz; unset: always.
+  std::function<bool()> serving;
 };
 
 class HttpServer {

@@ -17,24 +17,6 @@ constexpr double kMinFateKeepS = 300;
 
 }  // namespace
 
-void CallCanceller::Cancel(const char* why) {
-  grpc_call* call = nullptr;
-  {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (context_ == nullptr) return;
-    call = context_->c_call();
-    grpc_call_ref(call);  // keeps the call valid once the lock is released
-  }
-  // Outside mu_: gRPC may run the call's OnCancel and OnDone here, and OnDone detaches.
-  grpc_call_cancel_with_status(call, GRPC_STATUS_CANCELLED, why, nullptr);
-  grpc_call_unref(call);
-}
-
-void CallCanceller::Detach() {
-  std::lock_guard<std::mutex> lock(mu_);
-  context_ = nullptr;
-}
-
 ParkedStreams::ParkedStreams(const Options& options, Metrics* metrics)
     : options_(options), metrics_(metrics), expirer_([this] { ExpireLoop(); }) {}
 
@@ -201,7 +183,7 @@ StatusOr<ParkedStream> ParkedStreams::Take(const std::string& token, const std::
       ParkedStream stream = std::move(it->second.parked);
       EraseParkedLocked(it);
       RecordFateLocked(entry_hash, TokenFate::kResumed, "", owner);
-      return std::move(stream);
+      return stream;
     }
     if (it == entries_.end() && lookups_.count(presented) > 0) {
       *failure = ResumeFailure::kAttached;

@@ -9,9 +9,6 @@
 // thread frees parked snapshots when their time is up.
 #pragma once
 
-#include <grpc/grpc.h>
-#include <grpcpp/grpcpp.h>
-
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -31,17 +28,14 @@
 namespace ssm {
 
 // Lets a resume cancel the call its stream is still attached to (the client reconnected before
-// the server saw the old connection break). The call detaches it in OnDone.
+// the server saw the old connection break). The call's port makes it (call_port.h); the call
+// detaches it in OnDone. Thread-safe.
 class CallCanceller {
  public:
-  explicit CallCanceller(grpc::CallbackServerContext* context) : context_(context) {}
-  // Cancels the call if it has not ended; gRPC may run its callbacks on this thread.
-  void Cancel(const char* why);
-  void Detach();
-
- private:
-  std::mutex mu_;
-  grpc::CallbackServerContext* context_;  // nullptr once detached
+  virtual ~CallCanceller() = default;
+  // Cancels the call if it has not ended; the call's events may run on this thread.
+  virtual void Cancel(const char* why) = 0;
+  virtual void Detach() = 0;  // Cancel does nothing from now on
 };
 
 // Why a token no longer names a stream; each has its own NOT_FOUND message.

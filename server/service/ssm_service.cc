@@ -3,6 +3,8 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <memory>
+#include <utility>
 
 #include "server/service/file_reactor.h"
 #include "server/service/stream_reactor.h"
@@ -62,14 +64,28 @@ SsmService::SsmService(const ServerConfig* config, const ModelRegistry* models, 
   for (const auto& m : models->models()) shared_.model_infos[m->name] = MakeModelInfo(*m);
 }
 
+void SsmService::StartStream(std::unique_ptr<CallPort> port) {
+  new StreamReactor(&shared_, std::move(port));  // deletes itself after OnDone
+}
+
+void SsmService::StartFile(std::unique_ptr<CallPort> port) {
+  new FileReactor(&shared_, std::move(port));
+}
+
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* SsmService::Stream(
     grpc::CallbackServerContext* context) {
-  return new StreamReactor(&shared_, context);
+  auto port = std::make_unique<GrpcCallPort>(context);
+  GrpcCallPort* reactor = port.get();  // gRPC's until OnDone, the call's to delete
+  StartStream(std::move(port));
+  return reactor;
 }
 
 grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* SsmService::ProcessFile(
     grpc::CallbackServerContext* context) {
-  return new FileReactor(&shared_, context);
+  auto port = std::make_unique<GrpcCallPort>(context);
+  GrpcCallPort* reactor = port.get();
+  StartFile(std::move(port));
+  return reactor;
 }
 
 grpc::ServerUnaryReactor* SsmService::ListModels(grpc::CallbackServerContext* context,

@@ -4,7 +4,9 @@
 #pragma once
 
 #include <cstddef>
+#include <memory>
 
+#include "server/service/call_port.h"
 #include "server/service/call_reactor.h"
 #include "server/service/call_registry.h"
 #include "server/service/metrics.h"
@@ -37,6 +39,11 @@ class SsmService final : public SsmServiceBase {
  public:
   SsmService(const ServerConfig* config, const ModelRegistry* models, CallRegistry* calls,
              Metrics* metrics, ParkedStreams* parked, StateStore* store, Authenticator* auth);
+
+  // A Stream or ProcessFile call on `port`: what the two rpcs below do with gRPC's port, and
+  // the stream fuzz target with its own (call_port.h). The call owns the port.
+  void StartStream(std::unique_ptr<CallPort> port);
+  void StartFile(std::unique_ptr<CallPort> port);
 
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* Stream(
       grpc::CallbackServerContext* context) override;

@@ -2,11 +2,14 @@
 
 #include <fmt/format.h>
 
+#include <utility>
+
 namespace ssm {
 
-StreamReactor::StreamReactor(CallShared* shared, grpc::CallbackServerContext* context)
-    : CallReactor(shared, context, {"Stream", Priority::kRealTime, /*write_empty_outputs=*/true,
-                           /*ends_on_drain=*/true, /*resumable=*/true}) {
+StreamReactor::StreamReactor(CallShared* shared, std::unique_ptr<CallPort> port)
+    : CallReactor(shared, std::move(port),
+                  {"Stream", Priority::kRealTime, /*write_empty_outputs=*/true,
+                   /*ends_on_drain=*/true, /*resumable=*/true}) {
   Start();
 }
 

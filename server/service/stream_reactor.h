@@ -1,13 +1,15 @@
 // The Stream rpc: one live signal, one response per chunk, real-time priority in the scheduler.
 #pragma once
 
+#include <memory>
+
 #include "server/service/call_reactor.h"
 
 namespace ssm {
 
 class StreamReactor final : public CallReactor {
  public:
-  StreamReactor(CallShared* shared, grpc::CallbackServerContext* context);
+  StreamReactor(CallShared* shared, std::unique_ptr<CallPort> port);
 
  private:
   // Checks the chunk against --max-chunk-ms and submits it whole.

@@ -1,14 +1,21 @@
-// A whole request sequence into the stream handling logic: the real service (SsmService with its
-// reactors, schedulers and cpu engines, API keys and parked streams) in this process, reached
-// over loopback TCP from a client in the same process (why not the in-process channel: Start()).
+// A whole request sequence into the stream handling logic, as a function without the network:
+// the real service (SsmService with its reactors, schedulers and cpu engines, API keys and parked
+// streams) in this process, each call on a scripted port (server/service/call_port.h) that plays
+// gRPC's part: it hands the reactor the client's messages as it asks for them, takes its
+// responses, and delivers cancels, failed operations and OnDone in the order gRPC may.
 // Each input is up to three calls, Stream or ProcessFile, each with an identity (no key, one of
-// two keys, a wrong key) and up to eight messages: any bytes, an `open` (model, format, rate,
-// label, and a resume token: none, the last one the server gave, or made up), a chunk (the next
-// sequence number or any, a payload of well-formed samples or any bytes) or an empty request;
-// then a half-close, or a cancel after some responses. Every call must keep:
-// - it ends, with a status a client can act on (never UNKNOWN, UNIMPLEMENTED or a deadline: the
-//   server answers or refuses long before the call's 20 s; INTERNAL only for the engine's
-//   documented non-finite output, which arbitrary floats can cause), with a message if not OK;
+// two keys, a wrong one or any bytes, a known or an unknown client certificate) and up to eight
+// messages: any bytes, an `open` (model, format, rate, label, and a resume token: none, the last
+// one the server gave, or made up), a chunk (the next sequence number or any, a payload of
+// well-formed samples or any bytes) or an empty request; then a half-close, or a cancel after
+// some messages or responses (OnCancel before or after the failed operations). A call starts
+// after the one before it ended, or, when the input says so, as soon as that one has its first
+// response (so a resume can meet a stream still attached to its call). Every call must keep:
+// - it ends (no call waits 10 s for anything) with a status a client can act on (never UNKNOWN,
+//   UNIMPLEMENTED or a deadline; INTERNAL only for the engine's documented non-finite output,
+//   which arbitrary floats can cause), with a message if not OK;
+// - gRPC's rules: one read and one write in flight at most, Finish once and never with a write in
+//   flight, trailing metadata before Finish;
 // - every response parses; `opened` comes first and once; outputs carry d_out values per frame
 //   and follow each other without a gap or a repeat, a new stream's from frame 0;
 // - a new stream whose every message was a well-formed open or chunk in sequence, and that ended
@@ -17,21 +24,26 @@
 // After each input: no call is left in the server, and every engine slot is free again (a parked
 // stream holds none). SSM_FUZZ_TRACE=1 prints each call's messages and ending (to read a finding).
 #include <fuzzer/FuzzedDataProvider.h>
+#include <google/protobuf/stubs/logging.h>
+#include <grpc/grpc.h>
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstring>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "server/engine/engine.h"
 #include "server/model/random_model.h"
 #include "server/service/api_keys.h"
 #include "server/service/authenticator.h"
+#include "server/service/call_port.h"
 #include "server/service/call_registry.h"
 #include "server/service/log.h"
 #include "server/service/metrics.h"
@@ -40,7 +52,6 @@
 #include "server/service/server_config.h"
 #include "server/service/ssm_service.h"
 #include "tests/fuzz/fuzz_util.h"
-#include "tests/integration/raw_call.h"
 
 namespace ssm {
 namespace {
@@ -52,13 +63,17 @@ constexpr int kSlots = 4;  // --max-streams of each model
 // Secrets of the two keys: "a" may use every model; "b" only "frames", two streams at once.
 constexpr const char* kSecretA = "ssk_fuzz_key_a_0123456789abcdef";
 constexpr const char* kSecretB = "ssk_fuzz_key_b_0123456789abcdef";
+// The client certificate of identity "c": only "audio", one stream at once.
+constexpr const char* kSubjectC = "CN=fuzz-client,O=Example";
+// How long a call may wait for its next event before it counts as hung.
+constexpr auto kPatience = std::chrono::seconds(10);
 
 struct Served {
   ModelConfig config;
   std::unique_ptr<Engine> offline;  // this target's own engine, for the offline outputs
 };
 
-// The server, built once and kept for the whole run.
+// The service, built once and kept for the whole run.
 struct Harness {
   fuzz::ScratchDir dir{"stream"};
   std::vector<Served> served;  // "audio", "frames": the order of --model
@@ -69,9 +84,6 @@ struct Harness {
   std::unique_ptr<ModelRegistry> models;
   std::unique_ptr<CallRegistry> calls;
   std::unique_ptr<SsmService> service;
-  std::unique_ptr<grpc::Server> server;
-  std::shared_ptr<grpc::Channel> channel;
-  std::unique_ptr<grpc::GenericStub> stub;
 };
 
 void AddModel(Harness* h, const char* name, const ModelConfig& config, uint64_t seed) {
@@ -91,14 +103,18 @@ void AddModel(Harness* h, const char* name, const ModelConfig& config, uint64_t 
   h->config.models.push_back({name, dir});
 }
 
-std::string KeyLine(const char* id, const char* secret, std::vector<std::string> models,
-                    int max_streams) {
-  KeyEntry e;
-  e.id = id;
-  e.secret_hash = SecretHash(secret);
+std::string KeyLine(KeyEntry e, std::vector<std::string> models, int max_streams) {
   e.models = std::move(models);
   e.max_streams = max_streams;
   return FormatKeyLine(e) + "\n";
+}
+
+std::string SecretLine(const char* id, const char* secret, std::vector<std::string> models,
+                       int max_streams) {
+  KeyEntry e;
+  e.id = id;
+  e.secret_hash = SecretHash(secret);
+  return KeyLine(std::move(e), std::move(models), max_streams);
 }
 
 Harness* Start() {
@@ -106,54 +122,49 @@ Harness* Start() {
   // they are still formatted, only not written.
   log::sink = std::fopen("/dev/null", "w");
   FUZZ_CHECK(log::sink != nullptr);
-  auto* h = new Harness;  // never deleted: gRPC's threads outlive any static destructor order
+  // libprotobuf complains of every string field that is not UTF-8, sent or received.
+  google::protobuf::SetLogHandler(nullptr);
+  grpc_init();            // byte buffers and slices; no channel or server is made
+  auto* h = new Harness;  // never deleted: the schedulers' threads outlive static destructors
   AddModel(h, "audio", fuzz::TinyAudioConfig(), 11);
   AddModel(h, "frames", fuzz::TinyFrameConfig(), 12);
   const std::string keys = h->dir.File("keys");
   FILE* f = std::fopen(keys.c_str(), "w");
   FUZZ_CHECK(f != nullptr);
-  const std::string text = KeyLine("a", kSecretA, {}, 0) + KeyLine("b", kSecretB, {"frames"}, 2);
+  KeyEntry c;
+  c.id = "c";
+  c.kind = KeyEntry::Kind::kCertSubject;
+  c.subject = kSubjectC;
+  const std::string text = SecretLine("a", kSecretA, {}, 0) +
+                           SecretLine("b", kSecretB, {"frames"}, 2) + KeyLine(c, {"audio"}, 1);
   FUZZ_CHECK(std::fwrite(text.data(), 1, text.size(), f) == text.size());
   std::fclose(f);
 
-  ServerConfig& c = h->config;
-  c.device = "cpu";
-  c.threads = 1;
-  c.max_streams = kSlots;
-  c.batch_wait_ms = 0;    // no input waits for company: one call at a time
-  c.idle_timeout_s = 60;  // longer than a call's deadline: a call that hangs is found
-  c.write_timeout_s = 60;
-  c.max_chunk_ms = 200;
-  c.metrics_listen = "";
-  c.auth_keys = keys;
-  c.max_opens_per_s = 0;  // rate limits are timing: not fuzzed here
-  FUZZ_CHECK(c.Validate().ok(), "{}", c.Validate().ToString());
+  ServerConfig& config = h->config;
+  config.device = "cpu";
+  config.threads = 1;
+  config.max_streams = kSlots;
+  config.batch_wait_ms = 0;    // no input waits for company: one call at a time
+  config.idle_timeout_s = 60;  // longer than kPatience: a call that hangs is found
+  config.write_timeout_s = 60;
+  config.max_chunk_ms = 200;
+  config.metrics_listen = "";
+  config.auth_keys = keys;
+  config.max_opens_per_s = 0;  // rate limits are timing: not fuzzed here
+  FUZZ_CHECK(config.Validate().ok(), "{}", config.Validate().ToString());
   h->metrics = std::make_unique<Metrics>("fuzz", "cpu", "cpu", /*enabled=*/false);
   h->parked = std::make_unique<ParkedStreams>(
-      ParkedStreams::Options{c.resume_ttl_s, 64, int64_t(1) << 24}, h->metrics.get());
-  auto auth = Authenticator::Create({c.auth_keys, c.max_opens_per_s}, h->metrics.get());
+      ParkedStreams::Options{config.resume_ttl_s, 64, int64_t(1) << 24}, h->metrics.get());
+  auto auth = Authenticator::Create({config.auth_keys, config.max_opens_per_s}, h->metrics.get());
   FUZZ_CHECK(auth.ok(), "{}", auth.status().ToString());
   h->auth = std::move(*auth);
-  auto models = ModelRegistry::Load(c, h->metrics.get());
+  auto models = ModelRegistry::Load(config, h->metrics.get());
   FUZZ_CHECK(models.ok(), "{}", models.status().ToString());
   h->models = std::move(*models);
   h->calls = std::make_unique<CallRegistry>(std::chrono::milliseconds(100));
   h->service =
       std::make_unique<SsmService>(&h->config, h->models.get(), h->calls.get(), h->metrics.get(),
                                    h->parked.get(), nullptr, h->auth.get());
-  grpc::ServerBuilder builder;
-  builder.SetMaxReceiveMessageSize(int(GrpcReceiveLimitBytes(c, *h->models)));
-  builder.RegisterService(h->service.get());
-  // Loopback TCP, not gRPC's in-process channel: with that transport a client's cancel before
-  // any response was not seen by the server, so such calls ran into their deadline (over TCP
-  // the same inputs end at once).
-  int port = 0;
-  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
-  h->server = builder.BuildAndStart();
-  FUZZ_CHECK(h->server != nullptr && port > 0);
-  h->channel =
-      grpc::CreateChannel(fmt::format("127.0.0.1:{}", port), grpc::InsecureChannelCredentials());
-  h->stub = std::make_unique<grpc::GenericStub>(h->channel);
   return h;
 }
 
@@ -301,67 +312,347 @@ bool Allowed(const grpc::Status& status, bool any_floats) {
   }
 }
 
-// Runs one call; returns the resume token its `opened` gave ("" none).
-std::string RunCall(FuzzedDataProvider* in, const std::string& last_token) {
-  Harness& h = H();
-  const bool stream_rpc = in->ConsumeBool();
-  std::string authorization;
-  switch (in->ConsumeIntegralInRange<int>(0, 4)) {
+// One call as the input scripts it.
+struct Script {
+  bool stream_rpc = true;
+  CallerCredentials credentials;
+  std::vector<std::string> messages;
+  Sent sent;
+  int cancel_after_reads = -1;      // the client cancels instead of sending message #N (-1 never)
+  int cancel_after_responses = -1;  // ... or once it has N responses (-1 never)
+  bool cancel_event_first = false;  // OnCancel comes before the failed operations, or after
+  bool next_starts_early = false;   // the next call starts once this one has a response
+};
+
+// The ports of one input share one lock (Driver::mu): the reactors take it in the ports' methods
+// (from any thread, with their own lock held) and the driver takes it to pick the next event,
+// which it delivers without it.
+struct CallState {
+  Script script;
+  CallEvents* events = nullptr;
+  bool started = false;
+  grpc::ByteBuffer* read = nullptr;  // the read in flight
+  bool write_pending = false;        // a write in flight, its bytes in `written`
+  std::string written;
+  bool finish_called = false;
+  grpc::Status finish_status;
+  std::vector<std::pair<std::string, std::string>> trailers;
+  bool server_cancel = false;  // Cancel or the canceller: the client sees cancel_status
+  grpc::Status cancel_status;
+  bool cancelled = false;  // by either side: every operation fails from now on
+  bool cancel_delivered = false;
+  bool done = false;      // OnDone delivered
+  bool detached = false;  // the canceller
+  size_t reads = 0;       // messages delivered
+  bool half_closed = false;
+  std::vector<std::string> responses;
+};
+
+struct Driver {
+  std::mutex mu;
+  std::condition_variable cv;
+};
+
+class ScriptedCanceller final : public CallCanceller {
+ public:
+  ScriptedCanceller(Driver* driver, std::shared_ptr<CallState> call)
+      : driver_(driver), call_(std::move(call)) {}
+  void Cancel(const char* why) override {
+    std::lock_guard<std::mutex> lock(driver_->mu);
+    if (call_->detached || call_->done || call_->cancelled) return;
+    call_->server_cancel = call_->cancelled = true;
+    call_->cancel_status = grpc::Status(grpc::StatusCode::CANCELLED, why);
+    driver_->cv.notify_all();
+  }
+  void Detach() override {
+    std::lock_guard<std::mutex> lock(driver_->mu);
+    call_->detached = true;
+  }
+
+ private:
+  Driver* const driver_;
+  const std::shared_ptr<CallState> call_;
+};
+
+class ScriptedPort final : public CallPort {
+ public:
+  ScriptedPort(Driver* driver, std::shared_ptr<CallState> call)
+      : driver_(driver), call_(std::move(call)) {}
+
+  void Bind(CallEvents* events) override {
+    std::lock_guard<std::mutex> lock(driver_->mu);
+    call_->events = events;
+  }
+  CallerCredentials Credentials() const override { return call_->script.credentials; }
+  void StartRead(grpc::ByteBuffer* into) override {
+    std::lock_guard<std::mutex> lock(driver_->mu);
+    FUZZ_CHECK(call_->read == nullptr, "a read started with one in flight");
+    FUZZ_CHECK(!call_->done, "a read started after OnDone");
+    call_->read = into;
+    driver_->cv.notify_all();
+  }
+  void StartWrite(const grpc::ByteBuffer* bytes) override {
+    std::lock_guard<std::mutex> lock(driver_->mu);
+    FUZZ_CHECK(!call_->write_pending, "a write started with one in flight");
+    FUZZ_CHECK(!call_->finish_called, "a write started after Finish");
+    std::vector<grpc::Slice> slices;
+    FUZZ_CHECK(bytes->Dump(&slices).ok());
+    call_->written.clear();
+    for (const grpc::Slice& s : slices)
+      call_->written.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    call_->write_pending = true;
+    driver_->cv.notify_all();
+  }
+  void Finish(const grpc::Status& status) override {
+    std::lock_guard<std::mutex> lock(driver_->mu);
+    FUZZ_CHECK(!call_->finish_called, "Finish called twice");
+    FUZZ_CHECK(!call_->write_pending, "Finish called with a write in flight");
+    call_->finish_called = true;
+    call_->finish_status = status;
+    driver_->cv.notify_all();
+  }
+  void AddTrailingMetadata(const std::string& key, const std::string& value) override {
+    std::lock_guard<std::mutex> lock(driver_->mu);
+    FUZZ_CHECK(!call_->finish_called, "trailing metadata after Finish");
+    call_->trailers.emplace_back(key, value);
+  }
+  void Cancel(grpc::StatusCode code, const std::string& message) override {
+    std::lock_guard<std::mutex> lock(driver_->mu);
+    if (call_->done || call_->cancelled) return;
+    call_->server_cancel = call_->cancelled = true;
+    call_->cancel_status = grpc::Status(code, message);
+    driver_->cv.notify_all();
+  }
+  std::shared_ptr<CallCanceller> MakeCanceller() override {
+    return std::make_shared<ScriptedCanceller>(driver_, call_);
+  }
+
+ private:
+  Driver* const driver_;
+  const std::shared_ptr<CallState> call_;
+};
+
+enum class Event { kNone, kReadOk, kReadFailed, kWriteOk, kWriteFailed, kCancel, kDone };
+
+// The next event of `c`, with Driver::mu held (kNone: it waits for the reactor). Takes the event
+// out of the state: what a read delivers is in *read by then.
+Event NextEvent(CallState* c) {
+  const Script& s = c->script;
+  if (!c->cancelled) {
+    if (c->write_pending) {
+      c->write_pending = false;
+      c->responses.push_back(std::move(c->written));
+      if (s.cancel_after_responses >= 0 && c->responses.size() >= size_t(s.cancel_after_responses))
+        c->cancelled = true;  // the client cancels once this response is taken
+      return Event::kWriteOk;
+    }
+    if (c->read != nullptr) {
+      grpc::ByteBuffer* into = c->read;
+      if (c->finish_called || c->half_closed || c->reads == s.messages.size()) {
+        c->read = nullptr;
+        if (!c->finish_called) c->half_closed = true;  // else the call is over
+        return Event::kReadFailed;
+      }
+      if (s.cancel_after_reads >= 0 && c->reads == size_t(s.cancel_after_reads)) {
+        c->cancelled = true;
+        return NextEvent(c);
+      }
+      c->read = nullptr;
+      const std::string& bytes = s.messages[c->reads++];
+      grpc::Slice slice(bytes.data(), bytes.size());
+      *into = grpc::ByteBuffer(&slice, 1);
+      return Event::kReadOk;
+    }
+  } else {
+    const bool pending = c->read != nullptr || c->write_pending;
+    if (!c->cancel_delivered && (s.cancel_event_first || !pending)) {
+      c->cancel_delivered = true;
+      return Event::kCancel;
+    }
+    if (c->read != nullptr) {
+      c->read = nullptr;
+      return Event::kReadFailed;
+    }
+    if (c->write_pending) {
+      c->write_pending = false;
+      return Event::kWriteFailed;
+    }
+  }
+  if (c->finish_called && c->read == nullptr && !c->write_pending &&
+      (!c->cancelled || c->cancel_delivered)) {
+    c->done = true;
+    return Event::kDone;
+  }
+  return Event::kNone;
+}
+
+std::string Describe(const CallState& c) {
+  return fmt::format(
+      "{} call: {} of {} messages read, {} responses, read {}, write {}, finish {}, cancelled {}",
+      c.script.stream_rpc ? "Stream" : "ProcessFile", c.reads, c.script.messages.size(),
+      c.responses.size(), c.read != nullptr ? "in flight" : "none",
+      c.write_pending ? "in flight" : "none",
+      c.finish_called
+          ? fmt::format("{} {}", int(c.finish_status.error_code()), c.finish_status.error_message())
+          : std::string("not called"),
+      c.cancelled);
+}
+
+Script MakeScript(FuzzedDataProvider* in, const std::string& last_token) {
+  Script s;
+  s.stream_rpc = in->ConsumeBool();
+  CallerCredentials& who = s.credentials;
+  switch (in->ConsumeIntegralInRange<int>(0, 6)) {
     case 0:
       break;
     case 1:
-      authorization = std::string("Bearer ") + kSecretA;
+      who.authorization = std::string("Bearer ") + kSecretA;
       break;
     case 2:
-      authorization = std::string("Bearer ") + kSecretB;
+      who.authorization = std::string("Bearer ") + kSecretB;
       break;
     case 3:
-      authorization = "Bearer ssk_not_a_key";
+      who.authorization = "Bearer ssk_not_a_key";
+      break;
+    case 4:
+      who.authorization = in->ConsumeRandomLengthString(64);
+      break;
+    case 5:
+      who.subject = kSubjectC;
       break;
     default:
-      authorization = in->ConsumeRandomLengthString(64);
+      who.subject = in->ConsumeRandomLengthString(64);
       break;
   }
-  // gRPC refuses metadata values it cannot send; such a call is not the server's to judge.
-  for (char c : authorization)
-    if (c < 0x20 || c > 0x7e) authorization.clear();
-  testing::RawCall call(h.stub.get(), stream_rpc ? "Stream" : "ProcessFile",
-                        std::chrono::seconds(20), authorization);
-  Sent sent;
+  who.has_authorization = !who.authorization.empty();
   const int messages = in->ConsumeIntegralInRange<int>(0, 8);
-  for (int i = 0; i < messages; ++i) {
-    const std::string bytes = NextMessage(in, last_token, &sent);
-    if (Tracing()) {
-      pb::StreamRequest r;
-      std::fprintf(stderr, "%s message %d: %s\n", stream_rpc ? "Stream" : "ProcessFile", i,
-                   r.ParseFromString(bytes) ? r.ShortDebugString().substr(0, 200).c_str()
-                                            : "(not a StreamRequest)");
-    }
-    if (!call.Write(bytes)) break;  // the server ended the call
+  for (int i = 0; i < messages; ++i) s.messages.push_back(NextMessage(in, last_token, &s.sent));
+  switch (in->ConsumeIntegralInRange<int>(0, 5)) {
+    case 0:
+      s.cancel_after_reads = in->ConsumeIntegralInRange<int>(0, messages);
+      break;
+    case 1:
+      s.cancel_after_responses = in->ConsumeIntegralInRange<int>(1, 4);
+      break;
+    default:  // a half-close after the last message
+      break;
   }
-  // 0: cancel after some responses (or when none comes for a while); else half-close.
-  const bool cancel = in->ConsumeIntegralInRange<int>(0, 3) == 0;
-  const int read_before_cancel = in->ConsumeIntegralInRange<int>(0, 4);
-  if (cancel && read_before_cancel == 0) call.Cancel();
-  if (!cancel) call.WritesDone();
-  if (Tracing())
-    std::fprintf(stderr, "authorization '%s'; %s\n", authorization.c_str(),
-                 cancel ? fmt::format("cancel after {} responses", read_before_cancel).c_str()
-                        : "half-close");
+  s.cancel_event_first = in->ConsumeBool();
+  s.next_starts_early = in->ConsumeIntegralInRange<int>(0, 3) == 0;
+  if (Tracing()) {
+    for (size_t i = 0; i < s.messages.size(); ++i) {
+      pb::StreamRequest r;
+      std::fprintf(stderr, "%s message %zu: %s\n", s.stream_rpc ? "Stream" : "ProcessFile", i,
+                   r.ParseFromString(s.messages[i]) ? r.ShortDebugString().substr(0, 200).c_str()
+                                                    : "(not a StreamRequest)");
+    }
+    std::fprintf(
+        stderr, "authorization '%s', subject '%s'; cancel after %d messages / %d responses%s\n",
+        who.authorization.c_str(), who.subject.c_str(), s.cancel_after_reads,
+        s.cancel_after_responses, s.next_starts_early ? "; the next call starts early" : "");
+  }
+  return s;
+}
 
+// The resume token the last call before now was given ("" none).
+std::string LastToken(const std::vector<std::shared_ptr<CallState>>& calls) {
+  for (auto it = calls.rbegin(); it != calls.rend(); ++it) {
+    pb::StreamResponse r;
+    if (!(*it)->responses.empty() && r.ParseFromString((*it)->responses.front()) &&
+        r.has_opened() && !r.opened().resume_token().empty())
+      return r.opened().resume_token();
+  }
+  return "";
+}
+
+// Runs up to `count` calls scripted by `in` until every one has ended; a call is scripted when
+// it starts (its resume token may be the one a call before it was given).
+std::vector<std::shared_ptr<CallState>> Drive(FuzzedDataProvider* in, int count) {
+  Harness& h = H();
+  Driver driver;
+  std::vector<std::shared_ptr<CallState>> calls;
+  std::unique_lock<std::mutex> lock(driver.mu);
+  for (;;) {
+    CallState* call = nullptr;
+    Event event = Event::kNone;
+    for (const auto& c : calls) {
+      if (c->done) continue;
+      event = NextEvent(c.get());
+      call = c.get();
+      if (event != Event::kNone) break;
+    }
+    if (event == Event::kNone && int(calls.size()) < count &&
+        (calls.empty() || in->remaining_bytes() > 0)) {
+      const CallState* before = calls.empty() ? nullptr : calls.back().get();
+      if (before == nullptr || before->done ||
+          (before->script.next_starts_early && !before->responses.empty())) {
+        auto c = std::make_shared<CallState>();
+        c->script = MakeScript(in, LastToken(calls));  // only this thread reads `responses`
+        calls.push_back(c);
+        lock.unlock();
+        auto port = std::make_unique<ScriptedPort>(&driver, c);
+        if (c->script.stream_rpc)
+          h.service->StartStream(std::move(port));
+        else
+          h.service->StartFile(std::move(port));
+        lock.lock();
+        continue;
+      }
+    }
+    if (event == Event::kNone) {
+      bool all_done = true;
+      for (const auto& c : calls) all_done = all_done && c->done;
+      if (all_done && (int(calls.size()) == count || in->remaining_bytes() == 0)) return calls;
+      if (driver.cv.wait_for(lock, kPatience) == std::cv_status::timeout) {
+        std::string states;
+        for (const auto& c : calls) states += "\n  " + Describe(*c);
+        FUZZ_CHECK(false, "no call made progress for {} s:{}",
+                   std::chrono::seconds(kPatience).count(), states);
+      }
+      continue;
+    }
+    CallEvents* events = call->events;
+    lock.unlock();
+    switch (event) {
+      case Event::kReadOk:
+        events->OnReadDone(true);
+        break;
+      case Event::kReadFailed:
+        events->OnReadDone(false);
+        break;
+      case Event::kWriteOk:
+        events->OnWriteDone(true);
+        break;
+      case Event::kWriteFailed:
+        events->OnWriteDone(false);
+        break;
+      case Event::kCancel:
+        events->OnCancel();
+        break;
+      case Event::kDone:
+        events->OnDone();
+        break;  // the reactor deletes the port later
+      case Event::kNone:
+        break;
+    }
+    lock.lock();
+  }
+}
+
+// Checks what one ended call received; returns the resume token its `opened` gave ("" none).
+std::string CheckCall(const CallState& c) {
+  Harness& h = H();
+  const Script& s = c.script;
+  const char* rpc = s.stream_rpc ? "Stream" : "ProcessFile";
   std::vector<float> outputs;
-  std::string token, bytes;
+  std::string token;
   bool opened = false, resumed = false;
   int64_t next_frame = 0, d_out = 0;
-  int responses = 0;
-  const auto patience = std::chrono::milliseconds(cancel ? 5 : 0);
-  while (call.Read(&bytes, patience)) {
-    if (cancel && ++responses == read_before_cancel) call.Cancel();
-    if (!cancel) ++responses;
+  for (size_t i = 0; i < c.responses.size(); ++i) {
     pb::StreamResponse r;
-    FUZZ_CHECK(r.ParseFromString(bytes), "a response does not parse");
+    FUZZ_CHECK(r.ParseFromString(c.responses[i]), "a response does not parse");
     if (r.has_opened()) {
-      FUZZ_CHECK(!opened && responses == 1, "`opened` not first, or twice");
+      FUZZ_CHECK(!opened && i == 0, "`opened` not first, or twice");
       opened = true;
       token = r.opened().resume_token();
       resumed = r.opened().resumed();
@@ -374,23 +665,38 @@ std::string RunCall(FuzzedDataProvider* in, const std::string& last_token) {
     FUZZ_CHECK(o.frames() >= 0 && o.values_size() == int64_t(o.frames()) * o.d_out(),
                "{} values for {} frames of {}", o.values_size(), o.frames(), o.d_out());
     FUZZ_CHECK(o.d_out() == d_out, "d_out {}, the model's {}", o.d_out(), d_out);
-    if (responses > 2 || !resumed)
+    // A resumed stream's first output may start at any frame the client asked for.
+    if (i > 1 || !resumed)
       FUZZ_CHECK(o.first_frame() == next_frame, "output from frame {}, expected {}",
                  o.first_frame(), next_frame);
     next_frame = o.first_frame() + o.frames();
     outputs.insert(outputs.end(), o.values().begin(), o.values().end());
   }
-  const grpc::Status status = call.Finish();
-  // Arbitrary payload bytes may be floats that overflow the model (INTERNAL, documented).
+  // What the server chose (the client sees a cancel's status instead, when there was one).
+  const grpc::Status& status = c.finish_status;
   if (Tracing())
-    std::fprintf(stderr, "%d responses, status %d %s\n", responses, int(status.error_code()),
-                 status.error_message().c_str());
-  FUZZ_CHECK(Allowed(status, !sent.plain), "{} ended {} {}", stream_rpc ? "Stream" : "ProcessFile",
-             int(status.error_code()), status.error_message());
-  FUZZ_CHECK(status.ok() || !status.error_message().empty(), "code {} without a message",
-             int(status.error_code()));
-  if (status.ok() && !cancel && sent.plain && sent.opens == 1 && sent.model >= 0 && sent.f32 &&
-      !resumed) {
+    std::fprintf(
+        stderr, "%zu responses, status %d %s%s\n", c.responses.size(), int(status.error_code()),
+        status.error_message().c_str(),
+        c.server_cancel
+            ? fmt::format("; cancelled by the server: {}", c.cancel_status.error_message()).c_str()
+            : "");
+  for (const grpc::Status* st : {&status, c.server_cancel ? &c.cancel_status : nullptr}) {
+    if (st == nullptr) continue;
+    FUZZ_CHECK(Allowed(*st, !s.sent.plain), "{} ended {} {}", rpc, int(st->error_code()),
+               st->error_message());
+    FUZZ_CHECK(st->ok() || !st->error_message().empty(), "code {} without a message",
+               int(st->error_code()));
+  }
+  // OK only after the half-close, or when the client cancelled: a read that a cancel fails
+  // looks like a half-close until OnCancel comes (the client sees CANCELLED, and the server
+  // counts the call as cancelled). After a real half-close, OK means every write succeeded: the
+  // client has every output.
+  FUZZ_CHECK(!status.ok() || c.half_closed || c.cancelled,
+             "{} ended OK before the client half-closed", rpc);
+  const Sent& sent = s.sent;
+  if (status.ok() && c.half_closed && sent.plain && sent.opens == 1 && sent.model >= 0 &&
+      sent.f32 && !resumed) {
     Served& served = h.served[size_t(sent.model)];
     const std::vector<float> expected = Offline(&served, sent.values);
     FUZZ_CHECK(outputs.size() == expected.size() &&
@@ -406,21 +712,9 @@ std::string RunCall(FuzzedDataProvider* in, const std::string& last_token) {
 // slots at once, then closes them.
 void CheckNothingLeft() {
   Harness& h = H();
-  // A call the client gave up on at once may reach the server's handler only after that: the
-  // registry must be empty and stay so for a while.
-  const auto deadline = steady_clock::now() + std::chrono::seconds(10);
-  auto empty_since = steady_clock::time_point::max();
-  while (steady_clock::now() < deadline) {
-    const auto now = steady_clock::now();
-    if (h.calls->size() > 0)
-      empty_since = steady_clock::time_point::max();
-    else if (empty_since == steady_clock::time_point::max())
-      empty_since = now;
-    else if (now - empty_since > std::chrono::milliseconds(5))
-      break;
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  FUZZ_CHECK(h.calls->size() == 0, "{} calls left after their clients finished", h.calls->size());
+  // OnDone takes a call out of the registry before it returns.
+  FUZZ_CHECK(h.calls->size() == 0, "{} calls left after OnDone", h.calls->size());
+  const auto deadline = steady_clock::now() + kPatience;
   for (const auto& m : h.models->models()) {
     std::vector<int> opened;
     // A closing stream frees its slot on the worker, a moment after the call ended.
@@ -429,7 +723,7 @@ void CheckNothingLeft() {
       if (stream.ok())
         opened.push_back(*stream);
       else
-        std::this_thread::sleep_for(std::chrono::microseconds(200));
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
     }
     FUZZ_CHECK(opened.size() == size_t(kSlots), "model {}: {} of {} slots free", m->name,
                opened.size(), kSlots);
@@ -453,12 +747,8 @@ void CheckNothingLeft() {
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   FuzzedDataProvider in(data, size);
-  std::string token;
-  const int calls = in.ConsumeIntegralInRange<int>(1, 3);
-  for (int i = 0; i < calls && in.remaining_bytes() > 0; ++i) {
-    std::string given = ssm::RunCall(&in, token);
-    if (!given.empty()) token = std::move(given);
-  }
+  const int count = in.ConsumeIntegralInRange<int>(1, 3);
+  for (const auto& call : ssm::Drive(&in, count)) ssm::CheckCall(*call);
   ssm::CheckNothingLeft();
   return 0;
 }

@@ -19,6 +19,7 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <regex>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -413,6 +414,33 @@ TEST_F(HostileClientTest, LongModelNameIsRefusedAndClientTextCannotForgeLogLines
     EXPECT_NE(line.rfind("2026-01-01 00:00:00.000 E forged", 0), 0u) << "a forged line: " << line;
     EXPECT_LT(line.size(), 4000u) << "a client string was logged unbounded";
   }
+}
+
+// A string field that is not UTF-8 fails to parse (proto3); libprotobuf's own message about it
+// reaches the log in the server's format, like every other line.
+TEST_F(HostileClientTest, StringFieldThatIsNotUtf8IsRefusedAndLoggedInTheServersFormat) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  {
+    RawCall call(generic_.get(), "Stream", seconds(30));
+    call.Write(OpenBytes("audio\xff\xfe"));  // the client's libprotobuf complains, and sends it
+    call.WritesDone();
+    EXPECT_EQ(ReadAll(call), 0);
+    const grpc::Status status = call.Finish();
+    EXPECT_EQ(status.error_code(), grpc::INVALID_ARGUMENT) << status.error_message();
+    EXPECT_NE(status.error_message().find("could not be parsed"), std::string::npos)
+        << status.error_message();
+  }
+  ASSERT_EQ(server_->Terminate(), 0);
+  server_.reset();
+  const std::string log = Log();
+  EXPECT_NE(log.find(" W protobuf: String field 'ssmserve.v1.StreamOpen.model' contains invalid "
+                     "UTF-8"),
+            std::string::npos)
+      << log;
+  const std::regex format(R"(^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} [IWE] .*)");
+  std::istringstream lines(log);
+  for (std::string line; std::getline(lines, line);)
+    EXPECT_TRUE(std::regex_match(line, format)) << "not in the log format: " << line;
 }
 
 // ---- file descriptors and silent connections ---------------------------------------------------

@@ -342,8 +342,12 @@ TEST_F(TlsTest, TheMetricsEndpointServesHttpsWithTheSameCertificateAndCanRequire
       port, "/metrics", "Authorization: Bearer " + key.secret + "\r\n", ca_.cert_path);
   EXPECT_EQ(scraped.status, 200);
   EXPECT_GE(testing::Sample(scraped.body, "ssm_auth_keys"), 1);
-  // The dashboard's page holds no data: it is served, and asks for the key itself.
+  // The dashboard's page holds no data: it is served, and asks for the key itself. So is the
+  // health check (kubelet's HTTPS probes send no key).
   EXPECT_EQ(testing::HttpGet(port, "/", "", ca_.cert_path).status, 200);
+  const testing::HttpResponse health = testing::HttpGet(port, "/healthz", "", ca_.cert_path);
+  EXPECT_EQ(health.status, 200);
+  EXPECT_EQ(health.body, "SERVING\n");
 }
 
 // ---- API keys --------------------------------------------------------------------------------

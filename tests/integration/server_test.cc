@@ -18,6 +18,7 @@
 #include "server/model/model.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/engine/engine_test_util.h"
+#include "tests/integration/http_get.h"
 #include "tests/integration/server_process.h"
 
 namespace ssm {
@@ -539,8 +540,8 @@ TEST_F(ServerTest, ClientCancelFreesTheSlotForTheNextStream) {
 }
 
 // SIGTERM: the open stream gets the outputs of every chunk it sent, then UNAVAILABLE; new streams
-// are refused with UNAVAILABLE and health says NOT_SERVING; a file being uploaded completes; the
-// server exits 0.
+// are refused with UNAVAILABLE and health says NOT_SERVING (gRPC's, and /healthz for probes
+// that cannot speak gRPC over TLS); a file being uploaded completes; the server exits 0.
 TEST_F(ServerTest, SigtermDrainsOpenCallsAndExitsZero) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--file-segment-frames", "50"}));
   OpenStream a(*stub_);
@@ -559,6 +560,9 @@ TEST_F(ServerTest, SigtermDrainsOpenCallsAndExitsZero) {
   pb::StreamResponse response;
   ASSERT_TRUE(a.call->Read(&response));  // the first output: the server is busy with the stream
   int outputs = 1;
+  const testing::HttpResponse serving = testing::HttpGet(server_->metrics_port(), "/healthz");
+  EXPECT_EQ(serving.status, 200);
+  EXPECT_EQ(serving.body, "SERVING\n");
   ASSERT_TRUE(server_->Signal(SIGTERM));
   while (a.call->Read(&response)) outputs += response.has_output();
   const grpc::Status status = a.call->Finish();
@@ -574,6 +578,9 @@ TEST_F(ServerTest, SigtermDrainsOpenCallsAndExitsZero) {
   EXPECT_EQ(refused.error_code(), grpc::UNAVAILABLE) << refused.error_message();
   EXPECT_NE(refused.error_message().find("shutting down"), std::string::npos);
   EXPECT_EQ(HealthStatus(server_->address()), kNotServing);
+  const testing::HttpResponse health = testing::HttpGet(server_->metrics_port(), "/healthz");
+  EXPECT_EQ(health.status, 503);
+  EXPECT_EQ(health.body, "NOT_SERVING\n");
 
   ASSERT_TRUE(file.call->Write(file_requests[2]));
   file.call->WritesDone();

@@ -10,7 +10,14 @@
 namespace ssm {
 namespace {
 
-std::shared_ptr<CallCanceller> NoCall() { return std::make_shared<CallCanceller>(nullptr); }
+// A call whose cancel does nothing (these tests have no calls).
+class NoCallCanceller final : public CallCanceller {
+ public:
+  void Cancel(const char*) override {}
+  void Detach() override {}
+};
+
+std::shared_ptr<CallCanceller> NoCall() { return std::make_shared<NoCallCanceller>(); }
 
 TEST(ParkedStreamsTest, TokensAreRandomBase64UrlAndOnlyTheirHashIsTheKey) {
   ParkedStreams parked({60, 10}, nullptr);
