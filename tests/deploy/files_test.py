@@ -12,10 +12,12 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
 import unittest
+import urllib.request
 
 import yaml
 
@@ -107,6 +109,82 @@ def assert_server_starts(test, args):
             if store is not None:
                 with open(log_path) as f:
                     test.assertIn(f"state store redis://{store}", f.read())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def resume_unknown_token(address, ca_pem, secret):
+    """The status code name of a Stream call that resumes a token never issued, over TLS
+    (checked against `ca_pem` for the name ssm-server) with the API key `secret`: the server
+    asks the state store for it first, so only a store it can read answers PERMISSION_DENIED
+    (with keys, a token of nobody's) rather than UNAVAILABLE."""
+    sys.path.insert(0, os.path.join(BIN, "..", "clients", "python", "gen"))
+    import grpc
+    from ssmserve.v1 import ssmserve_pb2, ssmserve_pb2_grpc
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca_pem.encode())
+    with grpc.secure_channel(address, credentials,
+                             options=[("grpc.ssl_target_name_override", "ssm-server")]) as channel:
+        stub = ssmserve_pb2_grpc.SsmStub(channel)
+        open_request = ssmserve_pb2.StreamRequest(
+            open=ssmserve_pb2.StreamOpen(resume_token="A" * 24))
+        try:
+            for _ in stub.Stream(iter([open_request]), timeout=20,
+                                 metadata=[("authorization", "Bearer " + secret)]):
+                pass
+        except grpc.RpcError as e:
+            return e.code().name
+    return "OK"
+
+
+def assert_secured_server_starts(test, args, redis_password):
+    """The real ssm-server starts with the secured component's `args`, its /etc/ssmserve files
+    made here as the Secrets would hold them (a certificate from a CA made by openssl, a keys
+    file from ssm-keys, the password), against a redis-server that requires that password;
+    /healthz answers SERVING over HTTPS, checked against the CA."""
+    tmp = tempfile.mkdtemp(prefix="ssm-secured-test-")
+    try:
+        def run(*command):
+            subprocess.run(command, check=True, capture_output=True, cwd=tmp, timeout=60)
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run("openssl", "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "1",
+            "-subj", "/CN=ssm test CA")
+        run("openssl", "req", *ec, "-keyout", "tls.key", "-out", "server.csr", "-subj",
+            "/CN=ssm-server")
+        with open(os.path.join(tmp, "san.ext"), "w") as f:
+            f.write("subjectAltName=DNS:ssm-server,IP:127.0.0.1\n")
+        run("openssl", "x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "san.ext")
+        new_key = subprocess.run([os.path.join(BIN, "ssm-keys"), "new", "probe"],
+                                 check=True, capture_output=True, text=True, timeout=30).stdout
+        fields = dict(l.split(None, 1) for l in new_key.splitlines() if l.startswith(("secret:", "line:")))
+        secret, line = fields["secret:"], fields["line:"]
+        def read(name):
+            with open(os.path.join(tmp, name)) as f:
+                return f.read()
+        files = {"tls/tls.crt": read("tls.crt"), "tls/tls.key": read("tls.key"),
+                 "keys/keys": line + "\n", "state-store/password": redis_password + "\n"}
+        etc = os.path.join(tmp, "etc")
+        for name, text in files.items():
+            os.makedirs(os.path.dirname(os.path.join(etc, name)), exist_ok=True)
+            with open(os.path.join(etc, name), "w") as f:
+                f.write(text)
+        with contextlib.ExitStack() as stack:
+            store = stack.enter_context(live.redis_server(os.path.join(tmp, "redis.log"),
+                                                          password=redis_password))
+            flags = [a.replace("/etc/ssmserve", etc) for a in runnable_here(args, store)]
+            log_path = os.path.join(tmp, "server.log")
+            with live.ssm_server(BIN, SOURCE, log_path, flags=flags) as (address, metrics):
+                context = ssl.create_default_context(cafile=os.path.join(tmp, "ca.crt"))
+                with urllib.request.urlopen(f"https://{metrics}/healthz", timeout=5,
+                                            context=context) as r:
+                    test.assertEqual(r.read().decode(), "SERVING\n")
+                test.assertEqual(resume_unknown_token(address, read("ca.crt"), secret),
+                                 "PERMISSION_DENIED")
+            with open(log_path) as f:
+                log = f.read()
+            test.assertIn(f"state store redis://{store}", log)
+            test.assertNotIn("AUTH failed", log)
+            test.assertIn("API keys", log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -383,6 +461,15 @@ class KubernetesTest(unittest.TestCase):
         for p in doc["patches"]:
             target = yaml.safe_load(p["patch"])
             self.assertIn((target["kind"], target["metadata"]["name"]), self.docs)
+        built = self.build_overlay("external-state-store")
+        self.assertEqual(set(built), set(self.docs) - {("StatefulSet", "ssm-state-store"),
+                                                       ("Service", "ssm-state-store")})
+        server = built[("Deployment", "ssm-server")]["spec"]["template"]["spec"]["containers"][0]
+        host, _, _ = redis_url(flag(container_args(server), "--state-store"))
+        self.assertNotIn(("Service", host), built)
+
+    def build_overlay(self, component):
+        """kubectl kustomize of an overlay outside deploy/k8s: the base and `component`."""
         if shutil.which("kubectl") is None:
             self.skipTest("kubectl not installed: the component is not built")
         overlay = tempfile.mkdtemp(prefix="ssm-overlay-")
@@ -390,18 +477,87 @@ class KubernetesTest(unittest.TestCase):
             base = os.path.relpath(path("deploy", "k8s"), overlay)
             with open(os.path.join(overlay, "kustomization.yaml"), "w") as f:
                 yaml.safe_dump({"resources": [base],
-                                "components": [os.path.join(base, "external-state-store")]}, f)
+                                "components": [os.path.join(base, component)]}, f)
             r = subprocess.run(["kubectl", "kustomize", overlay], capture_output=True, text=True,
                                timeout=60)
         finally:
             shutil.rmtree(overlay, ignore_errors=True)
         self.assertEqual(r.returncode, 0, r.stderr)
-        built = {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(r.stdout)}
-        self.assertEqual(set(built), set(self.docs) - {("StatefulSet", "ssm-state-store"),
-                                                       ("Service", "ssm-state-store")})
-        server = built[("Deployment", "ssm-server")]["spec"]["template"]["spec"]["containers"][0]
-        host, _, _ = redis_url(flag(container_args(server), "--state-store"))
-        self.assertNotIn(("Service", host), built)
+        return {(d["kind"], d["metadata"]["name"]): d for d in yaml.safe_load_all(r.stdout)}
+
+    def test_secured_component(self):
+        """deploy/k8s/secured: TLS, API keys and the store's password from Secrets mounted where
+        the servers' flags point, HTTPS /healthz probes, a Redis that requires the same password,
+        and an Envoy that is envoy.yaml plus TLS on both sides. Then the real ssm-server starts
+        with the component's args over files like those Secrets, against a redis-server that
+        requires the password, and answers the probe over HTTPS."""
+        built = self.build_overlay("secured")
+        self.assertEqual(set(built), set(self.docs))
+        pod = built[("Deployment", "ssm-server")]["spec"]["template"]["spec"]
+        server = pod["containers"][0]
+        args = container_args(server)
+        secrets = {v["name"]: v["secret"] for v in pod["volumes"] if "secret" in v}
+        mounts = {m["mountPath"]: m["name"] for m in server["volumeMounts"]}
+
+        def secret_file(flag_name):
+            """(Secret name, key) that the file of `flag_name` comes from."""
+            value = flag(args, flag_name)
+            directory, name = os.path.split(value)
+            self.assertIn(directory, mounts, f"{flag_name} {value} is not in a mounted Secret")
+            self.assertNotIn("subPath", str(server["volumeMounts"]), "subPath is never updated")
+            secret = secrets[mounts[directory]]
+            keys = [i["key"] for i in secret.get("items", [])] or [name]
+            self.assertIn(name, keys)
+            return secret["secretName"], name
+
+        self.assertEqual(secret_file("--tls-cert"), ("ssm-server-tls", "tls.crt"))
+        self.assertEqual(secret_file("--tls-key"), ("ssm-server-tls", "tls.key"))
+        self.assertEqual(secret_file("--auth-keys"), ("ssm-auth-keys", "keys"))
+        password = secret_file("--store-password-file")
+        for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            with self.subTest(probe=probe):
+                self.assertNotIn("grpc", server[probe])
+                self.assertEqual(server[probe]["httpGet"],
+                                 {"path": "/healthz", "port": "metrics", "scheme": "HTTPS"})
+        redis = built[("StatefulSet", "ssm-state-store")]["spec"]["template"]["spec"][
+            "containers"][0]
+        env = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in redis["env"]}
+        variable = re.fullmatch(r"\$\((\w+)\)", flag(redis["args"], "--requirepass")).group(1)
+        for name in (variable, "REDISCLI_AUTH"):  # the server's password; the probe's
+            self.assertEqual((env[name]["name"], env[name]["key"]), password)
+
+        def without_tls(config):
+            for listener in config["static_resources"]["listeners"]:
+                for chain in listener["filter_chains"]:
+                    chain.pop("transport_socket")
+            for cluster in config["static_resources"]["clusters"]:
+                cluster.pop("transport_socket")
+            return config
+
+        base_envoy = yaml.safe_load(self.docs[("ConfigMap", "ssm-envoy")]["data"]["envoy.yaml"])
+        envoy = yaml.safe_load(built[("ConfigMap", "ssm-envoy")]["data"]["envoy.yaml"])
+        (chain,) = envoy["static_resources"]["listeners"][0]["filter_chains"]
+        downstream = chain["transport_socket"]["typed_config"]["common_tls_context"]
+        (cluster,) = envoy["static_resources"]["clusters"]
+        upstream = cluster["transport_socket"]["typed_config"]
+        self.assertEqual(downstream["alpn_protocols"], ["h2"])
+        self.assertEqual(upstream["common_tls_context"]["alpn_protocols"], ["h2"])  # gRPC's
+        envoy_pod = built[("Deployment", "ssm-envoy")]["spec"]["template"]["spec"]
+        (tls_mount,) = [m for m in envoy_pod["containers"][0]["volumeMounts"] if m["name"] == "tls"]
+        (tls_volume,) = [v for v in envoy_pod["volumes"] if v["name"] == "tls"]
+        self.assertEqual(tls_volume["secret"]["secretName"], "ssm-server-tls")
+        files = [downstream["tls_certificates"][0]["certificate_chain"]["filename"],
+                 downstream["tls_certificates"][0]["private_key"]["filename"],
+                 upstream["common_tls_context"]["validation_context"]["trusted_ca"]["filename"]]
+        self.assertEqual(files, [os.path.join(tls_mount["mountPath"], f)
+                                 for f in ("tls.crt", "tls.key", "ca.crt")])
+        self.assertEqual(without_tls(envoy), base_envoy, "envoy.yaml and the component differ")
+        # The name Envoy checks is the servers' (the certificate must carry it).
+        san = upstream["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
+        self.assertEqual((san[0]["san_type"], san[0]["matcher"]["exact"], upstream["sni"]),
+                         ("DNS", "ssm-server", "ssm-server"))
+        self.assertTrue(shutil.which("openssl"), "openssl is needed for the live check")
+        assert_secured_server_starts(self, args, redis_password="p4ss word")
 
     def test_pdb_selects_the_server_pods(self):
         pdb = self.docs[("PodDisruptionBudget", "ssm-server")]

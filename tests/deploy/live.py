@@ -116,21 +116,33 @@ def metric_names(exposition):
 
 
 @contextlib.contextmanager
-def redis_server(log_path, timeout_s=10):
-    """Starts Debian's redis-server on a free loopback port, in memory only; yields its
-    "HOST:PORT". AssertionError when it does not answer within timeout_s."""
+def redis_server(log_path, timeout_s=10, password=None):
+    """Starts Debian's redis-server on a free loopback port, in memory only (requiring
+    `password` when given); yields its "HOST:PORT". AssertionError when it does not answer
+    within timeout_s."""
     port = free_port()
+    extra = ["--requirepass", password] if password is not None else []
     with open(log_path, "w") as log:
         proc = spawn(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                      "--appendonly", "no"], stdout=log, stderr=subprocess.STDOUT)
+                      "--appendonly", "no"] + extra, stdout=log, stderr=subprocess.STDOUT)
     try:
         def answers():
             if proc.poll() is not None:
                 with open(log_path) as f:
                     raise AssertionError(f"redis-server exited ({proc.returncode}):\n{f.read()}")
             with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
+                auth = b""
+                if password is not None:  # AUTH as a RESP array: the password may hold spaces
+                    p = password.encode()
+                    auth = b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(p), p)
+                s.sendall(auth + b"PING\r\n")
+                reply = b""
+                while reply.count(b"\r\n") < (2 if auth else 1):
+                    chunk = s.recv(64)
+                    if not chunk:
+                        break
+                    reply += chunk
+                return reply.endswith(b"+PONG\r\n") and not reply.startswith(b"-")
         poll(f"redis-server on port {port} to answer PING", answers, timeout_s)
         yield f"127.0.0.1:{port}"
     finally:
