@@ -37,7 +37,9 @@ CallReactor::CallReactor(CallShared* shared, std::unique_ptr<CallPort> port,
 }
 
 void CallReactor::Start() {
-  auto identity = shared_->auth->Authenticate(port_->Credentials());
+  // Without keys everyone is anonymous: the call's metadata need not be read.
+  auto identity = shared_->auth->Authenticate(shared_->auth->enabled() ? port_->Credentials()
+                                                                       : CallerCredentials());
   shared_->calls->Add(this);
   std::lock_guard<std::mutex> lock(mu_);
   if (!identity.ok()) {  // nothing is read from a caller who is not known

@@ -556,6 +556,9 @@ class KubernetesTest(unittest.TestCase):
         san = upstream["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"]
         self.assertEqual((san[0]["san_type"], san[0]["matcher"]["exact"], upstream["sni"]),
                          ("DNS", "ssm-server", "ssm-server"))
+        for service in ("ssm-envoy", "ssm-server", "ssm-server-headless"):
+            for port in built[("Service", service)]["spec"]["ports"]:
+                self.assertNotEqual(port.get("appProtocol"), "kubernetes.io/h2c", service)
         self.assertTrue(shutil.which("openssl"), "openssl is needed for the live check")
         assert_secured_server_starts(self, args, redis_password="p4ss word")
 

@@ -341,8 +341,7 @@ struct CallState {
   CallEvents* events = nullptr;
   bool started = false;
   grpc::ByteBuffer* read = nullptr;  // the read in flight
-  bool write_pending = false;        // a write in flight, its bytes in `written`
-  std::string written;
+  const grpc::ByteBuffer* write = nullptr;  // the write in flight
   bool finish_called = false;
   grpc::Status finish_status;
   std::vector<std::pair<std::string, std::string>> trailers;
@@ -364,7 +363,7 @@ struct Driver {
 
 class ScriptedCanceller final : public CallCanceller {
  public:
-  ScriptedCanceller(Driver* driver, std::shared_ptr<CallState> call)
+  ScriptedCanceller(std::shared_ptr<Driver> driver, std::shared_ptr<CallState> call)
       : driver_(driver), call_(std::move(call)) {}
   void Cancel(const char* why) override {
     std::lock_guard<std::mutex> lock(driver_->mu);
@@ -379,13 +378,14 @@ class ScriptedCanceller final : public CallCanceller {
   }
 
  private:
-  Driver* const driver_;
+  // Shared: a reactor ends (and a parked stream drops its canceller) after Drive returned.
+  const std::shared_ptr<Driver> driver_;
   const std::shared_ptr<CallState> call_;
 };
 
 class ScriptedPort final : public CallPort {
  public:
-  ScriptedPort(Driver* driver, std::shared_ptr<CallState> call)
+  ScriptedPort(std::shared_ptr<Driver> driver, std::shared_ptr<CallState> call)
       : driver_(driver), call_(std::move(call)) {}
 
   void Bind(CallEvents* events) override {
@@ -402,20 +402,15 @@ class ScriptedPort final : public CallPort {
   }
   void StartWrite(const grpc::ByteBuffer* bytes) override {
     std::lock_guard<std::mutex> lock(driver_->mu);
-    FUZZ_CHECK(!call_->write_pending, "a write started with one in flight");
+    FUZZ_CHECK(call_->write == nullptr, "a write started with one in flight");
     FUZZ_CHECK(!call_->finish_called, "a write started after Finish");
-    std::vector<grpc::Slice> slices;
-    FUZZ_CHECK(bytes->Dump(&slices).ok());
-    call_->written.clear();
-    for (const grpc::Slice& s : slices)
-      call_->written.append(reinterpret_cast<const char*>(s.begin()), s.size());
-    call_->write_pending = true;
+    call_->write = bytes;  // read when the write is taken: it must stay valid until then
     driver_->cv.notify_all();
   }
   void Finish(const grpc::Status& status) override {
     std::lock_guard<std::mutex> lock(driver_->mu);
     FUZZ_CHECK(!call_->finish_called, "Finish called twice");
-    FUZZ_CHECK(!call_->write_pending, "Finish called with a write in flight");
+    FUZZ_CHECK(call_->write == nullptr, "Finish called with a write in flight");
     call_->finish_called = true;
     call_->finish_status = status;
     driver_->cv.notify_all();
@@ -437,7 +432,7 @@ class ScriptedPort final : public CallPort {
   }
 
  private:
-  Driver* const driver_;
+  const std::shared_ptr<Driver> driver_;
   const std::shared_ptr<CallState> call_;
 };
 
@@ -448,23 +443,29 @@ enum class Event { kNone, kReadOk, kReadFailed, kWriteOk, kWriteFailed, kCancel,
 Event NextEvent(CallState* c) {
   const Script& s = c->script;
   if (!c->cancelled) {
-    if (c->write_pending) {
-      c->write_pending = false;
-      c->responses.push_back(std::move(c->written));
+    if (c->write != nullptr) {
+      std::vector<grpc::Slice> slices;
+      FUZZ_CHECK(c->write->Dump(&slices).ok());
+      c->write = nullptr;
+      std::string bytes;
+      for (const grpc::Slice& slice : slices)
+        bytes.append(reinterpret_cast<const char*>(slice.begin()), slice.size());
+      c->responses.push_back(std::move(bytes));
       if (s.cancel_after_responses >= 0 && c->responses.size() >= size_t(s.cancel_after_responses))
         c->cancelled = true;  // the client cancels once this response is taken
       return Event::kWriteOk;
     }
     if (c->read != nullptr) {
       grpc::ByteBuffer* into = c->read;
+      if (!c->finish_called && !c->half_closed && s.cancel_after_reads >= 0 &&
+          c->reads == size_t(s.cancel_after_reads)) {
+        c->cancelled = true;  // instead of this message, or of the half-close
+        return NextEvent(c);
+      }
       if (c->finish_called || c->half_closed || c->reads == s.messages.size()) {
         c->read = nullptr;
         if (!c->finish_called) c->half_closed = true;  // else the call is over
         return Event::kReadFailed;
-      }
-      if (s.cancel_after_reads >= 0 && c->reads == size_t(s.cancel_after_reads)) {
-        c->cancelled = true;
-        return NextEvent(c);
       }
       c->read = nullptr;
       const std::string& bytes = s.messages[c->reads++];
@@ -473,7 +474,7 @@ Event NextEvent(CallState* c) {
       return Event::kReadOk;
     }
   } else {
-    const bool pending = c->read != nullptr || c->write_pending;
+    const bool pending = c->read != nullptr || c->write != nullptr;
     if (!c->cancel_delivered && (s.cancel_event_first || !pending)) {
       c->cancel_delivered = true;
       return Event::kCancel;
@@ -482,12 +483,12 @@ Event NextEvent(CallState* c) {
       c->read = nullptr;
       return Event::kReadFailed;
     }
-    if (c->write_pending) {
-      c->write_pending = false;
+    if (c->write != nullptr) {
+      c->write = nullptr;
       return Event::kWriteFailed;
     }
   }
-  if (c->finish_called && c->read == nullptr && !c->write_pending &&
+  if (c->finish_called && c->read == nullptr && c->write == nullptr &&
       (!c->cancelled || c->cancel_delivered)) {
     c->done = true;
     return Event::kDone;
@@ -500,7 +501,7 @@ std::string Describe(const CallState& c) {
       "{} call: {} of {} messages read, {} responses, read {}, write {}, finish {}, cancelled {}",
       c.script.stream_rpc ? "Stream" : "ProcessFile", c.reads, c.script.messages.size(),
       c.responses.size(), c.read != nullptr ? "in flight" : "none",
-      c.write_pending ? "in flight" : "none",
+      c.write != nullptr ? "in flight" : "none",
       c.finish_called
           ? fmt::format("{} {}", int(c.finish_status.error_code()), c.finish_status.error_message())
           : std::string("not called"),
@@ -511,7 +512,8 @@ Script MakeScript(FuzzedDataProvider* in, const std::string& last_token) {
   Script s;
   s.stream_rpc = in->ConsumeBool();
   CallerCredentials& who = s.credentials;
-  switch (in->ConsumeIntegralInRange<int>(0, 6)) {
+  const int kind = in->ConsumeIntegralInRange<int>(0, 6);
+  switch (kind) {
     case 0:
       break;
     case 1:
@@ -533,7 +535,8 @@ Script MakeScript(FuzzedDataProvider* in, const std::string& last_token) {
       who.subject = in->ConsumeRandomLengthString(64);
       break;
   }
-  who.has_authorization = !who.authorization.empty();
+  // Any bytes may be none at all: an empty authorization value, which is not a missing one.
+  who.has_authorization = !who.authorization.empty() || kind == 4;
   const int messages = in->ConsumeIntegralInRange<int>(0, 8);
   for (int i = 0; i < messages; ++i) s.messages.push_back(NextMessage(in, last_token, &s.sent));
   switch (in->ConsumeIntegralInRange<int>(0, 5)) {
@@ -578,7 +581,8 @@ std::string LastToken(const std::vector<std::shared_ptr<CallState>>& calls) {
 // it starts (its resume token may be the one a call before it was given).
 std::vector<std::shared_ptr<CallState>> Drive(FuzzedDataProvider* in, int count) {
   Harness& h = H();
-  Driver driver;
+  auto shared_driver = std::make_shared<Driver>();
+  Driver& driver = *shared_driver;
   std::vector<std::shared_ptr<CallState>> calls;
   std::unique_lock<std::mutex> lock(driver.mu);
   for (;;) {
@@ -599,7 +603,7 @@ std::vector<std::shared_ptr<CallState>> Drive(FuzzedDataProvider* in, int count)
         c->script = MakeScript(in, LastToken(calls));  // only this thread reads `responses`
         calls.push_back(c);
         lock.unlock();
-        auto port = std::make_unique<ScriptedPort>(&driver, c);
+        auto port = std::make_unique<ScriptedPort>(shared_driver, c);
         if (c->script.stream_rpc)
           h.service->StartStream(std::move(port));
         else
