@@ -32,11 +32,13 @@ grpc::Status ToGrpcStatus(const Status& status) {
 
 CallReactor::CallReactor(CallShared* shared, std::unique_ptr<CallPort> port,
                          const Behaviour& behaviour)
-    : shared_(shared), port_(std::move(port)), behaviour_(behaviour), last_activity_(Clock::now()) {
-  port_->Bind(this);
-}
+    : shared_(shared),
+      port_(std::move(port)),
+      behaviour_(behaviour),
+      last_activity_(Clock::now()) {}
 
 void CallReactor::Start() {
+  port_->Bind(this);  // here, not in the constructor: the subclass is constructed by now
   // Without keys everyone is anonymous: the call's metadata need not be read.
   auto identity = shared_->auth->Authenticate(shared_->auth->enabled() ? port_->Credentials()
                                                                        : CallerCredentials());

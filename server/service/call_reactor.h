@@ -108,7 +108,7 @@ class CallReactor : public CallEvents, public LiveCall {
   // constructor (callbacks may run at once); OnDone deletes them, and `port` with them.
   CallReactor(CallShared* shared, std::unique_ptr<CallPort> port, const Behaviour& behaviour);
   ~CallReactor() override = default;
-  void Start();  // registers the call and starts the first read
+  void Start();  // binds the port, registers the call and starts the first read
 
   // Subclass hooks, called with mu_ held. A chunk passed the sequence check and was decoded;
   // submit it (or parts of it) with SubmitLocked. An error ends the call.
