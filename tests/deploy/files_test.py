@@ -156,7 +156,8 @@ def assert_secured_server_starts(test, args, redis_password):
             "-CAcreateserial", "-out", "tls.crt", "-days", "1", "-extfile", "san.ext")
         new_key = subprocess.run([os.path.join(BIN, "ssm-keys"), "new", "probe"],
                                  check=True, capture_output=True, text=True, timeout=30).stdout
-        fields = dict(l.split(None, 1) for l in new_key.splitlines() if l.startswith(("secret:", "line:")))
+        fields = dict(l.split(None, 1) for l in new_key.splitlines()
+                      if l.startswith(("secret:", "line:")))
         secret, line = fields["secret:"], fields["line:"]
         def read(name):
             with open(os.path.join(tmp, name)) as f:
