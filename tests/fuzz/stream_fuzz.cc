@@ -344,7 +344,6 @@ struct CallState {
   const grpc::ByteBuffer* write = nullptr;  // the write in flight
   bool finish_called = false;
   grpc::Status finish_status;
-  std::vector<std::pair<std::string, std::string>> trailers;
   bool server_cancel = false;  // Cancel or the canceller: the client sees cancel_status
   grpc::Status cancel_status;
   bool cancelled = false;  // by either side: every operation fails from now on
@@ -361,16 +360,23 @@ struct Driver {
   std::condition_variable cv;
 };
 
+// The server ends `c` with `status`, as a cancel (Driver::mu held): the port's Cancel, and a
+// resume's canceller.
+void ServerCancel(Driver* driver, CallState* c, grpc::Status status) {
+  if (c->done || c->cancelled) return;
+  c->server_cancel = c->cancelled = true;
+  c->cancel_status = std::move(status);
+  driver->cv.notify_all();
+}
+
 class ScriptedCanceller final : public CallCanceller {
  public:
   ScriptedCanceller(std::shared_ptr<Driver> driver, std::shared_ptr<CallState> call)
-      : driver_(driver), call_(std::move(call)) {}
+      : driver_(std::move(driver)), call_(std::move(call)) {}
   void Cancel(const char* why) override {
     std::lock_guard<std::mutex> lock(driver_->mu);
-    if (call_->detached || call_->done || call_->cancelled) return;
-    call_->server_cancel = call_->cancelled = true;
-    call_->cancel_status = grpc::Status(grpc::StatusCode::CANCELLED, why);
-    driver_->cv.notify_all();
+    if (!call_->detached)
+      ServerCancel(driver_.get(), call_.get(), grpc::Status(grpc::StatusCode::CANCELLED, why));
   }
   void Detach() override {
     std::lock_guard<std::mutex> lock(driver_->mu);
@@ -386,7 +392,7 @@ class ScriptedCanceller final : public CallCanceller {
 class ScriptedPort final : public CallPort {
  public:
   ScriptedPort(std::shared_ptr<Driver> driver, std::shared_ptr<CallState> call)
-      : driver_(driver), call_(std::move(call)) {}
+      : driver_(std::move(driver)), call_(std::move(call)) {}
 
   void Bind(CallEvents* events) override {
     std::lock_guard<std::mutex> lock(driver_->mu);
@@ -415,17 +421,13 @@ class ScriptedPort final : public CallPort {
     call_->finish_status = status;
     driver_->cv.notify_all();
   }
-  void AddTrailingMetadata(const std::string& key, const std::string& value) override {
+  void AddTrailingMetadata(const std::string& /*key*/, const std::string& /*value*/) override {
     std::lock_guard<std::mutex> lock(driver_->mu);
     FUZZ_CHECK(!call_->finish_called, "trailing metadata after Finish");
-    call_->trailers.emplace_back(key, value);
   }
   void Cancel(grpc::StatusCode code, const std::string& message) override {
     std::lock_guard<std::mutex> lock(driver_->mu);
-    if (call_->done || call_->cancelled) return;
-    call_->server_cancel = call_->cancelled = true;
-    call_->cancel_status = grpc::Status(code, message);
-    driver_->cv.notify_all();
+    ServerCancel(driver_.get(), call_.get(), grpc::Status(code, message));
   }
   std::shared_ptr<CallCanceller> MakeCanceller() override {
     return std::make_shared<ScriptedCanceller>(driver_, call_);
