@@ -45,6 +45,7 @@ test_packages=(
   chromium  # the dashboard's browser test
   redis-server  # the state-store tests (started by the tests on free ports)
   clang libclang-rt-14-dev libomp-dev  # the libFuzzer targets (tests/fuzz), built with clang
+  clang-format  # the formatting check (tests/lint)
 )
 
 [ "$test_deps" -eq 1 ] && packages+=("${test_packages[@]}")

@@ -49,8 +49,8 @@ struct CausalConvArgs {
 // Mamba-1 selective scan with fused softplus, D skip and SiLU gate (docs/design.md §3):
 //   delta = softplus(dt);  H = exp(delta*A) * H + (delta*u) B;  out = (H.C + D*u) * silu(z)
 struct SelectiveScanArgs {
-  int channels = 0;  // E
-  int d_state = 0;   // N
+  int channels = 0;          // E
+  int d_state = 0;           // N
   const float* u = nullptr;  // (rows, E) conv output
   int ld_u = 0;
   const float* dt = nullptr;  // (rows, E) dt_proj output including its bias, before softplus

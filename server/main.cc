@@ -133,8 +133,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
     log::Info("API keys from {}: {} identities; SIGHUP or a change of the file reloads it",
               config.auth_keys, (*auth)->key_count());
   else
-    log::Warning("no --auth-keys: any client that reaches {} may use every model",
-                 config.listen);
+    log::Warning("no --auth-keys: any client that reaches {} may use every model", config.listen);
   auto models = ModelRegistry::Load(config, &metrics);
   if (!models.ok()) {
     log::Error("{}", models.status().message());
@@ -156,9 +155,10 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
       return 1;
     }
     store = std::move(*created);
-    log::Info("state store redis://{}: streams are handed off on drain and checkpointed every "
-              "{:g} s of signal",
-              store->address(), config.checkpoint_interval_s);
+    log::Info(
+        "state store redis://{}: streams are handed off on drain and checkpointed every "
+        "{:g} s of signal",
+        store->address(), config.checkpoint_interval_s);
   }
   CallRegistry calls(kIdleSweepPeriod);
   SsmService service(&config, models->get(), &calls, &metrics, &parked, store.get(), auth->get());
@@ -229,8 +229,8 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
     std::fflush(stdout);
     const char* scheme = http->tls() ? "https" : "http";
     log::Info("Prometheus metrics on {}://{}:{}/metrics{}, dashboard on {}://{}:{}/", scheme,
-              metrics_host, http->port(), config.metrics_auth ? " (API key required)" : "",
-              scheme, metrics_host, http->port());
+              metrics_host, http->port(), config.metrics_auth ? " (API key required)" : "", scheme,
+              metrics_host, http->port());
   }
 
   int signal_number = 0;
@@ -266,12 +266,12 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   if (store != nullptr)
     store->WaitIdle(std::chrono::steady_clock::now() +
                     std::chrono::milliseconds(int64_t(2000.0 * config.store_timeout_s)));
-  (*models)->StopSchedulers();  // runs the last stream closes (and parks)
+  (*models)->StopSchedulers();                    // runs the last stream closes (and parks)
   if (store != nullptr && parked.parked() > 0) {  // parked streams, to whichever replica resumes
     const size_t parked_streams = parked.parked();
-    const size_t saved =
-        parked.HandOff(store.get(), std::max(drain_deadline, std::chrono::steady_clock::now() +
-                                                                 std::chrono::seconds(1)));
+    const size_t saved = parked.HandOff(
+        store.get(),
+        std::max(drain_deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1)));
     log::Info("handed off {} of {} parked streams to the state store", saved, parked_streams);
   }
   store.reset();

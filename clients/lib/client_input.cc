@@ -1,7 +1,7 @@
 #include "clients/lib/client_input.h"
 
 #include "clients/lib/pcm_encoding.h"
-#include "server/io/model_input.h"
+#include "common/io/model_input.h"
 
 namespace ssm::client {
 

@@ -1,4 +1,4 @@
-// Reads an input file for a served model (server/io/model_input.h reads it; this adds what the
+// Reads an input file for a served model (common/io/model_input.h reads it; this adds what the
 // wire format choice needs).
 #pragma once
 
@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "ssmserve/v1/ssmserve.pb.h"
 
 namespace ssm::client {

@@ -3,7 +3,7 @@
 
 #include <grpcpp/support/status.h>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm::client {
 

@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "ssmserve/v1/ssmserve.pb.h"
 
 namespace ssm::client {

@@ -10,7 +10,7 @@
 #include <optional>
 #include <string>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm::client {
 

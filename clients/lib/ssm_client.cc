@@ -31,8 +31,7 @@ std::chrono::system_clock::time_point DeadlineIn(double seconds) {
 // The whole of a PEM file named by `flag`.
 StatusOr<std::string> ReadPem(const std::string& path, const char* flag) {
   std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return InvalidArgumentError(fmt::format("{} {}: cannot read the file", flag, path));
+  if (!in) return InvalidArgumentError(fmt::format("{} {}: cannot read the file", flag, path));
   std::ostringstream text;
   text << in.rdbuf();
   if (text.str().find("-----BEGIN ") == std::string::npos)
@@ -44,8 +43,9 @@ StatusOr<std::shared_ptr<grpc::ChannelCredentials>> ChannelCredentialsFor(
     const TlsClientOptions& tls) {
   if (!tls.on()) return grpc::InsecureChannelCredentials();
   if (tls.cert_file.empty() != tls.key_file.empty())
-    return InvalidArgumentError("--tls-cert and --tls-key go together (a client certificate and "
-                                "its private key)");
+    return InvalidArgumentError(
+        "--tls-cert and --tls-key go together (a client certificate and "
+        "its private key)");
   grpc::SslCredentialsOptions ssl;
   if (!tls.ca_file.empty()) {
     SSM_ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPem(tls.ca_file, "--tls-ca"));
@@ -95,8 +95,7 @@ StatusOr<std::unique_ptr<Client>> Client::Connect(const std::string& address,
   // No transparent retries: a Stream resumes by itself (StreamOptions::resume), and a call that
   // gRPC retried behind its back could report its `open` write failed while the call goes on.
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
-  if (!options.tls.server_name.empty())
-    args.SetSslTargetNameOverride(options.tls.server_name);
+  if (!options.tls.server_name.empty()) args.SetSslTargetNameOverride(options.tls.server_name);
   SSM_ASSIGN_OR_RETURN(auto credentials, ChannelCredentialsFor(options.tls));
   impl->channel = grpc::CreateCustomChannel(address, credentials, args);
   if (!impl->channel->WaitForConnected(DeadlineIn(options.connect_timeout_s))) {

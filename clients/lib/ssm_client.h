@@ -21,7 +21,7 @@
 #include <vector>
 
 #include "clients/lib/stream.h"
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "ssmserve/v1/ssmserve.pb.h"
 
 namespace ssm::client {

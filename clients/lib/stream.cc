@@ -764,8 +764,7 @@ std::shared_ptr<StreamCall> StartStreamCall(std::shared_ptr<grpc::Channel> chann
   // process keeps the queue up, so the teardown never happens. One idle channel is the cost.
   // [[gnu::used]]: kept even where the optimizer would drop a variable only written (LeakSanitizer
   // would then report the channel as leaked).
-  [[gnu::used]] static const auto* const kQueueKeeper =
-      new std::shared_ptr<grpc::Channel>(channel);
+  [[gnu::used]] static const auto* const kQueueKeeper = new std::shared_ptr<grpc::Channel>(channel);
   auto call = std::make_shared<StreamCall>(rpc, options, std::move(channel));
   call->Start();
   return call;

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <string>
 
-#include "server/io/soxr_settings.h"
+#include "common/io/soxr_settings.h"
 
 namespace ssm::client {
 

@@ -5,13 +5,13 @@
 #include <memory>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 struct soxr;  // libsoxr's resampler (soxr.h)
 
 namespace ssm::client {
 
-// Same quality as ssm::Resample (server/io/resample.h: libsoxr HQ, linear phase), and the same
+// Same quality as ssm::Resample (common/io/resample.h: libsoxr HQ, linear phase), and the same
 // samples: feeding a signal in any split and then Flush() gives what Resample gives for the
 // whole signal. Not thread-safe.
 class StreamResampler {

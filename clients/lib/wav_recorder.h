@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm::client {
 

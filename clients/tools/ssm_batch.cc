@@ -16,7 +16,7 @@
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/ssm_client.h"
 #include "clients/tools/tool_flags.h"
-#include "server/io/npy.h"
+#include "common/io/npy.h"
 
 namespace ssm {
 namespace {
@@ -216,8 +216,7 @@ int main(int argc, char** argv) {
       "Processes files offline through ssm-server and writes DIR/<name>.npy, float32 "
       "(frames, d_out), for each. Files whose output exists are skipped unless --force. "
       "Exit code 0 only if every file succeeded."};
-  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format,
-                             &args.connect);
+  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format, &args.connect);
   ssm::tools::AddRawRateFlag(app, &args.raw_rate);
   app.add_option("--output-dir", args.output_dir, "Output directory (created if missing)")
       ->required();

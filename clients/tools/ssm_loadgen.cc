@@ -56,7 +56,7 @@ struct Args {
   bool json = false;
   uint32_t seed = 1;
   double chaos_disconnect_s = 0;  // 0: no interruptions
-  std::string verify_offline;      // model directory; "" = no offline check
+  std::string verify_offline;     // model directory; "" = no offline check
   int verify_streams = 4;
 };
 
@@ -119,19 +119,19 @@ struct StreamState {
   int64_t offset = 0;       // first signal row it sends
   std::unique_ptr<client::Stream> stream;
   std::atomic<bool> opened{false};  // `stream` is set (the chaos thread reads it)
-  int64_t sent = 0;      // chunks sent
-  bool stopped = false;  // a send failed: the call has ended
+  int64_t sent = 0;                 // chunks sent
+  bool stopped = false;             // a send failed: the call has ended
   // Written by this stream's output callback only (gRPC runs one at a time), read after the end.
   std::vector<double> round_trip_ms;
   double max_lag_ms = 0;
   // Chaos mode: what the caller was handed, frame by frame.
-  int64_t next_frame = 0;          // frames delivered in order
-  int64_t lost_frames = 0;         // skipped (a gap in the frame indices)
-  int64_t duplicated_frames = 0;   // delivered again (an index before next_frame)
-  uint64_t hash = kHashSeed;               // FNV-1a of every output value so far
-  std::vector<uint64_t> prefix_hashes;     // `hash` after frames kHashEvery, 2 kHashEvery, ...
-  int64_t interruptions = 0;       // Interrupt() calls that hit a running call
-  size_t control = 0;              // index of the stream with the same signal, never interrupted
+  int64_t next_frame = 0;               // frames delivered in order
+  int64_t lost_frames = 0;              // skipped (a gap in the frame indices)
+  int64_t duplicated_frames = 0;        // delivered again (an index before next_frame)
+  uint64_t hash = kHashSeed;            // FNV-1a of every output value so far
+  std::vector<uint64_t> prefix_hashes;  // `hash` after frames kHashEvery, 2 kHashEvery, ...
+  int64_t interruptions = 0;            // Interrupt() calls that hit a running call
+  size_t control = 0;  // index of the stream with the same signal, never interrupted
 };
 
 class LoadGenerator {
@@ -176,7 +176,7 @@ class LoadGenerator {
   int64_t chunk_rows_ = 1;
   Clock::duration chunk_{};
   Clock::time_point start_, end_;
-  std::deque<StreamState> streams_;  // not moved once the pacers and the chaos thread run
+  std::deque<StreamState> streams_;        // not moved once the pacers and the chaos thread run
   std::map<std::string, int64_t> errors_;  // by gRPC code name
   int64_t streams_held_ = 0;
 };
@@ -243,7 +243,7 @@ void LoadGenerator::Chaos() {
 }
 
 const float* LoadGenerator::ChunkRows(const StreamState& s, int64_t k,
-                                     std::vector<float>& scratch) const {
+                                      std::vector<float>& scratch) const {
   const int per_row = signal_.values_per_row;
   const int64_t row = (s.offset + k * chunk_rows_) % signal_.rows;
   if (row + chunk_rows_ <= signal_.rows) return signal_.values.data() + row * per_row;
@@ -439,8 +439,10 @@ nlohmann::ordered_json LoadGenerator::OfflineReport() const {
       differing.push_back(i);
   }
   if (!differing.empty())
-    std::fprintf(stderr, "ssm-loadgen: %zu streams' outputs differ from offline processing "
-                 "(first: stream %zu)\n", differing.size(), differing.front());
+    std::fprintf(stderr,
+                 "ssm-loadgen: %zu streams' outputs differ from offline processing "
+                 "(first: stream %zu)\n",
+                 differing.size(), differing.front());
   return {{"streams_verified", verified},
           {"streams_not_verified", skipped},
           {"frames_verified", frames},
@@ -464,8 +466,8 @@ nlohmann::ordered_json LoadGenerator::ChaosReport() const {
     lost += s.lost_frames;
     duplicated += s.duplicated_frames;
     // Every frame of a stream whose chunks were all answered was delivered.
-    const int64_t expected = client::ExpectedFrames(model_, int64_t(stats.chunks_answered) *
-                                                                chunk_rows_);
+    const int64_t expected =
+        client::ExpectedFrames(model_, int64_t(stats.chunks_answered) * chunk_rows_);
     if (stats.chunks_answered == stats.chunks_sent && s.next_frame < expected)
       lost += expected - s.next_frame;
     if (s.control == i) continue;
@@ -478,20 +480,22 @@ nlohmann::ordered_json LoadGenerator::ChaosReport() const {
       differing.push_back(i);
   }
   if (!differing.empty())
-    std::fprintf(stderr, "ssm-loadgen: %zu streams' outputs differ from their control's (first: "
+    std::fprintf(stderr,
+                 "ssm-loadgen: %zu streams' outputs differ from their control's (first: "
                  "stream %zu)\n",
                  differing.size(), differing.front());
-  return {{"disconnect_every_s", args_.chaos_disconnect_s},
-          {"interruptions", interruptions},
-          {"resumes", resumes},
-          {"resume_attempts", attempts},
-          {"resume_ms", {{"mean", resumes > 0 ? resume_ms_total / double(resumes) : 0.0},
-                         {"max", resume_ms_max}}},
-          {"lost_frames", lost},
-          {"duplicated_frames", duplicated},
-          {"frames_compared", compared},
-          {"streams_not_compared", short_streams},
-          {"streams_differing", differing.size()}};
+  return {
+      {"disconnect_every_s", args_.chaos_disconnect_s},
+      {"interruptions", interruptions},
+      {"resumes", resumes},
+      {"resume_attempts", attempts},
+      {"resume_ms",
+       {{"mean", resumes > 0 ? resume_ms_total / double(resumes) : 0.0}, {"max", resume_ms_max}}},
+      {"lost_frames", lost},
+      {"duplicated_frames", duplicated},
+      {"frames_compared", compared},
+      {"streams_not_compared", short_streams},
+      {"streams_differing", differing.size()}};
 }
 
 int Run(const Args& args) {
@@ -548,8 +552,7 @@ int main(int argc, char** argv) {
       "streams held, chunks, frames/s, latency percentiles (client send -> response), "
       "the largest lag behind real time, errors by gRPC code and frame-index errors. "
       "Exits 0 when the run completes, even if the server refused streams."};
-  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format,
-                             &args.connect);
+  ssm::tools::AddServerFlags(app, &args.server, &args.model, &args.format, &args.connect);
   app.add_option("--streams", args.streams, "Concurrent streams")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
@@ -585,8 +588,7 @@ int main(int argc, char** argv) {
                  "(controls, with chaos) bitwise against offline processing here; the report's "
                  "\"offline\" part says how it went")
       ->check(CLI::ExistingDirectory);
-  app.add_option("--verify-streams", args.verify_streams,
-                 "Streams checked by --verify-offline")
+  app.add_option("--verify-streams", args.verify_streams, "Streams checked by --verify-offline")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
   app.add_flag("--json", args.json, "Print the report as one line of JSON");

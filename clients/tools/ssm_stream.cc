@@ -18,8 +18,8 @@
 #include "clients/lib/pcm_encoding.h"
 #include "clients/lib/ssm_client.h"
 #include "clients/tools/tool_flags.h"
-#include "kernels/base/strings.h"
-#include "server/io/npy.h"
+#include "common/io/npy.h"
+#include "common/strings.h"
 
 namespace ssm {
 namespace {

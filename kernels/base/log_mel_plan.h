@@ -11,8 +11,8 @@ struct LogMelParams {
   int hop_length = 160;     // samples
   int n_fft = 512;          // >= win_length
   int n_mels = 80;
-  double f_min = 0.0;       // Hz
-  double f_max = 8000.0;    // Hz
+  double f_min = 0.0;     // Hz
+  double f_max = 8000.0;  // Hz
   double log_floor = 1e-10;
 };
 
@@ -24,8 +24,8 @@ struct MelFilter {
 
 struct LogMelPlan {
   LogMelParams params;
-  std::vector<double> window;     // (win_length) periodic Hann
-  std::vector<MelFilter> filters; // (n_mels), HTK scale, no area normalisation
+  std::vector<double> window;      // (win_length) periodic Hann
+  std::vector<MelFilter> filters;  // (n_mels), HTK scale, no area normalisation
 
   int n_bins() const { return params.n_fft / 2 + 1; }
   // Builds window and filters from params (params are assumed validated by the config).

@@ -22,12 +22,16 @@ constexpr int kRowsPerTask = 64;         // rows per thread task
 class PackedLinear final : public LinearWeights {
  public:
   PackedLinear(const float* w, const float* bias, int out, int in)
-      : out_(out), in_(in), panels_((out + kPanelWidth - 1) / kPanelWidth),
-        packed_(size_t(panels_) * in * kPanelWidth), bias_(size_t(panels_) * kPanelWidth) {
+      : out_(out),
+        in_(in),
+        panels_((out + kPanelWidth - 1) / kPanelWidth),
+        packed_(size_t(panels_) * in * kPanelWidth),
+        bias_(size_t(panels_) * kPanelWidth) {
     // packed_[p][k][c] = w[p * kPanelWidth + c][k]; missing outputs stay zero.
     for (int o = 0; o < out; ++o) {
       const int p = o / kPanelWidth, c = o % kPanelWidth;
-      for (int k = 0; k < in; ++k) packed_.data()[(size_t(p) * in + k) * kPanelWidth + c] = w[size_t(o) * in + k];
+      for (int k = 0; k < in; ++k)
+        packed_.data()[(size_t(p) * in + k) * kPanelWidth + c] = w[size_t(o) * in + k];
       if (bias) bias_.data()[o] = bias[o];
     }
   }
@@ -74,9 +78,9 @@ void MicroKernel(const float* x, int ld_x, const float* panel, int K, const floa
 
 using MicroKernelFn = void (*)(const float*, int, const float*, int, const float*, float*, int,
                                int);
-constexpr MicroKernelFn kKernels[kRowTile + 1] = {
-    nullptr,          MicroKernel<1>, MicroKernel<2>, MicroKernel<3>, MicroKernel<4>,
-    MicroKernel<5>,   MicroKernel<6>, MicroKernel<7>, MicroKernel<8>};
+constexpr MicroKernelFn kKernels[kRowTile + 1] = {nullptr,        MicroKernel<1>, MicroKernel<2>,
+                                                  MicroKernel<3>, MicroKernel<4>, MicroKernel<5>,
+                                                  MicroKernel<6>, MicroKernel<7>, MicroKernel<8>};
 
 }  // namespace
 

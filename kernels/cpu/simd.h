@@ -43,7 +43,7 @@ inline Packet ExpNonPositive(Packet x) {
   const __m512 m = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fmadd_ps(m, _mm512_set1_ps(-0.693359375f), x);  // ln2 split in two parts
-  r = _mm512_fmadd_ps(m, _mm512_set1_ps(2.12194440e-4f), r);         // for an exact reduction
+  r = _mm512_fmadd_ps(m, _mm512_set1_ps(2.12194440e-4f), r);        // for an exact reduction
   __m512 p = _mm512_set1_ps(1.0f / 5040);
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
@@ -81,7 +81,10 @@ inline void StorePartial(float* p, Packet v, int n) {
 }
 inline Packet LoadN(const float* p, int n) { return n == kLanes ? Load(p) : LoadPartial(p, n); }
 inline void StoreN(float* p, Packet v, int n) {
-  if (n == kLanes) Store(p, v); else StorePartial(p, v, n);
+  if (n == kLanes)
+    Store(p, v);
+  else
+    StorePartial(p, v, n);
 }
 
 }  // namespace ssm::cpu::simd

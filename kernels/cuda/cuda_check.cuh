@@ -3,11 +3,11 @@
 
 #include <cuda_runtime.h>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
-#define SSM_CUDA_CHECK(call)                                                          \
-  do {                                                                                \
-    const cudaError_t ssm_cuda_err_ = (call);                                         \
-    if (ssm_cuda_err_ != cudaSuccess)                                                 \
+#define SSM_CUDA_CHECK(call)                                                            \
+  do {                                                                                  \
+    const cudaError_t ssm_cuda_err_ = (call);                                           \
+    if (ssm_cuda_err_ != cudaSuccess)                                                   \
       ::ssm::CheckFailed(__FILE__, __LINE__, #call, cudaGetErrorString(ssm_cuda_err_)); \
   } while (0)

@@ -29,8 +29,8 @@ __global__ void LinearKernel(const float* __restrict__ wt, const float* __restri
 
 }  // namespace
 
-void Linear(const float* wt, const float* bias, int out, int in, const float* x, int ld_x,
-            int rows, float* y, int ld_y, cudaStream_t stream) {
+void Linear(const float* wt, const float* bias, int out, int in, const float* x, int ld_x, int rows,
+            float* y, int ld_y, cudaStream_t stream) {
   if (rows == 0) return;
   const dim3 block(kTile, kTile), grid((out + kTile - 1) / kTile, (rows + kTile - 1) / kTile);
   LinearKernel<<<grid, block, 0, stream>>>(wt, bias, out, in, x, ld_x, rows, y, ld_y);

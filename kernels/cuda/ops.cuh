@@ -17,8 +17,8 @@ struct DeviceBatch {
 
 // y = x . Wt + b with Wt (in, out) row-major; each output is one FMA chain over ascending k, so a
 // row's result does not depend on the batch (as on the cpu backend).
-void Linear(const float* wt, const float* bias, int out, int in, const float* x, int ld_x,
-            int rows, float* y, int ld_y, cudaStream_t stream);
+void Linear(const float* wt, const float* bias, int out, int in, const float* x, int ld_x, int rows,
+            float* y, int ld_y, cudaStream_t stream);
 void RmsNorm(const float* x, const float* w, int rows, int dim, float eps, float* y,
              cudaStream_t stream);
 void Add(float* y, const float* x, size_t n, cudaStream_t stream);

@@ -11,8 +11,10 @@ namespace {
 class ReferenceLinear final : public LinearWeights {
  public:
   ReferenceLinear(const float* w, const float* b, int out, int in)
-      : w_(w, w + size_t(out) * in), b_(b ? std::vector<float>(b, b + out) : std::vector<float>()),
-        out_(out), in_(in) {}
+      : w_(w, w + size_t(out) * in),
+        b_(b ? std::vector<float>(b, b + out) : std::vector<float>()),
+        out_(out),
+        in_(in) {}
   int out_features() const override { return out_; }
   int in_features() const override { return in_; }
   const float* w() const { return w_.data(); }

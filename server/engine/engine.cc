@@ -10,9 +10,10 @@ namespace ssm {
 
 Status EngineOptions::Validate() const {
   if (backend != "reference" && backend != "cpu" && backend != "cuda")
-    return InvalidArgumentError(fmt::format(
-        "backend: expected \"reference\", \"cpu\" or \"cuda\", found \"{}\"", backend));
-  if (threads < 0) return InvalidArgumentError(fmt::format("threads: expected >= 0, found {}", threads));
+    return InvalidArgumentError(
+        fmt::format("backend: expected \"reference\", \"cpu\" or \"cuda\", found \"{}\"", backend));
+  if (threads < 0)
+    return InvalidArgumentError(fmt::format("threads: expected >= 0, found {}", threads));
   if (max_streams < 1)
     return InvalidArgumentError(fmt::format("max_streams: expected >= 1, found {}", max_streams));
   if (max_batch_frames < 1)
@@ -23,8 +24,8 @@ Status EngineOptions::Validate() const {
 
 std::string EngineOptions::ToString() const {
   return fmt::format("backend={} threads={} max_streams={} max_batch_frames={}", backend,
-                     threads == 0 ? int(std::thread::hardware_concurrency()) : threads,
-                     max_streams, max_batch_frames);
+                     threads == 0 ? int(std::thread::hardware_concurrency()) : threads, max_streams,
+                     max_batch_frames);
 }
 
 namespace {
@@ -59,16 +60,15 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
     return InvalidArgumentError("unknown backend \"" + options.backend + "\"");
   }
   Backend* backend = e->backend_.get();
-  SSM_ASSIGN_OR_RETURN(e->frontend_,
-                       CreateFrontend(c, [backend](const LogMelPlan& plan, const float* samples,
-                                                   int n_frames, float* out) {
-                         backend->LogMel(plan, samples, n_frames, out);
-                       }));
+  SSM_ASSIGN_OR_RETURN(
+      e->frontend_,
+      CreateFrontend(c, [backend](const LogMelPlan& plan, const float* samples, int n_frames,
+                                  float* out) { backend->LogMel(plan, samples, n_frames, out); }));
 
   const Model& m = *e->model_;
-  e->input_proj_ = backend->PrepareLinear(m.tensor("input_proj.weight").data.data(),
-                                          m.tensor("input_proj.bias").data.data(), c.d_model,
-                                          c.d_in);
+  e->input_proj_ =
+      backend->PrepareLinear(m.tensor("input_proj.weight").data.data(),
+                             m.tensor("input_proj.bias").data.data(), c.d_model, c.d_in);
   e->head_ = backend->PrepareLinear(m.tensor("head.weight").data.data(),
                                     m.tensor("head.bias").data.data(), c.d_out, c.d_model);
   e->norm_f_w_ = Upload(*backend, m.tensor("backbone.norm_f.weight").data);
@@ -119,8 +119,8 @@ StatusOr<StreamSnapshot> Engine::SnapshotStream(int stream) const {
   if (stream < 0 || stream >= pool_->capacity() || !slots_[stream].frontend)
     return FailedPreconditionError(fmt::format("stream {} is not open", stream));
   if (slots_[stream].non_finite)
-    return FailedPreconditionError(fmt::format(
-        "stream {} produced a non-finite output; its state is not kept", stream));
+    return FailedPreconditionError(
+        fmt::format("stream {} produced a non-finite output; its state is not kept", stream));
   StreamSnapshot snapshot;
   snapshot.model_fingerprint = model_->fingerprint();
   snapshot.backend = backend_->name();
@@ -170,9 +170,9 @@ StatusOr<int> Engine::RestoreStream(const StreamSnapshot& snapshot) {
                                 l, snapshot.layers[l].size(), layers_[l]->state_floats()));
     slot.insert(slot.end(), snapshot.layers[l].begin(), snapshot.layers[l].end());
   }
-  const size_t bad = size_t(std::find_if(slot.begin(), slot.end(),
-                                         [](float v) { return !std::isfinite(v); }) -
-                            slot.begin());
+  const size_t bad =
+      size_t(std::find_if(slot.begin(), slot.end(), [](float v) { return !std::isfinite(v); }) -
+             slot.begin());
   if (bad != slot.size())
     return Status(StatusCode::kDataLoss,
                   fmt::format("the snapshot's layer state value {} is not finite", bad));
@@ -193,7 +193,9 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
   features_.clear();
 
   // Frontend per chunk; each stream's new frames become one contiguous run of rows.
-  struct Run { int slot, first_row, rows; };
+  struct Run {
+    int slot, first_row, rows;
+  };
   std::vector<Run> runs;
   std::vector<bool> seen(pool_->capacity(), false);
   int total_rows = 0;
@@ -218,8 +220,8 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
       continue;
     }
     out.first_frame = slots_[in.stream].frontend->frames_emitted();
-    auto frames = frontend_->Process(slots_[in.stream].frontend.get(), in.data, in.count,
-                                     &features_);
+    auto frames =
+        frontend_->Process(slots_[in.stream].frontend.get(), in.data, in.count, &features_);
     if (!frames.ok()) {
       out.status = frames.status();
       continue;
@@ -297,8 +299,7 @@ void Engine::RunPass(const SeqBatch& batch, const float* features, float* output
 
 StatusOr<std::vector<std::vector<float>>> Engine::RunOffline(
     const std::vector<InputSource*>& inputs, const OfflineOptions& options) {
-  if (options.segment_frames < 1)
-    return InvalidArgumentError("segment_frames: expected >= 1");
+  if (options.segment_frames < 1) return InvalidArgumentError("segment_frames: expected >= 1");
   const ModelConfig& c = model_->config();
   const size_t values_per_frame =
       frontend_->takes_samples() ? size_t(c.frontend.hop_length) : size_t(c.d_in);
@@ -349,8 +350,7 @@ StatusOr<std::vector<std::vector<float>>> Engine::RunOffline(
           return co.status.WithContext(fmt::format("input {}", input));
         }
         auto first = step.outputs.begin() + co.offset;
-        outputs[input].insert(outputs[input].end(), first,
-                              first + size_t(co.frames) * d_out());
+        outputs[input].insert(outputs[input].end(), first, first + size_t(co.frames) * d_out());
         frames_done[input] += co.frames;
       }
       if (options.progress) options.progress(frames_done);

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
 #include "kernels/backend.h"
-#include "kernels/base/status.h"
 #include "server/engine/input_source.h"
 #include "server/engine/layer.h"
 #include "server/engine/snapshot.h"

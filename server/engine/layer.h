@@ -4,8 +4,8 @@
 
 #include <memory>
 
+#include "common/status.h"
 #include "kernels/backend.h"
-#include "kernels/base/status.h"
 #include "server/model/model.h"
 
 namespace ssm {

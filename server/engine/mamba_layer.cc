@@ -40,7 +40,7 @@ class MambaLayer final : public Layer {
                                        d_model_, E_);
     conv_w_ = Upload(ChannelsLast(t("conv1d.weight"), E_, K_));
     conv_b_ = Upload(model.tensors().count(p + "conv1d.bias") ? t("conv1d.bias")
-                                                          : std::vector<float>(E_, 0.0f));
+                                                              : std::vector<float>(E_, 0.0f));
     std::vector<float> A = t("A_log");
     for (float& a : A) a = -std::exp(a);
     A_ = Upload(ChannelsLast(A, E_, N_));
@@ -53,11 +53,11 @@ class MambaLayer final : public Layer {
   void Forward(const SeqBatch& batch, const float* x, float* out, StateView state,
                float* scratch) override {
     const int rows = batch.rows(), w_xdbl = R_ + 2 * N_;
-    float* xz = scratch;                     // (rows, 2E): [x | z]
-    float* s = xz + size_t(rows) * 2 * E_;   // (rows, E): silu(conv(x))
-    float* xdbl = s + size_t(rows) * E_;     // (rows, R + 2N): [dt_r | B | C]
+    float* xz = scratch;                       // (rows, 2E): [x | z]
+    float* s = xz + size_t(rows) * 2 * E_;     // (rows, E): silu(conv(x))
+    float* xdbl = s + size_t(rows) * E_;       // (rows, R + 2N): [dt_r | B | C]
     float* dt = xdbl + size_t(rows) * w_xdbl;  // (rows, E)
-    float* y = dt + size_t(rows) * E_;       // (rows, E)
+    float* y = dt + size_t(rows) * E_;         // (rows, E)
     backend_->Linear(*in_proj_, x, d_model_, rows, xz, 2 * E_);
 
     CausalConvArgs conv;

@@ -84,7 +84,7 @@ std::string EncodeSnapshot(const StreamSnapshot& s) {
   w.Raw(kMagic, sizeof(kMagic));
   w.Put(kSnapshotVersion);
   w.Put(s.owner.empty() ? uint32_t(0) : kFlagOwner);  // flags
-  w.Put(uint64_t(0));  // total bytes, filled in below
+  w.Put(uint64_t(0));                                 // total bytes, filled in below
   if (!s.owner.empty()) w.String(s.owner);
   w.Raw(s.model_fingerprint.data(), s.model_fingerprint.size());
   w.String(s.backend);

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/frontend/frontend.h"
 #include "server/model/digest.h"
 
@@ -20,7 +20,7 @@ struct StreamSnapshot {
   // The identity that opened the stream (an API key id, at most 64 bytes); only it may resume
   // the stream. "" when the server runs without keys.
   std::string owner;
-  std::string backend;         // the backend that took it ("cpu", "cuda", "reference")
+  std::string backend;  // the backend that took it ("cpu", "cuda", "reference")
   std::string precision = "f32";
   uint64_t next_sequence = 0;  // the first chunk not applied to the state below
   FrontendCarry frontend;      // frontend.frames: frames emitted (the next frame's index)

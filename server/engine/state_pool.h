@@ -5,8 +5,8 @@
 #include <mutex>
 #include <vector>
 
+#include "common/status.h"
 #include "kernels/backend.h"
-#include "kernels/base/status.h"
 
 namespace ssm {
 
@@ -39,8 +39,8 @@ class StatePool {
   size_t slot_floats_ = 0;
   std::vector<size_t> offsets_;
   std::unique_ptr<Buffer> memory_;
-  mutable std::mutex mu_;   // guards free_ and in_use_
-  std::vector<int> free_;   // stack of free slots, lowest on top
+  mutable std::mutex mu_;  // guards free_ and in_use_
+  std::vector<int> free_;  // stack of free slots, lowest on top
   std::vector<bool> in_use_;
 };
 

@@ -77,8 +77,7 @@ class LogMelFrontend final : public Frontend {
     return {state.frames, state.skip, state.pending};
   }
 
-  StatusOr<std::unique_ptr<FrontendState>> RestoreState(
-      const FrontendCarry& carry) const override {
+  StatusOr<std::unique_ptr<FrontendState>> RestoreState(const FrontendCarry& carry) const override {
     const int64_t win = plan_.params.win_length, hop = plan_.params.hop_length;
     SSM_RETURN_IF_ERROR(CheckCarryFrames(carry));
     if (carry.pending.size() >= size_t(win))
@@ -92,8 +91,8 @@ class LogMelFrontend final : public Frontend {
           "frontend carry: skip {} with {} pending samples is not a state of a log_mel frontend "
           "with hop_length {} and win_length {}",
           carry.skip, carry.pending.size(), hop, win));
-    SSM_RETURN_IF_ERROR(CheckFinite(carry.pending.data(), carry.pending.size())
-                            .WithContext("frontend carry"));
+    SSM_RETURN_IF_ERROR(
+        CheckFinite(carry.pending.data(), carry.pending.size()).WithContext("frontend carry"));
     auto state = std::make_unique<LogMelState>(plan_.params.win_length);
     state->frames = carry.frames;
     state->skip = carry.skip;
@@ -181,8 +180,7 @@ class FrameFrontend final : public Frontend {
     return {StateCast<const FrameState>(&base)->frames, 0, {}};
   }
 
-  StatusOr<std::unique_ptr<FrontendState>> RestoreState(
-      const FrontendCarry& carry) const override {
+  StatusOr<std::unique_ptr<FrontendState>> RestoreState(const FrontendCarry& carry) const override {
     SSM_RETURN_IF_ERROR(CheckCarryFrames(carry));
     if (carry.skip != 0 || !carry.pending.empty())
       return InvalidArgumentError(fmt::format(

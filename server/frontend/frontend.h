@@ -9,8 +9,8 @@
 #include <memory>
 #include <vector>
 
+#include "common/status.h"
 #include "kernels/base/log_mel_plan.h"
-#include "kernels/base/status.h"
 #include "server/model/model_config.h"
 
 namespace ssm {

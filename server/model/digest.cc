@@ -4,7 +4,7 @@
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm {
 

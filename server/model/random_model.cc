@@ -1,13 +1,13 @@
 #include "server/model/random_model.h"
 
-#include "kernels/base/strings.h"
-
 #include <algorithm>
 #include <cmath>
 #include <map>
 #include <random>
 #include <string>
 #include <vector>
+
+#include "common/strings.h"
 
 namespace ssm {
 namespace {

@@ -4,7 +4,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/model/model.h"
 #include "server/model/model_config.h"
 

@@ -21,7 +21,7 @@
 #include <string_view>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/model/digest.h"
 
 namespace ssm {

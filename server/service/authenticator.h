@@ -33,7 +33,7 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/service/api_keys.h"
 #include "server/service/metrics.h"
 

@@ -122,8 +122,8 @@ void CallReactor::FailInputLocked(const Status& status) {
 Status CallReactor::HandleRequestLocked(const pb::StreamRequest& request) {
   if (live_.model == nullptr) return HandleOpenLocked(request);
   if (request.has_open())
-    return InvalidArgumentError(fmt::format(
-        "a second `open` message on stream {}; one call carries one stream", live_.id));
+    return InvalidArgumentError(
+        fmt::format("a second `open` message on stream {}; one call carries one stream", live_.id));
   if (live_.alias_pending) {  // a message after `opened`: the client has the new token
     shared_->parked->Confirm(live_.presented_hash);
     live_.alias_pending = false;
@@ -137,7 +137,8 @@ Status CallReactor::HandleRequestLocked(const pb::StreamRequest& request) {
         chunk.sequence(), live_.next_sequence,
         chunk.sequence() < live_.next_sequence ? "repeated chunk" : "a chunk is missing"));
   std::vector<float> values;
-  Status decoded = DecodePayload(live_.format, chunk.payload(), live_.model->model->config().d_in, &values);
+  Status decoded =
+      DecodePayload(live_.format, chunk.payload(), live_.model->model->config().d_in, &values);
   if (!decoded.ok()) return decoded.WithContext(fmt::format("chunk {}", chunk.sequence()));
   ++live_.next_sequence;
   return HandleChunkLocked(chunk.sequence(), std::move(values));
@@ -177,30 +178,32 @@ Status CallReactor::ResumeLocked(const pb::StreamOpen& open, PayloadFormat forma
     return InvalidArgumentError(fmt::format(
         "resume_token: {} calls cannot be resumed; only Stream calls can", behaviour_.rpc));
   if (!shared_->parked->enabled())
-    return RefuseResume(ResumeFailure::kDisabled,
-                  NotFoundError("resume token not found: this server does not keep broken streams "
-                                "(--resume-ttl 0); open a new stream"));
+    return RefuseResume(
+        ResumeFailure::kDisabled,
+        NotFoundError("resume token not found: this server does not keep broken streams "
+                      "(--resume-ttl 0); open a new stream"));
   constexpr size_t kMaxTokenBytes = 256;
   if (open.resume_token().size() > kMaxTokenBytes)
-    return RefuseResume(ResumeFailure::kUnknownToken,
-                  InvalidArgumentError(fmt::format(
-                      "resume_token of {} bytes; the server's tokens are shorter than {} bytes",
-                      open.resume_token().size(), kMaxTokenBytes)));
+    return RefuseResume(
+        ResumeFailure::kUnknownToken,
+        InvalidArgumentError(
+            fmt::format("resume_token of {} bytes; the server's tokens are shorter than {} bytes",
+                        open.resume_token().size(), kMaxTokenBytes)));
   Digest hash{}, entry_hash{};
   ResumeFailure failure = ResumeFailure::kUnknownToken;
   auto taken = shared_->parked->Take(open.resume_token(), owner(), &hash, &failure, &entry_hash);
   if (!taken.ok() && failure == ResumeFailure::kUnknownToken && shared_->store != nullptr) {
     // Not parked here: another replica may have handed it off or checkpointed it.
     if (!shared_->parked->BeginLookup(hash))
-      return RefuseResume(ResumeFailure::kAttached,
-                    UnavailableError("a resume of this stream is in progress on another call; "
-                                     "retry the resume in a moment"));
+      return RefuseResume(
+          ResumeFailure::kAttached,
+          UnavailableError("a resume of this stream is in progress on another call; "
+                           "retry the resume in a moment"));
     pending_open_ = open;
     store_lookup_ = true;
     ++pending_async_;
-    shared_->store->Take(hash, [this, hash](StatusOr<std::string> bytes) {
-      OnStoreTake(hash, std::move(bytes));
-    });
+    shared_->store->Take(
+        hash, [this, hash](StatusOr<std::string> bytes) { OnStoreTake(hash, std::move(bytes)); });
     return OkStatus();
   }
   if (!taken.ok()) {
@@ -294,7 +297,7 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
   auto snapshot = DecodeSnapshot(parked.snapshot);
   if (!snapshot.ok())
     return RefuseResume(ResumeFailure::kCorrupt,
-                  snapshot.status().WithContext("the parked stream's snapshot"));
+                        snapshot.status().WithContext("the parked stream's snapshot"));
   // A parked stream names its model; one from the store is matched by its fingerprint.
   const ServedModel* model = nullptr;
   for (const auto& m : shared_->models->models())
@@ -316,11 +319,12 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
                         PermissionDeniedError("resume token of another identity"));
   }
   if (model == nullptr)
-    return RefuseResume(ResumeFailure::kOtherModel,
-                  FailedPreconditionError(fmt::format(
-                      "the stream's model (fingerprint {}) is not served here; this server has "
-                      "{}",
-                      Hex(snapshot->model_fingerprint, 16), ModelFingerprints())));
+    return RefuseResume(
+        ResumeFailure::kOtherModel,
+        FailedPreconditionError(
+            fmt::format("the stream's model (fingerprint {}) is not served here; this server has "
+                        "{}",
+                        Hex(snapshot->model_fingerprint, 16), ModelFingerprints())));
   parked.model = model->name;
   // A refusal the client can act on keeps the stream (here, or in the store where it was).
   auto keep = [&]() {
@@ -336,7 +340,7 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
     const std::string model_name = parked.model;
     keep();
     return RefuseResume(why, status.WithContext(fmt::format(
-                           "resume of a stream of model \"{}\" (still parked)", model_name)));
+                                 "resume of a stream of model \"{}\" (still parked)", model_name)));
   };
 
   if (!open.model().empty() && open.model() != parked.model)
@@ -357,15 +361,17 @@ Status CallReactor::ContinueResumeLocked(const pb::StreamOpen& open, const Diges
   if (from < snapshot->held_first_frame)
     return put_back(
         ResumeFailure::kFrames,
-        Status(StatusCode::kOutOfRange,
-               fmt::format("resume_from_frame {}: the server holds the stream's outputs from "
-                           "frame {} on (about the latest 64 KiB), so frames {} to {} cannot be "
-                           "sent again",
-                           from, snapshot->held_first_frame, from, snapshot->held_first_frame - 1)));
+        Status(
+            StatusCode::kOutOfRange,
+            fmt::format("resume_from_frame {}: the server holds the stream's outputs from "
+                        "frame {} on (about the latest 64 KiB), so frames {} to {} cannot be "
+                        "sent again",
+                        from, snapshot->held_first_frame, from, snapshot->held_first_frame - 1)));
   Status format_ok = CheckPayloadFormat(format, open.sample_rate(), model->model->config());
   if (!format_ok.ok()) {
     keep();
-    return format_ok.WithContext(fmt::format("model \"{}\" (the stream is still parked)", model->name));
+    return format_ok.WithContext(
+        fmt::format("model \"{}\" (the stream is still parked)", model->name));
   }
   auto lease = shared_->auth->Admit(identity_, model->name, /*resume=*/true);
   if (!lease.ok()) {
@@ -429,8 +435,8 @@ void CallReactor::OpenedLocked(const ServedModel* model, int stream, PayloadForm
     }
   }
   if (resumed != nullptr)
-    log::Info("{} {}{} resumed a parked stream at chunk {}, frame {}{}{}", behaviour_.rpc,
-              live_.id, identity_->LogTag(), resumed->next_sequence, resumed->frontend.frames,
+    log::Info("{} {}{} resumed a parked stream at chunk {}, frame {}{}{}", behaviour_.rpc, live_.id,
+              identity_->LogTag(), resumed->next_sequence, resumed->frontend.frames,
               live_.label.empty() ? "" : " label=", log::Printable(live_.label));
 
   pb::StreamResponse response;
@@ -646,8 +652,8 @@ void CallReactor::CompleteDone() {
         !retried_resume)
       log::Warning("{} {}{}{}{} ended: {} {}", behaviour_.rpc, live_.id.empty() ? "-" : live_.id,
                    identity_ != nullptr ? identity_->LogTag() : "",
-                   live_.label.empty() ? "" : " label=", live_.label, int(finish_status_.error_code()),
-                   finish_status_.error_message());
+                   live_.label.empty() ? "" : " label=", live_.label,
+                   int(finish_status_.error_code()), finish_status_.error_message());
   }
   // The slot is freed on the scheduler's worker, after any step still using it.
   if (stream >= 0) {
@@ -693,8 +699,8 @@ void CallReactor::Park(StatusOr<StreamSnapshot> snapshot) {
   std::string bytes = EncodeCounted(*snapshot, start, shared_->metrics->resume());
   const size_t size = bytes.size();
   if (shared_->parked->Park(live_.token_hash, {live_.model->name, std::move(bytes), owner()}))
-    log::Info("{} {} parked at chunk {}, frame {} ({} bytes) for {:g} s", behaviour_.rpc,
-              live_.id, live_.applied, live_.frames_done, size, shared_->parked->options().ttl_s);
+    log::Info("{} {} parked at chunk {}, frame {} ({} bytes) for {:g} s", behaviour_.rpc, live_.id,
+              live_.applied, live_.frames_done, size, shared_->parked->options().ttl_s);
 }
 
 Status CallReactor::FillSnapshotLocked(StatusOr<StreamSnapshot>* snapshot) {
@@ -725,18 +731,17 @@ std::function<std::string()> CallReactor::Encoder(StreamSnapshot snapshot) const
 }
 
 void CallReactor::MaybeCheckpointLocked() {
-  if (shared_->store == nullptr || !live_.has_token || live_.checkpoint_in_flight || finish_requested_ ||
-      draining_ || config().checkpoint_interval_s <= 0)
+  if (shared_->store == nullptr || !live_.has_token || live_.checkpoint_in_flight ||
+      finish_requested_ || draining_ || config().checkpoint_interval_s <= 0)
     return;
-  const double signal_s =
-      double(live_.frames_done - live_.checkpoint_frame) / live_.model->model->config().frame_rate();
+  const double signal_s = double(live_.frames_done - live_.checkpoint_frame) /
+                          live_.model->model->config().frame_rate();
   if (signal_s < config().checkpoint_interval_s) return;
   live_.checkpoint_in_flight = true;
   live_.checkpoint_frame = live_.frames_done;
   ++pending_async_;
-  live_.scheduler->Snapshot(live_.slot, [this](StatusOr<StreamSnapshot> snapshot) {
-    Checkpoint(std::move(snapshot));
-  });
+  live_.scheduler->Snapshot(
+      live_.slot, [this](StatusOr<StreamSnapshot> snapshot) { Checkpoint(std::move(snapshot)); });
 }
 
 void CallReactor::Checkpoint(StatusOr<StreamSnapshot> snapshot) {  // worker
@@ -798,8 +803,7 @@ void CallReactor::StartHandOffLocked() {
       } else {
         ++pending_async_;
         shared_->store->Put(live_.token_hash, Encoder(std::move(*snapshot)),
-                            shared_->parked->options().ttl_s,
-                            [this](Status stored) {
+                            shared_->parked->options().ttl_s, [this](Status stored) {
                               {
                                 std::lock_guard<std::mutex> lock(mu_);
                                 HandOffDoneLocked(stored);
@@ -933,10 +937,10 @@ void CallReactor::CheckIdle(Clock::time_point now) {
       const double idle_s = Seconds(last_activity_, now);
       if (idle_s <= config().idle_timeout_s) return;
       FinishLocked(
-          grpc::Status(
-              grpc::StatusCode::DEADLINE_EXCEEDED,
-              fmt::format("no {} for {:g} s (--idle-timeout); the stream was closed",
-                          live_.model == nullptr ? "open message" : "chunk", config().idle_timeout_s)),
+          grpc::Status(grpc::StatusCode::DEADLINE_EXCEEDED,
+                       fmt::format("no {} for {:g} s (--idle-timeout); the stream was closed",
+                                   live_.model == nullptr ? "open message" : "chunk",
+                                   config().idle_timeout_s)),
           CloseReason::kIdleTimeout);
       return;
     }

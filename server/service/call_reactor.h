@@ -49,7 +49,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/service/authenticator.h"
 #include "server/service/call_port.h"
 #include "server/service/call_registry.h"
@@ -77,8 +77,8 @@ struct CallShared {
   CallRegistry* calls = nullptr;
   Metrics* metrics = nullptr;
   ParkedStreams* parked = nullptr;
-  StateStore* store = nullptr;  // --state-store; nullptr: none
-  Authenticator* auth = nullptr;  // who may call (with or without --auth-keys)
+  StateStore* store = nullptr;                       // --state-store; nullptr: none
+  Authenticator* auth = nullptr;                     // who may call (with or without --auth-keys)
   std::map<std::string, pb::ModelInfo> model_infos;  // by model name, immutable
   size_t max_request_bytes = 0;  // larger request messages fail with RESOURCE_EXHAUSTED
   std::atomic<uint64_t> next_stream_id{1};
@@ -213,8 +213,8 @@ class CallReactor : public CallEvents, public LiveCall {
   pb::StreamRequest request_;     // the last message read, parsed
   std::deque<Write> writes_;      // front is in flight when write_in_flight_
   std::deque<ChunkMeta> chunks_;  // submitted, awaiting their result, in order
-  uint64_t messages_read_ = 0;  // request messages received, `open` included
-  int in_flight_ = 0;           // chunks submitted and not yet written back
+  uint64_t messages_read_ = 0;    // request messages received, `open` included
+  int in_flight_ = 0;             // chunks submitted and not yet written back
   bool read_in_flight_ = false;
   bool write_in_flight_ = false;
   bool input_ended_ = false;  // half-close, a failed read, or bad input (input_error_)
@@ -234,11 +234,11 @@ class CallReactor : public CallEvents, public LiveCall {
   bool done_ = false;
   pb::StreamOpen pending_open_;  // the `open` of a resume waiting for the store
   bool store_lookup_ = false;
-  bool resume_attempt_ = false;  // `open` carried a resume token
-  std::shared_ptr<Identity> identity_;  // who called; set by Start (refused: nullptr)
-  uint64_t identity_generation_ = 0;     // identity_->generation() last checked
-  CallLease lease_;                      // the call's place in its key's stream limit
-  LiveStream live_;  // the stream, once `open` is accepted
+  bool resume_attempt_ = false;               // `open` carried a resume token
+  std::shared_ptr<Identity> identity_;        // who called; set by Start (refused: nullptr)
+  uint64_t identity_generation_ = 0;          // identity_->generation() last checked
+  CallLease lease_;                           // the call's place in its key's stream limit
+  LiveStream live_;                           // the stream, once `open` is accepted
   std::shared_ptr<CallCanceller> canceller_;  // lets a resume cancel this call
 };
 

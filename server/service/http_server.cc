@@ -96,8 +96,8 @@ MHD_Result Handle(void* server, MHD_Connection* connection, const char* url, con
       const char* header =
           MHD_lookup_connection_value(connection, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
       std::string_view value = header != nullptr ? header : "";
-      const bool bearer = value.size() > 7 && (value.substr(0, 7) == "Bearer " ||
-                                               value.substr(0, 7) == "bearer ");
+      const bool bearer =
+          value.size() > 7 && (value.substr(0, 7) == "Bearer " || value.substr(0, 7) == "bearer ");
       if (!bearer || !http.options_.authorize(value.substr(7)))
         return Respond(connection, MHD_HTTP_UNAUTHORIZED, kTextContentType,
                        "this endpoint needs an API key of the server (--metrics-auth): send "
@@ -159,8 +159,8 @@ StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(
   if (server->tls() &&
       !server->ReadTlsFiles(&server->cert_pem_, &server->key_pem_, &server->stamp_)) {
     close(fd);
-    return InvalidArgumentError(fmt::format("metrics endpoint: cannot read {} and {}",
-                                            options.tls_cert, options.tls_key));
+    return InvalidArgumentError(
+        fmt::format("metrics endpoint: cannot read {} and {}", options.tls_cert, options.tls_key));
   }
   SSM_RETURN_IF_ERROR(server->StartDaemon(fd, address));
   if (server->tls()) server->watcher_ = std::thread([s = server.get()] { s->WatchLoop(); });
@@ -178,15 +178,14 @@ Status HttpServer::StartDaemon(int fd, const std::string& address) {
     tls_options.push_back({MHD_OPTION_HTTPS_MEM_CERT, 0, const_cast<char*>(cert_pem_.c_str())});
   }
   tls_options.push_back({MHD_OPTION_END, 0, nullptr});
-  daemon_ = MHD_start_daemon(
-      flags, 0, nullptr, nullptr, &Handle, this, MHD_OPTION_EXTERNAL_LOGGER, &LogMessage, nullptr,
-      MHD_OPTION_LISTEN_SOCKET, fd, MHD_OPTION_CONNECTION_TIMEOUT, unsigned(kConnectionTimeoutS),
-      MHD_OPTION_CONNECTION_LIMIT, ConnectionLimit(), MHD_OPTION_ARRAY, tls_options.data(),
-      MHD_OPTION_END);
+  daemon_ = MHD_start_daemon(flags, 0, nullptr, nullptr, &Handle, this, MHD_OPTION_EXTERNAL_LOGGER,
+                             &LogMessage, nullptr, MHD_OPTION_LISTEN_SOCKET, fd,
+                             MHD_OPTION_CONNECTION_TIMEOUT, unsigned(kConnectionTimeoutS),
+                             MHD_OPTION_CONNECTION_LIMIT, ConnectionLimit(), MHD_OPTION_ARRAY,
+                             tls_options.data(), MHD_OPTION_END);
   if (daemon_ == nullptr)  // it has closed `fd` on nearly every such path: no close here
-    return UnavailableError(
-        fmt::format("cannot serve HTTP{} on {}: libmicrohttpd failed to start", tls() ? "S" : "",
-                    address));
+    return UnavailableError(fmt::format("cannot serve HTTP{} on {}: libmicrohttpd failed to start",
+                                        tls() ? "S" : "", address));
   return OkStatus();
 }
 

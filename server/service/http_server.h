@@ -25,7 +25,7 @@
 #include <string_view>
 #include <thread>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 struct MHD_Daemon;
 
@@ -49,9 +49,9 @@ class HttpServer {
   static constexpr unsigned kMaxConnections = 1000;
 
   // Listens on `address` (HOST:PORT; port 0 picks a free port) and serves `registry`.
-  static StatusOr<std::unique_ptr<HttpServer>> Start(
-      const std::string& address, std::shared_ptr<prometheus::Registry> registry,
-      const HttpOptions& options = {});
+  static StatusOr<std::unique_ptr<HttpServer>> Start(const std::string& address,
+                                                     std::shared_ptr<prometheus::Registry> registry,
+                                                     const HttpOptions& options = {});
 
   // The connection limit Start uses: kMaxConnections, but at most a quarter of the soft
   // RLIMIT_NOFILE, so that HTTP clients can never take the file descriptors gRPC needs.

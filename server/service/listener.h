@@ -20,7 +20,7 @@
 #include <thread>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm {
 

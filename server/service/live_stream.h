@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/engine/snapshot.h"
 #include "server/model/digest.h"
 #include "server/service/model_registry.h"

@@ -38,7 +38,10 @@ inline std::string Printable(std::string_view text, size_t max_bytes = kMaxMessa
       continue;
     }
     // A valid UTF-8 sequence of 2-4 bytes (no overlongs, no surrogates), not a C1 control.
-    size_t len = c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+    size_t len = c >= 0xc2 && c <= 0xdf   ? 2
+                 : c >= 0xe0 && c <= 0xef ? 3
+                 : c >= 0xf0 && c <= 0xf4 ? 4
+                                          : 0;
     bool valid = len > 0 && i + len <= n;
     for (size_t k = 1; valid && k < len; ++k)
       valid = (static_cast<unsigned char>(text[i + k]) & 0xc0) == 0x80;
@@ -69,9 +72,9 @@ void Line(char level, fmt::format_string<Args...> format, Args&&... args) {
   const auto now = std::chrono::system_clock::now();
   const auto ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
-  const std::string line = fmt::format(
-      "{:%Y-%m-%d %H:%M:%S}.{:03d} {} {}\n", fmt::localtime(std::time(nullptr)), int(ms), level,
-      Printable(fmt::format(format, std::forward<Args>(args)...)));
+  const std::string line =
+      fmt::format("{:%Y-%m-%d %H:%M:%S}.{:03d} {} {}\n", fmt::localtime(std::time(nullptr)),
+                  int(ms), level, Printable(fmt::format(format, std::forward<Args>(args)...)));
   std::fputs(line.c_str(), sink);
 }
 

@@ -191,9 +191,9 @@ Metrics::Metrics(const std::string& version, const std::string& backend, const s
                          "Resume attempts refused, by reason", r);
   for (int f = 0; f < kResumeFailures; ++f)
     m.failures[size_t(f)] = &failures.Add({{"reason", ResumeFailureName(ResumeFailure(f))}});
-  m.snapshots = &Build(prometheus::BuildCounter(), "ssm_snapshots_total",
-                       "Stream snapshots taken", r)
-                     .Add({});
+  m.snapshots =
+      &Build(prometheus::BuildCounter(), "ssm_snapshots_total", "Stream snapshots taken", r)
+           .Add({});
   m.snapshot_bytes = &Build(prometheus::BuildCounter(), "ssm_snapshot_bytes_total",
                             "Bytes of the stream snapshots taken", r)
                           .Add({});

@@ -26,7 +26,7 @@
 #include <memory>
 #include <string>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm {
 
@@ -74,18 +74,18 @@ struct ModelMetrics {
 
 // Why a resume was refused: the `reason` label of ssm_resume_failures_total.
 enum class ResumeFailure {
-  kUnknownToken,  // no such token
-  kUsedToken,     // already resumed (tokens are single use)
-  kExpired,       // parked longer than --resume-ttl
-  kEnded,         // the stream had ended for good, or was not kept
-  kAttached,      // still attached to its old call (UNAVAILABLE: the client retries)
-  kOtherModel,    // open.model names another model
-  kFrames,        // resume_from_frame outside the frames the server holds
-  kCorrupt,       // the snapshot does not decode or does not fit the model
-  kNoSlot,        // no free state slot
-  kDisabled,      // --resume-ttl 0
-  kStore,         // the state store could not be read (UNAVAILABLE: the client retries)
-  kCompleted,     // the stream had completed (its client may have lost the final status)
+  kUnknownToken,   // no such token
+  kUsedToken,      // already resumed (tokens are single use)
+  kExpired,        // parked longer than --resume-ttl
+  kEnded,          // the stream had ended for good, or was not kept
+  kAttached,       // still attached to its old call (UNAVAILABLE: the client retries)
+  kOtherModel,     // open.model names another model
+  kFrames,         // resume_from_frame outside the frames the server holds
+  kCorrupt,        // the snapshot does not decode or does not fit the model
+  kNoSlot,         // no free state slot
+  kDisabled,       // --resume-ttl 0
+  kStore,          // the state store could not be read (UNAVAILABLE: the client retries)
+  kCompleted,      // the stream had completed (its client may have lost the final status)
   kOtherIdentity,  // the token names a stream of another identity (--auth-keys)
 };
 constexpr int kResumeFailures = 13;
@@ -93,12 +93,12 @@ const char* ResumeFailureName(ResumeFailure failure);
 
 // Server-wide series of parked streams and resumes (docs/design.md §7). Thread-safe.
 struct ResumeMetrics {
-  prometheus::Gauge* parked;          // streams parked now
-  prometheus::Gauge* parked_bytes;    // their snapshot bytes
-  prometheus::Counter* parks_kept;    // calls that broke and whose stream was parked
+  prometheus::Gauge* parked;           // streams parked now
+  prometheus::Gauge* parked_bytes;     // their snapshot bytes
+  prometheus::Counter* parks_kept;     // calls that broke and whose stream was parked
   prometheus::Counter* parks_refused;  // ... and whose stream could not be
-  prometheus::Counter* expired;       // parked streams dropped at --resume-ttl
-  prometheus::Counter* resumes;       // from memory
+  prometheus::Counter* expired;        // parked streams dropped at --resume-ttl
+  prometheus::Counter* resumes;        // from memory
   prometheus::Counter* resumes_store;  // from the state store
   std::array<prometheus::Counter*, kResumeFailures> failures;
   prometheus::Counter* snapshots;

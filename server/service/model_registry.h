@@ -5,7 +5,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/engine/engine.h"
 #include "server/model/model.h"
 #include "server/service/metrics.h"

@@ -54,9 +54,10 @@ bool ParkedStreams::Park(const Digest& hash, ParkedStream stream) {
     const std::string why =
         full ? fmt::format("the server already held {} parked streams (--max-parked)",
                            options_.max_parked)
-             : fmt::format("the server's parked streams already held {} bytes; {} more would pass "
-                           "--max-parked-bytes {}",
-                           parked_bytes_, stream.snapshot.size(), options_.max_parked_bytes);
+             : fmt::format(
+                   "the server's parked streams already held {} bytes; {} more would pass "
+                   "--max-parked-bytes {}",
+                   parked_bytes_, stream.snapshot.size(), options_.max_parked_bytes);
     const std::string owner = it->second.owner;
     DropAliasLocked(it->second, &not_kept, why);
     entries_.erase(it);

@@ -20,7 +20,7 @@
 #include <string>
 #include <thread>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/model/digest.h"
 #include "server/service/metrics.h"
 #include "server/service/state_store.h"
@@ -128,8 +128,8 @@ class ParkedStreams {
   struct Fate {
     TokenFate fate;
     std::string why;
-    uint64_t number;     // of the record (fate_order_)
-    std::string owner;   // the identity whose stream it named
+    uint64_t number;    // of the record (fate_order_)
+    std::string owner;  // the identity whose stream it named
   };
 
   void ExpireLoop();
@@ -145,11 +145,11 @@ class ParkedStreams {
   Metrics* const metrics_;
   mutable std::mutex mu_;  // guards everything below
   std::condition_variable cv_;
-  std::map<Digest, Entry> entries_;                     // live and parked, by token hash
-  std::multimap<Clock::time_point, Digest> expiries_;   // parked ones, by expiry
-  std::map<Digest, Fate> fates_;                        // recent tokens no longer valid
-  std::map<Digest, Digest> aliases_;                    // old token hash -> entry's hash
-  std::set<Digest> lookups_;                            // store lookups in flight
+  std::map<Digest, Entry> entries_;                    // live and parked, by token hash
+  std::multimap<Clock::time_point, Digest> expiries_;  // parked ones, by expiry
+  std::map<Digest, Fate> fates_;                       // recent tokens no longer valid
+  std::map<Digest, Digest> aliases_;                   // old token hash -> entry's hash
+  std::set<Digest> lookups_;                           // store lookups in flight
   struct FateRecord {
     Digest hash;
     uint64_t number;

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/model/model_config.h"
 
 namespace ssm {

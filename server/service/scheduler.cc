@@ -199,9 +199,8 @@ void Scheduler::Run() {
     snapshots.clear();
     {
       std::unique_lock<std::mutex> lock(mu_);
-      work_cv_.wait(lock, [this] {
-        return stop_ || !closing_.empty() || !snapshots_.empty() || ready_ > 0;
-      });
+      work_cv_.wait(
+          lock, [this] { return stop_ || !closing_.empty() || !snapshots_.empty() || ready_ > 0; });
       // Bounded wait for the batch to fill, counted from the oldest ready chunk's arrival.
       if (!stop_ && closing_.empty() && ready_ > 0 && ready_ < options_.max_batch_streams &&
           options_.batch_wait.count() > 0) {

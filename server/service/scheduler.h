@@ -19,7 +19,7 @@
 #include <utility>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/engine/engine.h"
 #include "server/service/metrics.h"
 
@@ -69,8 +69,7 @@ class Scheduler {
   // id. `on_result` is called on the worker once per submitted chunk, in submission order.
   StatusOr<int> Open(Priority priority, ResultFn on_result);
   // Open for a stream that continues from `snapshot` (Engine::RestoreStream's errors).
-  StatusOr<int> OpenRestored(Priority priority, ResultFn on_result,
-                             const StreamSnapshot& snapshot);
+  StatusOr<int> OpenRestored(Priority priority, ResultFn on_result, const StreamSnapshot& snapshot);
   // Queues the next chunk of `stream`. Never blocks; callers bound how many they have queued.
   void Submit(int stream, std::vector<float> values);
   // Drops the stream's queued chunks and closes it on the worker, after any step using it; then
@@ -135,7 +134,8 @@ class Scheduler {
   const double values_per_second_;  // values_per_frame_ x frame_rate_
   ModelMetrics* const metrics_;
 
-  // guards lanes_, ready_, closing_, snapshots_, stop_, last_background_stream_, background_deferred_since_
+  // guards lanes_, ready_, closing_, snapshots_, stop_, last_background_stream_,
+  // background_deferred_since_
   mutable std::mutex mu_;
   std::condition_variable work_cv_;  // signalled on Submit, Close and Stop
   std::map<int, Lane> lanes_;        // open streams by id

@@ -86,9 +86,9 @@ Status ServerConfig::Validate() const {
         "--resume-ttl {}: must be in [0, 86400] seconds (0 turns resuming off)", resume_ttl_s));
   SSM_RETURN_IF_ERROR(positive("--max-parked", max_parked));
   if (!(checkpoint_interval_s >= 0 && checkpoint_interval_s <= 3600))
-    return InvalidArgumentError(fmt::format(
-        "--checkpoint-interval {}: must be in [0, 3600] seconds (0: no checkpoints)",
-        checkpoint_interval_s));
+    return InvalidArgumentError(
+        fmt::format("--checkpoint-interval {}: must be in [0, 3600] seconds (0: no checkpoints)",
+                    checkpoint_interval_s));
   if (!store_password_file.empty() && state_store.empty())
     return InvalidArgumentError("--store-password-file needs --state-store (the store it is for)");
   if (!state_store.empty() && resume_ttl_s == 0)
@@ -101,18 +101,18 @@ Status ServerConfig::Validate() const {
   if (metrics_auth && auth_keys.empty())
     return InvalidArgumentError("--metrics-auth needs --auth-keys (the keys it accepts)");
   if (!(max_opens_per_s >= 0))
-    return InvalidArgumentError(fmt::format(
-        "--max-opens-per-second {}: must be >= 0 (0: no limit)", max_opens_per_s));
+    return InvalidArgumentError(
+        fmt::format("--max-opens-per-second {}: must be >= 0 (0: no limit)", max_opens_per_s));
   SSM_RETURN_IF_ERROR(positive("--max-calls-per-connection", max_calls_per_connection));
   SSM_RETURN_IF_ERROR(positive("--keepalive-min-interval", keepalive_min_interval_s));
   if (keepalive_max_strikes < 0)
-    return InvalidArgumentError(fmt::format("--keepalive-max-strikes {}: must be >= 0",
-                                            keepalive_max_strikes));
+    return InvalidArgumentError(
+        fmt::format("--keepalive-max-strikes {}: must be >= 0", keepalive_max_strikes));
   SSM_RETURN_IF_ERROR(positive("--max-connection-idle", max_connection_idle_s));
   if (max_metadata_bytes < 1024)
-    return InvalidArgumentError(fmt::format(
-        "--max-metadata-bytes {}: must be at least 1024 (gRPC's own headers need room)",
-        max_metadata_bytes));
+    return InvalidArgumentError(
+        fmt::format("--max-metadata-bytes {}: must be at least 1024 (gRPC's own headers need room)",
+                    max_metadata_bytes));
   SSM_RETURN_IF_ERROR(positive("--max-parked-bytes", double(max_parked_bytes)));
   return OkStatus();
 }

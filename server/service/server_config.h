@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "common/status.h"
 #include "kernels/backend.h"
-#include "kernels/base/status.h"
 #include "server/service/transport_security.h"
 
 namespace ssm {
@@ -57,17 +57,17 @@ struct ServerConfig {
   std::string metrics_listen = "127.0.0.1:9464";
 
   // Security and abuse limits (docs/design.md §8).
-  TlsFiles tls;            // --tls-cert, --tls-key, --tls-client-ca, --tls-reload-interval
-  std::string auth_keys;   // --auth-keys FILE; "" = no keys (anyone may call)
-  bool metrics_auth = false;  // the HTTP endpoint needs an API key of --auth-keys too
+  TlsFiles tls;                   // --tls-cert, --tls-key, --tls-client-ca, --tls-reload-interval
+  std::string auth_keys;          // --auth-keys FILE; "" = no keys (anyone may call)
+  bool metrics_auth = false;      // the HTTP endpoint needs an API key of --auth-keys too
   double max_opens_per_s = 1000;  // new Stream/ProcessFile calls admitted per second, all callers
   // Concurrent calls (HTTP/2 streams) per connection: one client may multiplex this many streams
   // on one connection (the client library and ssm-loadgen do).
   int max_calls_per_connection = 8192;
-  double keepalive_min_interval_s = 10;  // pings more often than this count as strikes
-  int keepalive_max_strikes = 2;         // strikes beyond this close the connection
-  double max_connection_idle_s = 300;    // a connection without calls this long is closed
-  int max_metadata_bytes = 16384;        // request metadata (headers) per call
+  double keepalive_min_interval_s = 10;         // pings more often than this count as strikes
+  int keepalive_max_strikes = 2;                // strikes beyond this close the connection
+  double max_connection_idle_s = 300;           // a connection without calls this long is closed
+  int max_metadata_bytes = 16384;               // request metadata (headers) per call
   int64_t max_parked_bytes = int64_t(1) << 30;  // snapshot bytes of all parked streams
 
   // INVALID_ARGUMENT naming the flag and what to do, for the first invalid setting.

@@ -20,7 +20,7 @@
 #include <string>
 #include <thread>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/model/digest.h"
 #include "server/service/metrics.h"
 

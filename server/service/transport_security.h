@@ -9,7 +9,7 @@
 #include <memory>
 #include <string>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm {
 

@@ -1,13 +1,13 @@
 // ssm-run: local inference without a server, offline or as a simulated stream.
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
 
+#include "common/io/model_input.h"
+#include "common/io/npy.h"
 #include "server/engine/engine.h"
-#include "server/io/model_input.h"
-#include "server/io/npy.h"
 #include "server/tools/tool_common.h"
 
 namespace ssm {
@@ -24,7 +24,11 @@ int Run(const Args& args) {
   auto model = Model::Load(args.model_dir);
   if (!model.ok()) return tools::Fail(model.status());
   const ModelConfig& config = (*model)->config();
-  auto input = ReadModelInput(args.input, InputSpec::FromConfig(config));
+  InputSpec spec;
+  spec.audio = config.frontend.is_log_mel();
+  spec.d_in = config.d_in;
+  spec.sample_rate = config.frontend.sample_rate;
+  auto input = ReadModelInput(args.input, spec);
   if (!input.ok()) return tools::Fail(input.status());
   if (input->resampled)
     std::fprintf(stderr, "%s: resampled from %d Hz to the model's %d Hz\n", args.input.c_str(),
@@ -63,7 +67,8 @@ int Run(const Args& args) {
       const size_t n = std::min(chunk_values, values.size() - pos);
       e.Step({{*stream, values.data() + pos, n}}, &step);
       const ChunkOutput& co = step.chunks[0];
-      if (!co.status.ok()) return tools::Fail(co.status.WithContext(fmt::format("input value {}", pos)));
+      if (!co.status.ok())
+        return tools::Fail(co.status.WithContext(fmt::format("input value {}", pos)));
       outputs.insert(outputs.end(), step.outputs.begin(), step.outputs.end());
       progress.Update(double(pos + n));
     }
@@ -83,28 +88,35 @@ int Run(const Args& args) {
 
 int main(int argc, char** argv) {
   ssm::Args args;
-  CLI::App app{"Runs an ssmserve model on one input file without a server and writes the outputs "
-               "as a (frames, d_out) float32 .npy."};
+  CLI::App app{
+      "Runs an ssmserve model on one input file without a server and writes the outputs "
+      "as a (frames, d_out) float32 .npy."};
   app.add_option("--model", args.model_dir, "Model directory (config.json + model.safetensors)")
-      ->required()->check(CLI::ExistingDirectory);
+      ->required()
+      ->check(CLI::ExistingDirectory);
   app.add_option("--input", args.input,
                  "Input: WAV/FLAC (log_mel models), or .npy float32 (T, d_in) frames "
                  "(frontend none) / (n,) samples")
-      ->required()->check(CLI::ExistingFile);
+      ->required()
+      ->check(CLI::ExistingFile);
   app.add_option("--output", args.output, "Output .npy path")->required();
   app.add_option("--mode", args.mode, "offline: whole file in segments; stream: chunk by chunk")
-      ->check(CLI::IsMember({"offline", "stream"}))->capture_default_str();
+      ->check(CLI::IsMember({"offline", "stream"}))
+      ->capture_default_str();
   app.add_option("--chunk", args.chunk,
                  "Stream mode: chunk length in input rows (frame input) or samples (audio)")
       ->check(CLI::PositiveNumber);
   app.add_option("--device", args.device,
                  "auto (cuda when a GPU is present, else cpu), cpu, cuda, or reference (the slow "
                  "scalar backend used as the truth in tests)")
-      ->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))->capture_default_str();
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))
+      ->capture_default_str();
   app.add_option("--threads", args.threads, "Compute threads (0 = one per core)")
-      ->check(CLI::NonNegativeNumber)->capture_default_str();
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_option("--segment-frames", args.segment_frames, "Offline mode: frames per segment")
-      ->check(CLI::PositiveNumber)->capture_default_str();
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
   CLI11_PARSE(app, argc, argv);
   if (args.mode == "stream" && args.chunk <= 0) {
     std::fprintf(stderr, "error: --mode stream needs --chunk N (N > 0)\n");

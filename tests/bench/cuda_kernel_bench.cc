@@ -60,7 +60,8 @@ int Run(int streams, int frames, int E, int N, int iters) {
 
   auto x = Upload(*backend, rows * E, -1, 1, 1), out = backend->Allocate(rows * E);
   auto dt = Upload(*backend, rows * E, -6, 1, 2), z = Upload(*backend, rows * E, -1, 1, 3);
-  auto bc = Upload(*backend, rows * 2 * N, -1, 1, 4), A = Upload(*backend, size_t(N) * E, -16, -1, 5);
+  auto bc = Upload(*backend, rows * 2 * N, -1, 1, 4),
+       A = Upload(*backend, size_t(N) * E, -16, -1, 5);
   auto D = Upload(*backend, E, -1, 1, 6), w = Upload(*backend, K * E, -1, 1, 7);
   auto bias = Upload(*backend, E, -1, 1, 8);
   auto tail = backend->Allocate(size_t(streams) * (K - 1) * E);
@@ -77,27 +78,52 @@ int Run(int streams, int frames, int E, int N, int iters) {
   const double copy_gbs = 2.0 * copy_bytes / copy_s / 1e9;  // read + write
 
   CausalConvArgs c;
-  c.channels = E; c.kernel = int(K); c.x = x->data(); c.ld_x = E; c.w = w->data();
-  c.bias = bias->data(); c.tail = {tail->data(), (K - 1) * E}; c.out = out->data(); c.ld_out = E;
+  c.channels = E;
+  c.kernel = int(K);
+  c.x = x->data();
+  c.ld_x = E;
+  c.w = w->data();
+  c.bias = bias->data();
+  c.tail = {tail->data(), (K - 1) * E};
+  c.out = out->data();
+  c.ld_out = E;
   const double conv_s = TimeOp(*backend, iters, [&] { backend->CausalConv(batch, c); });
   const double conv_bytes = 8.0 * rows * E + 4.0 * (K + 1) * E + 8.0 * streams * (K - 1) * E;
 
   SelectiveScanArgs a;
-  a.channels = E; a.d_state = N; a.u = x->data(); a.ld_u = E; a.dt = dt->data(); a.ld_dt = E;
-  a.B = bc->data(); a.C = bc->data() + N; a.ld_bc = 2 * N; a.z = z->data(); a.ld_z = E;
-  a.A = A->data(); a.D = D->data(); a.state = {state->data(), size_t(N) * E};
-  a.out = out->data(); a.ld_out = E;
+  a.channels = E;
+  a.d_state = N;
+  a.u = x->data();
+  a.ld_u = E;
+  a.dt = dt->data();
+  a.ld_dt = E;
+  a.B = bc->data();
+  a.C = bc->data() + N;
+  a.ld_bc = 2 * N;
+  a.z = z->data();
+  a.ld_z = E;
+  a.A = A->data();
+  a.D = D->data();
+  a.state = {state->data(), size_t(N) * E};
+  a.out = out->data();
+  a.ld_out = E;
   const double scan_s = TimeOp(*backend, iters, [&] { backend->SelectiveScan(batch, a); });
-  const double scan_bytes = 16.0 * rows * E + 8.0 * rows * N + 4.0 * (N + 1) * E +
-                            8.0 * streams * N * E;
+  const double scan_bytes =
+      16.0 * rows * E + 8.0 * rows * N + 4.0 * (N + 1) * E + 8.0 * streams * N * E;
 
   const double conv_gbs = conv_bytes / conv_s / 1e9, scan_gbs = scan_bytes / scan_s / 1e9;
-  nlohmann::json j = {
-      {"streams", streams}, {"frames", frames}, {"channels", E}, {"d_state", N},
-      {"copy_gb_per_s", copy_gbs},
-      {"conv_ms", conv_s * 1e3}, {"conv_gb_per_s", conv_gbs}, {"conv_vs_copy", conv_gbs / copy_gbs},
-      {"scan_ms", scan_s * 1e3}, {"scan_gb_per_s", scan_gbs}, {"scan_vs_copy", scan_gbs / copy_gbs},
-      {"scan_frames_per_s", double(rows) / scan_s}};
+  nlohmann::json j = {{"streams", streams},
+                      {"frames", frames},
+                      {"channels", E},
+                      {"d_state", N},
+                      {"copy_gb_per_s", copy_gbs},
+                      {"conv_ms", conv_s * 1e3},
+                      {"conv_gb_per_s", conv_gbs},
+                      {"conv_vs_copy", conv_gbs / copy_gbs},
+                      {"scan_ms", scan_s * 1e3},
+                      {"scan_gb_per_s", scan_gbs},
+                      {"scan_vs_copy", scan_gbs / copy_gbs},
+                      {"scan_frames_per_s", double(rows) / scan_s}};
   std::printf("%s\n", j.dump().c_str());
   return 0;
 }

@@ -32,7 +32,8 @@ struct Args {
 // Deterministic noise plus a few tones, generated on demand (the offline input is never held).
 class SyntheticSource final : public InputSource {
  public:
-  SyntheticSource(int64_t values, bool audio, uint64_t seed) : left_(values), audio_(audio), rng_(seed) {}
+  SyntheticSource(int64_t values, bool audio, uint64_t seed)
+      : left_(values), audio_(audio), rng_(seed) {}
   size_t Read(float* dst, size_t max_values) override {
     const size_t n = size_t(std::min<int64_t>(left_, int64_t(max_values)));
     std::uniform_real_distribution<float> noise(-0.2f, 0.2f);
@@ -94,13 +95,14 @@ int Main(const Args& args) {
   out["gflop_per_frame"] = flops / 1e9;
 
   if (args.offline_frames > 0) {
-    const int64_t values = audio ? (args.offline_frames - 1) * c.frontend.hop_length +
-                                       c.frontend.win_length
-                                 : args.offline_frames * c.d_in;
+    const int64_t values =
+        audio ? (args.offline_frames - 1) * c.frontend.hop_length + c.frontend.win_length
+              : args.offline_frames * c.d_in;
     OfflineOptions o;
     o.segment_frames = args.segment_frames;
     {  // warm-up: first touch of the workspace and the thread pool stay out of the timing
-      SyntheticSource warm(std::min<int64_t>(values, 2 * int64_t(values_per_frame) * o.segment_frames), audio, 3);
+      SyntheticSource warm(
+          std::min<int64_t>(values, 2 * int64_t(values_per_frame) * o.segment_frames), audio, 3);
       if (!e.RunOffline({&warm}, o).ok()) return 1;
     }
     SyntheticSource source(values, audio, 1);
@@ -189,16 +191,33 @@ int Main(const Args& args) {
 
 int main(int argc, char** argv) {
   ssm::Args a;
-  CLI::App app{"Measures the engine (no network): streaming throughput of N streams advanced "
-               "together, or the offline path on one long input."};
-  app.add_option("--model", a.model_dir, "Model directory")->required()->check(CLI::ExistingDirectory);
-  app.add_option("--streams", a.streams, "Concurrent streams")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--chunk-frames", a.chunk_frames, "Frames per stream per step")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--seconds", a.seconds, "Measurement time")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--offline", a.offline_frames, "Time the offline path on one input of T frames instead")->check(CLI::PositiveNumber);
-  app.add_option("--segment-frames", a.segment_frames, "Offline segment length")->check(CLI::PositiveNumber)->capture_default_str();
-  app.add_option("--device", a.device, "auto (cuda when a GPU is present), cpu, cuda or reference")->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))->capture_default_str();
-  app.add_option("--threads", a.threads, "Compute threads (0 = one per core)")->check(CLI::NonNegativeNumber)->capture_default_str();
+  CLI::App app{
+      "Measures the engine (no network): streaming throughput of N streams advanced "
+      "together, or the offline path on one long input."};
+  app.add_option("--model", a.model_dir, "Model directory")
+      ->required()
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--streams", a.streams, "Concurrent streams")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--chunk-frames", a.chunk_frames, "Frames per stream per step")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--seconds", a.seconds, "Measurement time")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--offline", a.offline_frames,
+                 "Time the offline path on one input of T frames instead")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--segment-frames", a.segment_frames, "Offline segment length")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--device", a.device, "auto (cuda when a GPU is present), cpu, cuda or reference")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))
+      ->capture_default_str();
+  app.add_option("--threads", a.threads, "Compute threads (0 = one per core)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--json", a.json, "Print one JSON object on one line");
   CLI11_PARSE(app, argc, argv);
   return ssm::Main(a);

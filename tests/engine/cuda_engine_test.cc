@@ -43,8 +43,10 @@ TEST_F(CudaEngineTest, BatchingWithOtherStreamsNeverChangesOutputs) {
   auto engine = testing::MakeEngine(testing::RandomModel(c, seed_), "cuda", 80);
   const int n = 64;
   std::vector<std::vector<float>> inputs, solo;
-  for (int i = 0; i < n; ++i) inputs.push_back(testing::RandomInput(rng_, c, 3000 + rng_.Int(0, 3000)));
-  for (int i = 0; i < n; ++i) solo.push_back(testing::RunStream(*engine, inputs[i], {int64_t(inputs[i].size())}));
+  for (int i = 0; i < n; ++i)
+    inputs.push_back(testing::RandomInput(rng_, c, 3000 + rng_.Int(0, 3000)));
+  for (int i = 0; i < n; ++i)
+    solo.push_back(testing::RunStream(*engine, inputs[i], {int64_t(inputs[i].size())}));
   std::vector<int> streams;
   std::vector<ChunkInput> chunks;
   for (int i = 0; i < n; ++i) {

@@ -53,8 +53,8 @@ inline std::shared_ptr<const Model> RandomModel(const ModelConfig& c, uint64_t s
 }
 
 inline std::unique_ptr<Engine> MakeEngine(std::shared_ptr<const Model> model,
-                                          const std::string& backend = "cpu",
-                                          int max_streams = 80, int max_batch_frames = 2048) {
+                                          const std::string& backend = "cpu", int max_streams = 80,
+                                          int max_batch_frames = 2048) {
   EngineOptions o;
   o.backend = backend;
   o.threads = 2;
@@ -76,7 +76,8 @@ inline std::vector<float> RandomInput(Rng& rng, const ModelConfig& c, int64_t ro
 }
 
 // Chunk sizes (in rows) that sum to `rows`: "one" = 1 each, "random" = 1..max, "whole".
-inline std::vector<int64_t> Chunking(Rng& rng, int64_t rows, const std::string& kind, int max = 97) {
+inline std::vector<int64_t> Chunking(Rng& rng, int64_t rows, const std::string& kind,
+                                     int max = 97) {
   std::vector<int64_t> sizes;
   if (kind == "whole") return {rows};
   for (int64_t done = 0; done < rows;) {

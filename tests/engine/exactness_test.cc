@@ -126,7 +126,9 @@ TEST_P(ExactnessTest, CpuBackendMatchesReferenceBackend) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ExactnessTest, ::testing::Values("frames", "audio", "bench-s"),
-                         [](const auto& info) { return info.param == "bench-s" ? "bench_s" : info.param; });
+                         [](const auto& info) {
+                           return info.param == "bench-s" ? "bench_s" : info.param;
+                         });
 
 }  // namespace
 }  // namespace ssm

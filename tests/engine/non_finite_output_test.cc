@@ -6,7 +6,7 @@
 #include <limits>
 #include <string>
 
-#include "server/io/npy.h"
+#include "common/io/npy.h"
 #include "tests/engine/engine_test_util.h"
 #include "tests/model/test_process.h"
 

@@ -1,4 +1,4 @@
-// The audio readers (server/io/audio_file.*) on any bytes:
+// The audio readers (common/io/audio_file.*) on any bytes:
 // - ReadAudio (libsndfile: WAV, FLAC, AIFF, OGG, ...) fails with INVALID_ARGUMENT, or gives a
 //   positive rate and channel count; its samples written by WriteWav read back as their 16-bit
 //   quantisation exactly (and a non-finite sample is refused by WriteWav);
@@ -7,7 +7,7 @@
 #include <cmath>
 #include <cstring>
 
-#include "server/io/audio_file.h"
+#include "common/io/audio_file.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace ssm {

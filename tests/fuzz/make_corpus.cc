@@ -11,10 +11,10 @@
 #include <iterator>
 #include <map>
 
+#include "common/io/audio_file.h"
+#include "common/io/npy.h"
 #include "server/engine/engine.h"
 #include "server/engine/snapshot.h"
-#include "server/io/audio_file.h"
-#include "server/io/npy.h"
 #include "server/model/model.h"
 #include "server/model/random_model.h"
 #include "server/model/safetensors.h"

@@ -1,11 +1,11 @@
-// The .npy reader (server/io/npy.*) on any bytes, with and without int16 as PCM: it fails with
+// The .npy reader (common/io/npy.*) on any bytes, with and without int16 as PCM: it fails with
 // INVALID_ARGUMENT, or gives as many values as its shape's product, each the conversion of the
 // file's data bytes (which end the file); int16 only when allowed, and '<f4'/'<f8' files read the
 // same either way; WriteNpy's file of the result reads back the same.
 #include <algorithm>
 #include <cstring>
 
-#include "server/io/npy.h"
+#include "common/io/npy.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace ssm {

@@ -340,7 +340,7 @@ struct CallState {
   Script script;
   CallEvents* events = nullptr;
   bool started = false;
-  grpc::ByteBuffer* read = nullptr;  // the read in flight
+  grpc::ByteBuffer* read = nullptr;         // the read in flight
   const grpc::ByteBuffer* write = nullptr;  // the write in flight
   bool finish_called = false;
   grpc::Status finish_status;

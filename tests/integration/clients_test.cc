@@ -20,10 +20,10 @@
 #include "clients/lib/client_input.h"
 #include "clients/lib/latency_summary.h"
 #include "clients/lib/pcm_encoding.h"
-#include "server/io/resample.h"
 #include "clients/lib/ssm_client.h"
-#include "server/io/audio_file.h"
-#include "server/io/npy.h"
+#include "common/io/audio_file.h"
+#include "common/io/npy.h"
+#include "common/io/resample.h"
 #include "tests/integration/server_process.h"
 
 namespace ssm {
@@ -322,9 +322,9 @@ class ClientsTest : public ::testing::Test {
   static std::string Offline(const std::string& model, const std::string& input,
                              const std::string& name) {
     const std::string out = Path(name + ".offline.npy");
-    const CommandResult r = RunCommand(kBin + "/ssm-run --mode offline --model " + Path(model) +
-                                       " --input " + input + " --output " + out +
-                                       " --device " + testing::TestDevice());
+    const CommandResult r =
+        RunCommand(kBin + "/ssm-run --mode offline --model " + Path(model) + " --input " + input +
+                   " --output " + out + " --device " + testing::TestDevice());
     EXPECT_EQ(r.exit_code, 0) << r.output;
     return out;
   }

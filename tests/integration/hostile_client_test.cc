@@ -25,7 +25,7 @@
 #include <thread>
 #include <vector>
 
-#include "server/io/npy.h"
+#include "common/io/npy.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/engine/engine_test_util.h"
 #include "tests/integration/http_get.h"

@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "clients/lib/ssm_client.h"
-#include "server/io/npy.h"
+#include "common/io/npy.h"
 #include "server/model/model.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 #include "tests/engine/engine_test_util.h"

@@ -249,9 +249,10 @@ TEST_F(ResumeTest, TokensAreSingleUseAndEachRefusalSaysWhy) {
   ASSERT_TRUE(done.Open(Open("audio", kF32)));
   std::vector<pb::StreamOutput> outs;
   ASSERT_TRUE(done.Close(&outs).ok());
-  for (const Case& c : {Case{token, "already used", "used_token"},
-                        Case{"AAAAAAAAAAAAAAAAAAAAAAAA", "not found", "unknown_token"},
-                        Case{done.opened().resume_token(), "has ended (it completed", "completed"}}) {
+  for (const Case& c :
+       {Case{token, "already used", "used_token"},
+        Case{"AAAAAAAAAAAAAAAAAAAAAAAA", "not found", "unknown_token"},
+        Case{done.opened().resume_token(), "has ended (it completed", "completed"}}) {
     SCOPED_TRACE(c.message);
     const grpc::Status s = Refusal(Open("audio", kF32, c.token));
     EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND) << s.error_message();
@@ -292,8 +293,7 @@ TEST_F(ResumeTest, ATokenStaysValidUntilTheClientHasItsSuccessor) {
   EXPECT_EQ(used.error_code(), grpc::StatusCode::NOT_FOUND);
   EXPECT_NE(used.error_message().find("already used"), std::string::npos) << used.error_message();
   pb::StreamOutput last_replay;
-  auto last =
-      OpenCall(Open("audio", kF32, second, int64_t(got.size() / 2)), &last_replay, &status);
+  auto last = OpenCall(Open("audio", kF32, second, int64_t(got.size() / 2)), &last_replay, &status);
   ASSERT_NE(last, nullptr) << status.error_message();
   for (size_t i = last->opened().next_sequence(); i < payloads.size(); ++i)
     EXPECT_TRUE(last->Send(i, payloads[i]));

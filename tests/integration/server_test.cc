@@ -264,7 +264,8 @@ TEST_F(ServerTest, ProcessFileEqualsOfflineAndStreamsOutputsInPieces) {
 
 // 64 streams and 4 files at once, on both models: every output equals its solo offline run.
 TEST_F(ServerTest, ConcurrentStreamsAndFilesEachEqualTheirSoloResult) {
-  ASSERT_NO_FATAL_FAILURE(StartServer({"--file-segment-frames", "100", "--max-batch-streams", "24"}));
+  ASSERT_NO_FATAL_FAILURE(
+      StartServer({"--file-segment-frames", "100", "--max-batch-streams", "24"}));
   constexpr int kStreams = 64, kFiles = 4;
   struct Job {
     Rpc rpc;

@@ -40,8 +40,12 @@ class CudaOpsTest : public ::testing::Test {
 };
 
 TEST_F(CudaOpsTest, LinearMatchesReferenceAndIsBatchInvariant) {
-  for (auto [rows, in, out] : {std::tuple{1, 80, 256}, {643, 256, 1024}, {37, 512, 48},
-                               {29, 16, 512}, {9, 256, 2}, {3, 7, 33}}) {
+  for (auto [rows, in, out] : {std::tuple{1, 80, 256},
+                               {643, 256, 1024},
+                               {37, 512, 48},
+                               {29, 16, 512},
+                               {9, 256, 2},
+                               {3, 7, 33}}) {
     auto w = rng_.Uniform(size_t(out) * in, -1, 1), b = rng_.Uniform(out, -1, 1);
     auto x = rng_.Normal(size_t(rows) * in);
     std::vector<float> y_ref(size_t(rows) * out);
@@ -52,8 +56,8 @@ TEST_F(CudaOpsTest, LinearMatchesReferenceAndIsBatchInvariant) {
     auto dy = cuda_->Allocate(y_ref.size());
     cuda_->Linear(*wc, dx->data(), in, rows, dy->data(), out);
     const auto y = Down(*dy, y_ref.size());
-    const std::string what = std::to_string(rows) + "x" + std::to_string(in) + "->" +
-                             std::to_string(out);
+    const std::string what =
+        std::to_string(rows) + "x" + std::to_string(in) + "->" + std::to_string(out);
     EXPECT_LE(NormalizedMaxError(y, y_ref), testing::kLinearMaxRelErr) << Case(what);
     // The last row alone gives the same bits as inside the batch.
     auto d1 = cuda_->Allocate(out);
@@ -76,8 +80,10 @@ TEST_F(CudaOpsTest, RmsNormMatchesReference) {
 }
 
 TEST_F(CudaOpsTest, CausalConvAndScanMatchReferenceOverChunks) {
-  for (auto [E, N, K, n_seq, max_len] : {std::tuple{512, 16, 4, 64, 20}, {37, 5, 3, 7, 33},
-                                         {64, 64, 2, 3, 40}, {1536, 16, 4, 2, 300}}) {
+  for (auto [E, N, K, n_seq, max_len] : {std::tuple{512, 16, 4, 64, 20},
+                                         {37, 5, 3, 7, 33},
+                                         {64, 64, 2, 3, 40},
+                                         {1536, 16, 4, 2, 300}}) {
     const int capacity = n_seq + 2, R = 8, ld_bc = R + 2 * N;
     auto conv_w = rng_.Uniform(size_t(K) * E, -0.5f, 0.5f), conv_b = rng_.Uniform(E, -0.5f, 0.5f);
     std::vector<float> A(size_t(N) * E);
@@ -97,27 +103,55 @@ TEST_F(CudaOpsTest, CausalConvAndScanMatchReferenceOverChunks) {
       auto dt = rng_.Uniform(rows * E, -7.0f, 3.0f);
       std::vector<float> s_ref(rows * E), out_ref(rows * E);
       CausalConvArgs c;
-      c.channels = E; c.kernel = K; c.x = xz.data(); c.ld_x = 2 * E; c.w = conv_w.data();
-      c.bias = conv_b.data(); c.tail = {tail.data(), tail_stride}; c.out = s_ref.data(); c.ld_out = E;
+      c.channels = E;
+      c.kernel = K;
+      c.x = xz.data();
+      c.ld_x = 2 * E;
+      c.w = conv_w.data();
+      c.bias = conv_b.data();
+      c.tail = {tail.data(), tail_stride};
+      c.out = s_ref.data();
+      c.ld_out = E;
       ref_->CausalConv(batch.view(), c);
       SelectiveScanArgs a;
-      a.channels = E; a.d_state = N; a.u = s_ref.data(); a.ld_u = E; a.dt = dt.data(); a.ld_dt = E;
-      a.B = xp.data() + R; a.C = xp.data() + R + N; a.ld_bc = ld_bc; a.z = xz.data() + E;
-      a.ld_z = 2 * E; a.A = A.data(); a.D = D.data(); a.state = {h.data(), h_stride};
-      a.out = out_ref.data(); a.ld_out = E;
+      a.channels = E;
+      a.d_state = N;
+      a.u = s_ref.data();
+      a.ld_u = E;
+      a.dt = dt.data();
+      a.ld_dt = E;
+      a.B = xp.data() + R;
+      a.C = xp.data() + R + N;
+      a.ld_bc = ld_bc;
+      a.z = xz.data() + E;
+      a.ld_z = 2 * E;
+      a.A = A.data();
+      a.D = D.data();
+      a.state = {h.data(), h_stride};
+      a.out = out_ref.data();
+      a.ld_out = E;
       ref_->SelectiveScan(batch.view(), a);
 
       auto d_xz = Up(xz), d_xp = Up(xp), d_dt = Up(dt);
       auto d_s = cuda_->Allocate(rows * E), d_out = cuda_->Allocate(rows * E);
-      c.x = d_xz->data(); c.w = d_conv_w->data(); c.bias = d_conv_b->data();
-      c.tail = {d_tail->data(), tail_stride}; c.out = d_s->data();
+      c.x = d_xz->data();
+      c.w = d_conv_w->data();
+      c.bias = d_conv_b->data();
+      c.tail = {d_tail->data(), tail_stride};
+      c.out = d_s->data();
       cuda_->CausalConv(batch.view(), c);
-      a.u = d_s->data(); a.dt = d_dt->data(); a.B = d_xp->data() + R; a.C = d_xp->data() + R + N;
-      a.z = d_xz->data() + E; a.A = dA->data(); a.D = dD->data(); a.state = {d_h->data(), h_stride};
+      a.u = d_s->data();
+      a.dt = d_dt->data();
+      a.B = d_xp->data() + R;
+      a.C = d_xp->data() + R + N;
+      a.z = d_xz->data() + E;
+      a.A = dA->data();
+      a.D = dD->data();
+      a.state = {d_h->data(), h_stride};
       a.out = d_out->data();
       cuda_->SelectiveScan(batch.view(), a);
-      const std::string what = "E " + std::to_string(E) + " N " + std::to_string(N) + " chunk " +
-                               std::to_string(chunk);
+      const std::string what =
+          "E " + std::to_string(E) + " N " + std::to_string(N) + " chunk " + std::to_string(chunk);
       EXPECT_LE(NormalizedMaxError(Down(*d_s, rows * E), s_ref), testing::kConvMaxRelErr)
           << Case(what + " conv");
       EXPECT_LE(NormalizedMaxError(Down(*d_out, rows * E), out_ref), testing::kScanMaxRelErr)

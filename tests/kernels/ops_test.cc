@@ -27,15 +27,21 @@ class OpsTest : public ::testing::Test {
   std::unique_ptr<Backend> ref_, cpu_;
 };
 
-struct LinearShape { int rows, in, out, ld_extra; const char* what; };
+struct LinearShape {
+  int rows, in, out, ld_extra;
+  const char* what;
+};
 
 TEST_F(OpsTest, LinearMatchesReference) {
-  const LinearShape shapes[] = {
-      {1, 80, 256, 0, "input_proj, T=1"},        {10, 256, 1024, 0, "bench-m in_proj"},
-      {643, 256, 1024, 5, "in_proj, 64 streams"}, {37, 512, 48, 0, "x_proj"},
-      {29, 16, 512, 32, "dt_proj from slice"},    {21, 512, 256, 0, "out_proj"},
-      {9, 256, 2, 0, "head"},                      {3, 7, 33, 1, "odd sizes"},
-      {130, 768, 3072, 0, "bench-l in_proj"}};
+  const LinearShape shapes[] = {{1, 80, 256, 0, "input_proj, T=1"},
+                                {10, 256, 1024, 0, "bench-m in_proj"},
+                                {643, 256, 1024, 5, "in_proj, 64 streams"},
+                                {37, 512, 48, 0, "x_proj"},
+                                {29, 16, 512, 32, "dt_proj from slice"},
+                                {21, 512, 256, 0, "out_proj"},
+                                {9, 256, 2, 0, "head"},
+                                {3, 7, 33, 1, "odd sizes"},
+                                {130, 768, 3072, 0, "bench-l in_proj"}};
   for (const auto& s : shapes) {
     for (bool bias : {true, false}) {
       const int ld_x = s.in + s.ld_extra;
@@ -101,13 +107,14 @@ OwnedBatch RandomBatch(Rng& rng, int n_seq, int max_len, int capacity) {
 }
 
 TEST_F(OpsTest, CausalConvMatchesReferenceOverChunks) {
-  struct Shape { int E, K, n_seq, max_len; const char* what; };
-  const Shape shapes[] = {{512, 4, 1, 10, "bench-m, one stream"},
-                          {512, 4, 64, 20, "bench-m, 64 streams"},
-                          {37, 3, 9, 50, "odd channels"},
-                          {16, 2, 5, 7, "K=2"},
-                          {48, 1, 4, 5, "K=1 (no tail)"},
-                          {1536, 4, 3, 300, "bench-l, long chunks"}};
+  struct Shape {
+    int E, K, n_seq, max_len;
+    const char* what;
+  };
+  const Shape shapes[] = {
+      {512, 4, 1, 10, "bench-m, one stream"}, {512, 4, 64, 20, "bench-m, 64 streams"},
+      {37, 3, 9, 50, "odd channels"},         {16, 2, 5, 7, "K=2"},
+      {48, 1, 4, 5, "K=1 (no tail)"},         {1536, 4, 3, 300, "bench-l, long chunks"}};
   for (const auto& s : shapes) {
     const int capacity = s.n_seq + 3, ld_x = 2 * s.E;  // x is the first half of in_proj's output
     auto w = rng_->Uniform(size_t(s.K) * s.E, -0.5f, 0.5f);
@@ -120,11 +127,18 @@ TEST_F(OpsTest, CausalConvMatchesReferenceOverChunks) {
       auto x = rng_->Normal(size_t(batch.rows()) * ld_x);
       std::vector<float> out_ref(size_t(batch.rows()) * s.E), out_cpu(out_ref.size());
       CausalConvArgs a;
-      a.channels = s.E; a.kernel = s.K; a.x = x.data(); a.ld_x = ld_x; a.w = w.data();
-      a.bias = bias.data(); a.ld_out = s.E;
-      a.tail = {tail_ref.data(), stride}; a.out = out_ref.data();
+      a.channels = s.E;
+      a.kernel = s.K;
+      a.x = x.data();
+      a.ld_x = ld_x;
+      a.w = w.data();
+      a.bias = bias.data();
+      a.ld_out = s.E;
+      a.tail = {tail_ref.data(), stride};
+      a.out = out_ref.data();
       ref_->CausalConv(batch.view(), a);
-      a.tail = {tail_cpu.data(), stride}; a.out = out_cpu.data();
+      a.tail = {tail_cpu.data(), stride};
+      a.out = out_cpu.data();
       cpu_->CausalConv(batch.view(), a);
       const std::string what = std::string(s.what) + ", chunk " + std::to_string(chunk);
       EXPECT_LE(NormalizedMaxError(out_cpu, out_ref), testing::kConvMaxRelErr) << Case(what);
@@ -149,7 +163,8 @@ TEST_F(OpsTest, SelectiveScanMatchesReferenceOverChunks) {
     const int capacity = c.n_seq + 2, R = 8, ld_bc = R + 2 * c.N;
     std::vector<float> A(size_t(c.N) * c.E), D = rng_->Uniform(c.E, 0.5f, 1.5f);
     for (int n = 0; n < c.N; ++n)
-      for (int e = 0; e < c.E; ++e) A[size_t(n) * c.E + e] = -float(n + 1) * (0.8f + 0.01f * (e % 40));
+      for (int e = 0; e < c.E; ++e)
+        A[size_t(n) * c.E + e] = -float(n + 1) * (0.8f + 0.01f * (e % 40));
     auto h_ref = rng_->Normal(size_t(capacity) * c.N * c.E, 0.5f);
     auto h_cpu = h_ref;
     for (int chunk = 0; chunk < 3; ++chunk) {
@@ -157,17 +172,30 @@ TEST_F(OpsTest, SelectiveScanMatchesReferenceOverChunks) {
       const size_t rows = batch.rows();
       auto u = rng_->Normal(rows * c.E);
       auto dt = rng_->Uniform(rows * c.E, -7.0f, 3.0f);
-      if (rows > 0) dt[0] = 25.0f;  // softplus threshold branch
-      auto xp = rng_->Normal(rows * ld_bc);  // x_proj output: [dt_rank | B | C]
+      if (rows > 0) dt[0] = 25.0f;            // softplus threshold branch
+      auto xp = rng_->Normal(rows * ld_bc);   // x_proj output: [dt_rank | B | C]
       auto z = rng_->Normal(rows * 2 * c.E);  // in_proj output: [x | z]
       std::vector<float> out_ref(rows * c.E), out_cpu(rows * c.E);
       SelectiveScanArgs a;
-      a.channels = c.E; a.d_state = c.N; a.u = u.data(); a.ld_u = c.E; a.dt = dt.data();
-      a.ld_dt = c.E; a.B = xp.data() + R; a.C = xp.data() + R + c.N; a.ld_bc = ld_bc;
-      a.z = z.data() + c.E; a.ld_z = 2 * c.E; a.A = A.data(); a.D = D.data(); a.ld_out = c.E;
-      a.state = {h_ref.data(), size_t(c.N) * c.E}; a.out = out_ref.data();
+      a.channels = c.E;
+      a.d_state = c.N;
+      a.u = u.data();
+      a.ld_u = c.E;
+      a.dt = dt.data();
+      a.ld_dt = c.E;
+      a.B = xp.data() + R;
+      a.C = xp.data() + R + c.N;
+      a.ld_bc = ld_bc;
+      a.z = z.data() + c.E;
+      a.ld_z = 2 * c.E;
+      a.A = A.data();
+      a.D = D.data();
+      a.ld_out = c.E;
+      a.state = {h_ref.data(), size_t(c.N) * c.E};
+      a.out = out_ref.data();
       ref_->SelectiveScan(batch.view(), a);
-      a.state = {h_cpu.data(), size_t(c.N) * c.E}; a.out = out_cpu.data();
+      a.state = {h_cpu.data(), size_t(c.N) * c.E};
+      a.out = out_cpu.data();
       cpu_->SelectiveScan(batch.view(), a);
       const std::string what = std::string(c.what) + ", chunk " + std::to_string(chunk);
       EXPECT_LE(NormalizedMaxError(out_cpu, out_ref), testing::kScanMaxRelErr) << Case(what);

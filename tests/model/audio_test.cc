@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "server/io/audio_file.h"
+#include "common/io/audio_file.h"
 #include "tests/model/test_files.h"
 
 namespace ssm {

@@ -16,7 +16,7 @@
 #include <utility>
 #include <vector>
 
-#include "server/io/npy.h"
+#include "common/io/npy.h"
 #include "server/model/json_check.h"
 #include "server/model/model.h"
 #include "tests/model/test_files.h"

@@ -1,5 +1,5 @@
 // .npy: float32 round trips, hand-written headers of other versions and dtypes, bad files.
-#include "server/io/npy.h"
+#include "common/io/npy.h"
 
 #include <gtest/gtest.h>
 

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 #include "server/model/model.h"
 #include "server/model/random_model.h"
 

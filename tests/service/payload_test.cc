@@ -10,8 +10,8 @@ namespace {
 TEST(PayloadTest, AFrameSizeBelowOneIsRefusedNotADivisionByZero) {
   std::vector<float> values;
   for (int frame_dim : {0, -1}) {
-    const Status s = DecodePayload(PayloadFormat::kFramesF32le, std::string(8, '\0'), frame_dim,
-                                   &values);
+    const Status s =
+        DecodePayload(PayloadFormat::kFramesF32le, std::string(8, '\0'), frame_dim, &values);
     EXPECT_EQ(s.code(), StatusCode::kInvalidArgument) << frame_dim;
     EXPECT_NE(s.message().find("at least 1 float"), std::string::npos) << s.message();
     EXPECT_FALSE(DecodePayload(PayloadFormat::kFramesF32le, "", frame_dim, &values).ok());

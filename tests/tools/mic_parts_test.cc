@@ -13,8 +13,8 @@
 #include "clients/lib/speech_segments.h"
 #include "clients/lib/stream_resampler.h"
 #include "clients/lib/wav_recorder.h"
-#include "server/io/audio_file.h"
-#include "server/io/resample.h"
+#include "common/io/audio_file.h"
+#include "common/io/resample.h"
 
 namespace ssm::client {
 namespace {

@@ -1,13 +1,12 @@
 // Reads an input file in the form a model's frontend consumes: one reader for the local tools
-// (from a ModelConfig) and the clients (from the server's ModelInfo).
+// (which describe the model from its config) and the clients (from the server's ModelInfo).
 #pragma once
 
 #include <cstdint>
 #include <string>
 #include <vector>
 
-#include "kernels/base/status.h"
-#include "server/model/model_config.h"
+#include "common/status.h"
 
 namespace ssm {
 
@@ -17,8 +16,6 @@ struct InputSpec {
   bool audio = true;       // mono samples (log_mel) or frames of d_in floats (none)
   int d_in = 0;            // floats per frame
   int sample_rate = 0;     // Hz (audio)
-
-  static InputSpec FromConfig(const ModelConfig& config, const std::string& model_name = "");
 };
 
 struct ModelInputOptions {

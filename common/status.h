@@ -51,21 +51,34 @@ class [[nodiscard]] Status {
 };
 
 inline Status OkStatus() { return Status(); }
-inline Status InvalidArgumentError(std::string m) { return {StatusCode::kInvalidArgument, std::move(m)}; }
+inline Status InvalidArgumentError(std::string m) {
+  return {StatusCode::kInvalidArgument, std::move(m)};
+}
 inline Status NotFoundError(std::string m) { return {StatusCode::kNotFound, std::move(m)}; }
-inline Status ResourceExhaustedError(std::string m) { return {StatusCode::kResourceExhausted, std::move(m)}; }
-inline Status FailedPreconditionError(std::string m) { return {StatusCode::kFailedPrecondition, std::move(m)}; }
+inline Status ResourceExhaustedError(std::string m) {
+  return {StatusCode::kResourceExhausted, std::move(m)};
+}
+inline Status FailedPreconditionError(std::string m) {
+  return {StatusCode::kFailedPrecondition, std::move(m)};
+}
 inline Status UnavailableError(std::string m) { return {StatusCode::kUnavailable, std::move(m)}; }
 inline Status InternalError(std::string m) { return {StatusCode::kInternal, std::move(m)}; }
-inline Status UnimplementedError(std::string m) { return {StatusCode::kUnimplemented, std::move(m)}; }
-inline Status PermissionDeniedError(std::string m) { return {StatusCode::kPermissionDenied, std::move(m)}; }
-inline Status UnauthenticatedError(std::string m) { return {StatusCode::kUnauthenticated, std::move(m)}; }
+inline Status UnimplementedError(std::string m) {
+  return {StatusCode::kUnimplemented, std::move(m)};
+}
+inline Status PermissionDeniedError(std::string m) {
+  return {StatusCode::kPermissionDenied, std::move(m)};
+}
+inline Status UnauthenticatedError(std::string m) {
+  return {StatusCode::kUnauthenticated, std::move(m)};
+}
 
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
   StatusOr(Status status) : v_(std::move(status)) {  // NOLINT: implicit by design
-    if (std::get<Status>(v_).ok()) v_ = Status(StatusCode::kInternal, "StatusOr built from OK status");
+    if (std::get<Status>(v_).ok())
+      v_ = Status(StatusCode::kInternal, "StatusOr built from OK status");
   }
   StatusOr(T value) : v_(std::move(value)) {}  // NOLINT: implicit by design
 
@@ -91,10 +104,10 @@ class [[nodiscard]] StatusOr {
 #define SSM_STATUS_CONCAT_INNER(a, b) a##b
 #define SSM_STATUS_CONCAT(a, b) SSM_STATUS_CONCAT_INNER(a, b)
 
-#define SSM_RETURN_IF_ERROR(expr)                  \
-  do {                                             \
-    ::ssm::Status ssm_status_ = (expr);            \
-    if (!ssm_status_.ok()) return ssm_status_;     \
+#define SSM_RETURN_IF_ERROR(expr)              \
+  do {                                         \
+    ::ssm::Status ssm_status_ = (expr);        \
+    if (!ssm_status_.ok()) return ssm_status_; \
   } while (0)
 
 #define SSM_ASSIGN_OR_RETURN(lhs, expr) \
@@ -105,11 +118,11 @@ class [[nodiscard]] StatusOr {
   lhs = std::move(tmp).value()
 
 // Invariant checks: a failure is a bug in ssmserve, never bad user input.
-#define SSM_CHECK(cond)                                                   \
-  do {                                                                    \
-    if (!(cond)) ::ssm::CheckFailed(__FILE__, __LINE__, #cond, "");       \
+#define SSM_CHECK(cond)                                             \
+  do {                                                              \
+    if (!(cond)) ::ssm::CheckFailed(__FILE__, __LINE__, #cond, ""); \
   } while (0)
-#define SSM_CHECK_MSG(cond, msg)                                          \
-  do {                                                                    \
-    if (!(cond)) ::ssm::CheckFailed(__FILE__, __LINE__, #cond, (msg));    \
+#define SSM_CHECK_MSG(cond, msg)                                       \
+  do {                                                                 \
+    if (!(cond)) ::ssm::CheckFailed(__FILE__, __LINE__, #cond, (msg)); \
   } while (0)

@@ -1,12 +1,12 @@
-#include "server/io/model_input.h"
+#include "common/io/model_input.h"
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 
-#include "kernels/base/strings.h"
-#include "server/io/audio_file.h"
-#include "server/io/npy.h"
-#include "server/io/resample.h"
+#include "common/io/audio_file.h"
+#include "common/io/npy.h"
+#include "common/io/resample.h"
+#include "common/strings.h"
 
 namespace ssm {
 namespace {
@@ -33,15 +33,6 @@ StatusOr<ModelInput> ReadFrames(const std::string& path, const InputSpec& spec) 
 
 }  // namespace
 
-InputSpec InputSpec::FromConfig(const ModelConfig& config, const std::string& model_name) {
-  InputSpec spec;
-  spec.model_name = model_name;
-  spec.audio = config.frontend.is_log_mel();
-  spec.d_in = config.d_in;
-  spec.sample_rate = config.frontend.sample_rate;
-  return spec;
-}
-
 StatusOr<ModelInput> ReadModelInput(const std::string& path, const InputSpec& spec,
                                     const ModelInputOptions& options) {
   if (!spec.audio) return ReadFrames(path, spec);
@@ -52,9 +43,9 @@ StatusOr<ModelInput> ReadModelInput(const std::string& path, const InputSpec& sp
   if (EndsWith(path, ".npy")) {
     SSM_ASSIGN_OR_RETURN(NpyArray array, ReadNpy(path, {/*int16_as_pcm=*/true}));
     if (array.shape.size() != 1)
-      return InvalidArgumentError(fmt::format(
-          "{}: {} takes audio; expected a 1-D .npy of samples, found shape ({})", path,
-          Named(spec), fmt::join(array.shape, ", ")));
+      return InvalidArgumentError(
+          fmt::format("{}: {} takes audio; expected a 1-D .npy of samples, found shape ({})", path,
+                      Named(spec), fmt::join(array.shape, ", ")));
     input.values = std::move(array.data);
   } else if (EndsWith(path, ".raw")) {
     SSM_ASSIGN_OR_RETURN(input.values, ReadRawPcm(path, "s16le"));

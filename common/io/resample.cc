@@ -1,9 +1,9 @@
-#include "server/io/resample.h"
+#include "common/io/resample.h"
 
 #include <cmath>
 #include <string>
 
-#include "server/io/soxr_settings.h"
+#include "common/io/soxr_settings.h"
 
 namespace ssm {
 

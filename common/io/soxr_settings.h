@@ -6,7 +6,7 @@
 
 #include <string>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm {
 

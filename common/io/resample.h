@@ -3,7 +3,7 @@
 
 #include <vector>
 
-#include "kernels/base/status.h"
+#include "common/status.h"
 
 namespace ssm {
 

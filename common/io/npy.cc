@@ -2,7 +2,7 @@
 // uint32 LE for 2 and 3), then a Python dict literal
 // {'descr': '<f4', 'fortran_order': False, 'shape': (3, 4), } padded with spaces and '\n', then the
 // raw data.
-#include "server/io/npy.h"
+#include "common/io/npy.h"
 
 #include <fmt/format.h>
 

@@ -1,4 +1,4 @@
-#include "server/io/audio_file.h"
+#include "common/io/audio_file.h"
 
 #include <fmt/format.h>
 #include <sndfile.h>
