@@ -10,7 +10,7 @@ std::unique_ptr<Backend> CreateCpuBackend(int threads);
 #ifdef SSM_HAVE_CUDA
 namespace cuda {
 bool DeviceAvailable(std::string* why);
-std::unique_ptr<Backend> CreateCudaBackend(int host_threads);
+std::unique_ptr<Backend> CreateCudaBackend();
 }  // namespace cuda
 #endif
 
@@ -18,7 +18,7 @@ std::unique_ptr<Backend> CreateBackend(const std::string& name, int threads) {
   if (name == "reference") return reference::CreateReferenceBackend();
   if (name == "cpu") return cpu::CreateCpuBackend(threads);
 #ifdef SSM_HAVE_CUDA
-  if (name == "cuda") return cuda::CreateCudaBackend(threads);
+  if (name == "cuda") return cuda::CreateCudaBackend();
 #endif
   return nullptr;
 }

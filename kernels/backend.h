@@ -113,13 +113,13 @@ class Backend {
   virtual void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& args) = 0;
   // In place over (rows, cols) contiguous; softmax is per row.
   virtual void ApplyActivation(Activation act, float* y, int rows, int cols) = 0;
-  // Log-mel features, HOST memory on every backend: frame f reads samples
-  // [f*hop, f*hop + win) of `samples`; out is (n_frames, n_mels) contiguous.
-  virtual void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out) = 0;
+  // Log-mel features are not an op: they are host code on every backend (HostLogMel,
+  // server/frontend/frontend.h).
 };
 
 // Creates "reference", "cpu" or "cuda"; nullptr for an unknown name, or for "cuda" when the
-// build has no CUDA or the machine no GPU. threads: host threads (<= 0: all cores).
+// build has no CUDA or the machine no GPU. threads: the cpu backend's threads (<= 0: all
+// cores); the others run no multithreaded host code.
 std::unique_ptr<Backend> CreateBackend(const std::string& name, int threads);
 
 // Whether the cuda backend can run here; if not, *why says why (no CUDA in this build, no

@@ -2,7 +2,6 @@
 #include <thread>
 
 #include "kernels/base/host_buffer.h"
-#include "kernels/cpu/log_mel.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/reference/ops.h"
 
@@ -38,9 +37,6 @@ class CpuBackend final : public HostMemoryBackend {
   // The head's (rows, d_out) activation is tiny next to the layers: the reference code serves.
   void ApplyActivation(Activation act, float* y, int rows, int cols) override {
     reference::ApplyActivation(act, y, rows, cols);
-  }
-  void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out) override {
-    cpu::LogMel(plan, samples, n_frames, out, threads_);
   }
 
  private:

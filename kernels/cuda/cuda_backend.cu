@@ -1,9 +1,8 @@
 // The cuda backend: state, weights and activations in device memory; one CUDA stream; every
-// CUDA call checked. The log-mel frontend stays on the host (Backend::LogMel's contract).
+// CUDA call checked. The log-mel frontend stays on the host (HostLogMel, server/frontend/).
 #include <cstring>
 #include <vector>
 
-#include "kernels/cpu/log_mel.h"
 #include "kernels/cuda/cuda_check.cuh"
 #include "kernels/cuda/ops.cuh"
 
@@ -44,9 +43,7 @@ class CudaLinear final : public LinearWeights {
 
 class CudaBackend final : public Backend {
  public:
-  explicit CudaBackend(int host_threads) : host_threads_(host_threads) {
-    SSM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-  }
+  CudaBackend() { SSM_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking)); }
   ~CudaBackend() override {
     cudaStreamSynchronize(stream_);
     batch_.reset();
@@ -113,9 +110,6 @@ class CudaBackend final : public Backend {
     cuda::ApplyActivation(act, y, rows, cols, stream_);
     SSM_CUDA_CHECK(cudaGetLastError());
   }
-  void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out) override {
-    cpu::LogMel(plan, samples, n_frames, out, host_threads_);  // host memory, as the op says
-  }
 
  private:
   // Copies the batch's offsets and slots to device memory (one buffer, grown as needed). Every
@@ -140,7 +134,6 @@ class CudaBackend final : public Backend {
     return {batch.n_seq, device, device + batch.n_seq + 1};
   }
 
-  int host_threads_;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<Buffer> batch_;  // device copy of the current batch's offsets and slots
   std::vector<int> uploaded_;      // what batch_ holds (offsets then slots)
@@ -160,9 +153,9 @@ bool DeviceAvailable(std::string* why) {
   return true;
 }
 
-std::unique_ptr<Backend> CreateCudaBackend(int host_threads) {
+std::unique_ptr<Backend> CreateCudaBackend() {
   if (!DeviceAvailable(nullptr)) return nullptr;
-  return std::make_unique<CudaBackend>(host_threads);
+  return std::make_unique<CudaBackend>();
 }
 
 }  // namespace ssm::cuda

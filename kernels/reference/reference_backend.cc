@@ -2,7 +2,6 @@
 #include <vector>
 
 #include "kernels/base/host_buffer.h"
-#include "kernels/reference/log_mel.h"
 #include "kernels/reference/ops.h"
 
 namespace ssm::reference {
@@ -52,9 +51,6 @@ class ReferenceBackend final : public HostMemoryBackend {
   }
   void ApplyActivation(Activation act, float* y, int rows, int cols) override {
     reference::ApplyActivation(act, y, rows, cols);
-  }
-  void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out) override {
-    reference::LogMel(plan, samples, n_frames, out);
   }
 };
 

@@ -60,10 +60,8 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
     return InvalidArgumentError("unknown backend \"" + options.backend + "\"");
   }
   Backend* backend = e->backend_.get();
-  SSM_ASSIGN_OR_RETURN(
-      e->frontend_,
-      CreateFrontend(c, [backend](const LogMelPlan& plan, const float* samples, int n_frames,
-                                  float* out) { backend->LogMel(plan, samples, n_frames, out); }));
+  SSM_ASSIGN_OR_RETURN(e->frontend_,
+                       CreateFrontend(c, HostLogMel(backend->name(), options.threads)));
 
   const Model& m = *e->model_;
   e->input_proj_ =

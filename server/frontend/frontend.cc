@@ -7,6 +7,9 @@
 #include <cmath>
 #include <utility>
 
+#include "kernels/cpu/log_mel.h"
+#include "kernels/reference/log_mel.h"
+
 namespace ssm {
 namespace {
 
@@ -266,6 +269,13 @@ Status CheckFrameConfig(const ModelConfig& config) {
 }
 
 }  // namespace
+
+LogMelFn HostLogMel(const std::string& backend, int threads) {
+  if (backend == "reference") return reference::LogMel;
+  return [threads](const LogMelPlan& plan, const float* samples, int n_frames, float* out) {
+    cpu::LogMel(plan, samples, n_frames, out, threads);
+  };
+}
 
 StatusOr<std::unique_ptr<Frontend>> CreateFrontend(const ModelConfig& config, LogMelFn log_mel) {
   const FrontendConfig& f = config.frontend;

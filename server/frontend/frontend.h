@@ -1,12 +1,13 @@
 // Streaming frontends (docs/design.md §2-3): turn a stream's input into model input frames of d_in
 // floats, chunk by chunk, with a small per-stream carry so that any chunking gives the frames of
-// the whole signal. Host-side; the features themselves come from a backend's LogMel op.
+// the whole signal. Host code on every backend, log-mel features included (HostLogMel).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "common/status.h"
@@ -29,10 +30,16 @@ struct FrontendCarry {
   std::vector<float> pending;  // log_mel: samples from the next frame's start (< win_length)
 };
 
-// Computes log-mel features (Backend::LogMel's contract): out is (n_frames, n_mels), frame t reads
-// samples[t * hop, t * hop + win). Must be safe to call concurrently.
+// Computes log-mel features (reference::LogMel's contract): out is (n_frames, n_mels), frame t
+// reads samples[t * hop, t * hop + win). Must be safe to call concurrently.
 using LogMelFn =
     std::function<void(const LogMelPlan&, const float* samples, int n_frames, float* out)>;
+
+// The log-mel features an engine on `backend` uses, in host memory on every backend: the plain
+// reference (kernels/reference/log_mel.h) for "reference", so that a reference engine stays the
+// truth end to end; the FFT kernel (kernels/cpu/log_mel.h) on `threads` threads (<= 0: all cores)
+// for any other backend. Both compute a frame from its samples alone.
+LogMelFn HostLogMel(const std::string& backend, int threads);
 
 // Immutable once created and shared by all streams of a model; the per-stream part is a
 // FrontendState. Thread-compatible: distinct states may be processed concurrently.

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <limits>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "kernels/cpu/log_mel.h"
+#include "kernels/reference/log_mel.h"
 
 namespace ssm {
 namespace {
@@ -245,6 +247,39 @@ TEST(FrameFrontendTest, RejectsBadMeanOrStd) {
     ASSERT_FALSE(frontend.ok());
     EXPECT_EQ(frontend.status().code(), StatusCode::kInvalidArgument);
     EXPECT_NE(frontend.status().message().find("frontend."), std::string::npos);
+  }
+}
+
+// Log-mel features are host code on every backend (HostLogMel): whatever the backend and its
+// threads, a frame's features equal the reference's (docs/design.md section 3) to float
+// rounding, and the FFT kernel's do not depend on the thread count.
+TEST(HostLogMelTest, EveryBackendGetsTheReferenceFeaturesOnTheHost) {
+  std::mt19937 rng(TestSeed());
+  LogMelParams params;  // the shipped 400/160, 512-point FFT, 40 mels
+  params.win_length = 400;
+  params.hop_length = 160;
+  params.n_mels = 40;
+  const LogMelPlan plan = LogMelPlan::Make(params);
+  const int n_frames = 37;
+  const std::vector<float> x = Noise(size_t(n_frames - 1) * 160 + 400, rng);
+  const size_t n = size_t(n_frames) * 40;
+  std::vector<float> reference(n), one_thread(n);
+  reference::LogMel(plan, x.data(), n_frames, reference.data());
+  HostLogMel("cpu", 1)(plan, x.data(), n_frames, one_thread.data());
+
+  const std::vector<std::pair<std::string, int>> cases = {
+      {"reference", 1}, {"reference", 0}, {"cpu", 3}, {"cpu", 0}, {"cuda", 2}};
+  for (const auto& [backend, threads] : cases) {
+    SCOPED_TRACE(backend + " with " + std::to_string(threads) + " threads");
+    std::vector<float> out(n, -1.0f);
+    HostLogMel(backend, threads)(plan, x.data(), n_frames, out.data());
+    for (size_t i = 0; i < n; ++i) {
+      ASSERT_NEAR(out[i], reference[i], 1e-5 * std::max(1.0f, std::abs(reference[i])))
+          << "frame " << i / 40 << " mel " << i % 40;
+    }
+    if (backend != "reference") {
+      EXPECT_EQ(std::memcmp(out.data(), one_thread.data(), 4 * n), 0);
+    }
   }
 }
 
