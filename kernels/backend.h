@@ -11,8 +11,6 @@
 #include <memory>
 #include <string>
 
-#include "kernels/base/log_mel_plan.h"
-
 namespace ssm {
 
 // Varlen batch: sequence i owns rows [row_offsets[i], row_offsets[i+1]) of every activation
