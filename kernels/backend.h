@@ -1,71 +1,32 @@
-// The op interface every compute backend implements (reference, cpu, later cuda).
+// The op interface every compute backend implements (reference, cpu, cuda).
 //
-// One name runs through every layer: Backend::SelectiveScan -> reference/selective_scan.cc,
-// cpu/selective_scan.cc, cuda/selective_scan.cu. Pointers passed to ops live in the backend's
+// One name runs through every layer: Backend::SelectiveScan -> ops/selective_scan.h (its
+// arguments and equations), reference/selective_scan.cc, cpu/selective_scan.cc,
+// cuda/selective_scan.cu. Pointers passed to ops live in the backend's
 // memory (host memory for reference and cpu) unless the op says otherwise. Matrices are row-major
 // with an explicit leading dimension `ld` (floats between consecutive rows), so ops read column
 // slices of a wider matrix (e.g. x and z halves of in_proj's output) without copies.
 #pragma once
 
 #include <cstddef>
+#include <initializer_list>
 #include <memory>
 #include <string>
 
+#include "common/status.h"
+#include "kernels/ops/batch.h"
+#include "kernels/ops/causal_conv.h"
+#include "kernels/ops/gated_rms_norm.h"
+#include "kernels/ops/selective_scan.h"
+#include "kernels/ops/ssd_scan.h"
+
 namespace ssm {
 
-// Varlen batch: sequence i owns rows [row_offsets[i], row_offsets[i+1]) of every activation
-// matrix, in time order, and its recurrent state lives in pool slot slots[i]. Host arrays.
-struct SeqBatch {
-  int n_seq = 0;
-  const int* row_offsets = nullptr;  // n_seq + 1 entries, row_offsets[0] == 0
-  const int* slots = nullptr;        // n_seq entries, all distinct
-  int rows() const { return n_seq == 0 ? 0 : row_offsets[n_seq]; }
-};
-
-// One op's per-stream state inside a state pool: slot s starts at base + s * slot_stride floats.
-struct StateView {
-  float* base = nullptr;
-  size_t slot_stride = 0;
-  float* slot(int s) const { return base + static_cast<size_t>(s) * slot_stride; }
-};
-
-// Causal depthwise conv1d with carried tail, fused with SiLU:
-//   out[t, e] = silu(bias[e] + sum_k w[k, e] * x[t - K + 1 + k, e])
-// where rows before the chunk come from the slot's tail, which is updated to the last K-1 inputs.
-struct CausalConvArgs {
-  int channels = 0;          // E
-  int kernel = 0;            // K (d_conv)
-  const float* x = nullptr;  // (rows, E), ld_x
-  int ld_x = 0;
-  const float* w = nullptr;     // (K, E): w[k * E + e] = conv1d.weight[e, 0, k]
-  const float* bias = nullptr;  // (E)
-  StateView tail;               // per slot (K-1, E), oldest row first
-  float* out = nullptr;         // (rows, E), ld_out
-  int ld_out = 0;
-};
-
-// Mamba-1 selective scan with fused softplus, D skip and SiLU gate (docs/design.md §3):
-//   delta = softplus(dt);  H = exp(delta*A) * H + (delta*u) B;  out = (H.C + D*u) * silu(z)
-struct SelectiveScanArgs {
-  int channels = 0;          // E
-  int d_state = 0;           // N
-  const float* u = nullptr;  // (rows, E) conv output
-  int ld_u = 0;
-  const float* dt = nullptr;  // (rows, E) dt_proj output including its bias, before softplus
-  int ld_dt = 0;
-  const float* B = nullptr;  // (rows, N)
-  const float* C = nullptr;  // (rows, N)
-  int ld_bc = 0;             // row stride of B and C
-  const float* z = nullptr;  // (rows, E) gate
-  int ld_z = 0;
-  const float* A = nullptr;  // (N, E): A[n * E + e] = -exp(A_log[e, n])
-  const float* D = nullptr;  // (E)
-  StateView state;           // per slot (N, E): H[n * E + e]
-  float* out = nullptr;      // (rows, E)
-  int ld_out = 0;
-};
-
 enum class Activation { kNone, kSigmoid, kSoftmax };
+
+// The ops a backend may lack (the others every backend has).
+enum class Op { kSsdScan, kSsdChunkedScan, kGatedRmsNorm };
+const char* OpName(Op op);  // "ssd_scan", "ssd_chunked_scan", "gated_rms_norm"
 
 // Weights of one linear layer, prepared once in the backend's preferred layout.
 class LinearWeights {
@@ -111,6 +72,12 @@ class Backend {
   virtual void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& args) = 0;
   // In place over (rows, cols) contiguous; softmax is per row.
   virtual void ApplyActivation(Activation act, float* y, int rows, int cols) = 0;
+
+  // ---- ops a backend may lack: call only where Supports(op) ----
+  virtual bool Supports(Op op) const { return false; }
+  virtual void SsdScan(const SeqBatch& batch, const SsdScanArgs& args);
+  virtual void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& args, int chunk);
+  virtual void GatedRmsNorm(const GatedRmsNormArgs& args, int rows);
   // Log-mel features are not an op: they are host code on every backend (HostLogMel,
   // server/frontend/frontend.h).
 };
@@ -118,6 +85,10 @@ class Backend {
 // Creates "reference", "cpu" or "cuda"; nullptr for an unknown name, or for "cuda" when the
 // build has no CUDA or the machine no GPU. threads: the cpu backend's threads (<= 0: all
 // cores); the others run no multithreaded host code.
+// OK when `backend` has every op in `ops`; else UNIMPLEMENTED naming the op, the backend and
+// `what` needs it ("layer type \"mamba2\"").
+Status RequireOps(const Backend& backend, std::initializer_list<Op> ops, const std::string& what);
+
 std::unique_ptr<Backend> CreateBackend(const std::string& name, int threads);
 
 // Whether the cuda backend can run here; if not, *why says why (no CUDA in this build, no

@@ -422,6 +422,7 @@ nlohmann::ordered_json LoadGenerator::OfflineReport() const {
       input.insert(input.end(), decoded->begin(), decoded->end());
     }
     SpanSource source(input.data(), input.size());
+    // The recurrence (the default): bitwise what streaming computes, in any chunking.
     auto offline = (*engine)->RunOffline({&source}, OfflineOptions());
     if (!offline.ok()) return {{"error", offline.status().ToString()}};
     const int d_out = (*engine)->d_out();

@@ -38,6 +38,16 @@ class CpuBackend final : public HostMemoryBackend {
   void ApplyActivation(Activation act, float* y, int rows, int cols) override {
     reference::ApplyActivation(act, y, rows, cols);
   }
+  bool Supports(Op) const override { return true; }
+  void SsdScan(const SeqBatch& batch, const SsdScanArgs& args) override {
+    cpu::SsdScan(batch, args, threads_);
+  }
+  void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& args, int chunk) override {
+    cpu::SsdChunkedScan(batch, args, chunk, threads_);
+  }
+  void GatedRmsNorm(const GatedRmsNormArgs& args, int rows) override {
+    cpu::GatedRmsNorm(args, rows, threads_);
+  }
 
  private:
   int threads_;

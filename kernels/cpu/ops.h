@@ -14,5 +14,8 @@ void Linear(const LinearWeights& w, const float* x, int ld_x, int rows, float* y
 void RmsNorm(const float* x, const float* w, int rows, int dim, float eps, float* y, int threads);
 void CausalConv(const SeqBatch& batch, const CausalConvArgs& args, int threads);
 void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& args, int threads);
+void SsdScan(const SeqBatch& batch, const SsdScanArgs& args, int threads);
+void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& args, int chunk, int threads);
+void GatedRmsNorm(const GatedRmsNormArgs& args, int rows, int threads);
 
 }  // namespace ssm::cpu

@@ -110,6 +110,16 @@ class CudaBackend final : public Backend {
     cuda::ApplyActivation(act, y, rows, cols, stream_);
     SSM_CUDA_CHECK(cudaGetLastError());
   }
+  // No chunked (SSD) scan kernel yet: a Mamba-2 layer runs the recurrence offline as well.
+  bool Supports(Op op) const override { return op != Op::kSsdChunkedScan; }
+  void SsdScan(const SeqBatch& batch, const SsdScanArgs& args) override {
+    cuda::SsdScan(Upload(batch), args, stream_);
+    SSM_CUDA_CHECK(cudaGetLastError());
+  }
+  void GatedRmsNorm(const GatedRmsNormArgs& args, int rows) override {
+    cuda::GatedRmsNorm(args, rows, stream_);
+    SSM_CUDA_CHECK(cudaGetLastError());
+  }
 
  private:
   // Copies the batch's offsets and slots to device memory (one buffer, grown as needed). Every

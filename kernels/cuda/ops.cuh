@@ -26,5 +26,7 @@ void Fill(float* dst, size_t n, float value, cudaStream_t stream);
 void CausalConv(const DeviceBatch& batch, const CausalConvArgs& args, cudaStream_t stream);
 void SelectiveScan(const DeviceBatch& batch, const SelectiveScanArgs& args, cudaStream_t stream);
 void ApplyActivation(Activation act, float* y, int rows, int cols, cudaStream_t stream);
+void SsdScan(const DeviceBatch& batch, const SsdScanArgs& args, cudaStream_t stream);
+void GatedRmsNorm(const GatedRmsNormArgs& args, int rows, cudaStream_t stream);
 
 }  // namespace ssm::cuda

@@ -12,5 +12,8 @@ void RmsNorm(const float* x, const float* w, int rows, int dim, float eps, float
 void CausalConv(const SeqBatch& batch, const CausalConvArgs& args);
 void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& args);
 void ApplyActivation(Activation act, float* y, int rows, int cols);
+void SsdScan(const SeqBatch& batch, const SsdScanArgs& args);
+void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& args, int chunk);
+void GatedRmsNorm(const GatedRmsNormArgs& args, int rows);
 
 }  // namespace ssm::reference

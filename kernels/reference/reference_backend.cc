@@ -52,6 +52,16 @@ class ReferenceBackend final : public HostMemoryBackend {
   void ApplyActivation(Activation act, float* y, int rows, int cols) override {
     reference::ApplyActivation(act, y, rows, cols);
   }
+  bool Supports(Op) const override { return true; }
+  void SsdScan(const SeqBatch& batch, const SsdScanArgs& args) override {
+    reference::SsdScan(batch, args);
+  }
+  void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& args, int chunk) override {
+    reference::SsdChunkedScan(batch, args, chunk);
+  }
+  void GatedRmsNorm(const GatedRmsNormArgs& args, int rows) override {
+    reference::GatedRmsNorm(args, rows);
+  }
 };
 
 }  // namespace

@@ -75,12 +75,16 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
   std::vector<size_t> state_floats;
   size_t scratch_per_row = 0;
   for (int l = 0; l < c.n_layer; ++l) {
-    SSM_ASSIGN_OR_RETURN(auto layer, CreateLayer(m, l, backend));
+    LayerContext ctx;
+    ctx.tensors = &m.tensors();
+    ctx.prefix = fmt::format("backbone.layers.{}.", l);
+    ctx.d_model = c.d_model;
+    ctx.norm_eps = float(c.norm.eps);
+    ctx.backend = backend;
+    SSM_ASSIGN_OR_RETURN(auto layer, c.layer_params(l).Create(ctx));
     state_floats.push_back(layer->state_floats());
     scratch_per_row = std::max(scratch_per_row, layer->scratch_floats_per_row());
     e->layers_.push_back(std::move(layer));
-    e->norm_w_.push_back(
-        Upload(*backend, m.tensor(fmt::format("backbone.layers.{}.norm.weight", l)).data));
   }
   e->pool_ = std::make_unique<StatePool>(backend, options.max_streams, state_floats);
   e->slots_.resize(options.max_streams);
@@ -89,7 +93,6 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
   e->in_ = backend->Allocate(rows * c.d_in);
   e->h_ = backend->Allocate(rows * c.d_model);
   e->hn_ = backend->Allocate(rows * c.d_model);
-  e->mix_ = backend->Allocate(rows * c.d_model);
   e->y_ = backend->Allocate(rows * c.d_out);
   e->scratch_ = backend->Allocate(rows * scratch_per_row);
   return e;
@@ -186,6 +189,10 @@ StatusOr<int> Engine::RestoreStream(const StreamSnapshot& snapshot) {
 }
 
 void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
+  StepImpl(chunks, /*offline=*/false, result);
+}
+
+void Engine::StepImpl(const std::vector<ChunkInput>& chunks, bool offline, StepResult* result) {
   const int d_in = model_->config().d_in, d_out = this->d_out();
   result->chunks.assign(chunks.size(), ChunkOutput());
   features_.clear();
@@ -251,7 +258,7 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
         run_done = 0;
       }
     }
-    const SeqBatch batch{int(slots.size()), offsets.data(), slots.data()};
+    const SeqBatch batch{int(slots.size()), offsets.data(), slots.data(), offline};
     RunPass(batch, features_.data() + size_t(pass_row) * d_in,
             result->outputs.data() + size_t(pass_row) * d_out);
     pass_row += pass_rows;
@@ -282,12 +289,8 @@ void Engine::RunPass(const SeqBatch& batch, const float* features, float* output
   Backend& b = *backend_;
   b.CopyToBackend(in_->data(), features, size_t(rows) * c.d_in);
   b.Linear(*input_proj_, in_->data(), c.d_in, rows, h_->data(), c.d_model);
-  for (size_t l = 0; l < layers_.size(); ++l) {
-    b.RmsNorm(h_->data(), norm_w_[l]->data(), rows, c.d_model, eps, hn_->data());
-    layers_[l]->Forward(batch, hn_->data(), mix_->data(), pool_->layer_view(int(l)),
-                        scratch_->data());
-    b.Add(h_->data(), mix_->data(), size_t(rows) * c.d_model);
-  }
+  for (size_t l = 0; l < layers_.size(); ++l)
+    layers_[l]->Forward(batch, h_->data(), pool_->layer_view(int(l)), scratch_->data());
   b.RmsNorm(h_->data(), norm_f_w_->data(), rows, c.d_model, eps, hn_->data());
   b.Linear(*head_, hn_->data(), c.d_model, rows, y_->data(), c.d_out);
   b.ApplyActivation(activation_, y_->data(), rows, c.d_out);
@@ -339,7 +342,7 @@ StatusOr<std::vector<std::vector<float>>> Engine::RunOffline(
         chunk_owner.push_back(a);
       }
       if (chunks.empty()) break;
-      Step(chunks, &step);
+      StepImpl(chunks, /*offline=*/options.parallel_form, &step);
       for (size_t i = 0; i < chunks.size(); ++i) {
         const ChunkOutput& co = step.chunks[i];
         const size_t input = active[chunk_owner[i]];

@@ -11,10 +11,10 @@
 #include "common/status.h"
 #include "kernels/backend.h"
 #include "server/engine/input_source.h"
-#include "server/engine/layer.h"
 #include "server/engine/snapshot.h"
 #include "server/engine/state_pool.h"
 #include "server/frontend/frontend.h"
+#include "server/layers/layer.h"
 #include "server/model/model.h"
 
 namespace ssm {
@@ -53,6 +53,11 @@ struct StepResult {
 
 struct OfflineOptions {
   int segment_frames = 1024;  // frames read per input per pass: memory is bounded by this
+  // false: the recurrence that streaming runs, so outputs equal a streamed run's bitwise. true:
+  // layers take their parallel form where they have one and the backend its kernel (Mamba-2's
+  // chunked SSD form), equal to a streamed run's outputs to the exactness contract's bound. On
+  // the cpu backend the recurrence is the faster (tests/bench/RESULTS.md), hence the default.
+  bool parallel_form = false;
   // Called after each pass with frames done so far per input (optional).
   std::function<void(const std::vector<int64_t>& frames_done)> progress;
 };
@@ -96,12 +101,15 @@ class Engine {
   void Step(const std::vector<ChunkInput>& chunks, StepResult* result);
 
   // Whole inputs through the model, segment by segment with carried state, many inputs per
-  // pass. Returns each input's outputs, (frames, d_out). Needs free stream slots.
+  // pass. Returns each input's outputs, (frames, d_out). Needs free stream slots. See
+  // OfflineOptions::parallel_form for how they compare with a streamed run's.
   StatusOr<std::vector<std::vector<float>>> RunOffline(const std::vector<InputSource*>& inputs,
                                                        const OfflineOptions& options);
 
  private:
   Engine() = default;
+  // Step, for live chunks or (offline) for segments of whole inputs (SeqBatch::offline).
+  void StepImpl(const std::vector<ChunkInput>& chunks, bool offline, StepResult* result);
   // Runs the network on `batch` rows of host features; writes (rows, d_out) host outputs.
   void RunPass(const SeqBatch& batch, const float* features, float* outputs);
 
@@ -122,12 +130,11 @@ class Engine {
 
   // Weights outside the layers.
   std::unique_ptr<LinearWeights> input_proj_, head_;
-  std::vector<std::unique_ptr<Buffer>> norm_w_;  // per layer (d_model)
-  std::unique_ptr<Buffer> norm_f_w_;             // (d_model)
+  std::unique_ptr<Buffer> norm_f_w_;  // (d_model)
   Activation activation_ = Activation::kNone;
 
   // Per-pass workspace in backend memory, max_batch_frames rows each.
-  std::unique_ptr<Buffer> in_, h_, hn_, mix_, y_, scratch_;
+  std::unique_ptr<Buffer> in_, h_, hn_, y_, scratch_;
   // Host staging of one Step.
   std::vector<float> features_;
 };

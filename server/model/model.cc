@@ -55,8 +55,8 @@ Status CheckTensorSet(const ModelConfig& config,
   }
   if (!extra.empty()) {
     return InvalidArgumentError(
-        fmt::format("{} unexpected tensor(s) that the config does not use: {} (check layer.bias, "
-                    "layer.conv_bias and n_layer)",
+        fmt::format("{} unexpected tensor(s) that the config does not use: {} (check n_layer and "
+                    "the layer settings, e.g. bias and conv_bias)",
                     extra.size(), ListNames(extra)));
   }
   for (const TensorSpec& spec : specs) {
@@ -80,12 +80,6 @@ Status CheckFinite(const std::string& name, const std::vector<float>& data) {
 }
 
 }  // namespace
-
-int64_t Tensor::numel() const {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
 
 StatusOr<std::shared_ptr<const Model>> Model::Load(const std::string& dir) {
   std::error_code ec;  // the throwing overload would end the program on e.g. EACCES
@@ -156,24 +150,20 @@ int64_t Model::parameter_count() const {
 }
 
 size_t Model::state_bytes_per_stream() const {
-  const size_t e = config_.d_inner();
-  const size_t per_layer = (config_.layer.d_conv - 1) * e + config_.layer.d_state * e;
-  const size_t frontend = config_.frontend.is_log_mel() ? config_.frontend.win_length : 0;
-  return (config_.n_layer * per_layer + frontend) * sizeof(float);
+  size_t floats = config_.frontend.is_log_mel() ? config_.frontend.win_length : 0;
+  for (int i = 0; i < config_.n_layer; ++i)
+    floats += config_.layer_params(i).state_floats(config_.d_model);
+  return floats * sizeof(float);
 }
 
-// Counted per frame (one multiply-add = 2 FLOPs):
-//   input_proj, per layer in_proj, x_proj, dt_proj, out_proj, and head: 2 * in * out each;
-//   causal conv: 2 * E * d_conv per layer;
-//   scan: 7 * E * N per layer (delta*A, exp, decay*H, delta*u*B, add, *C and the sum over N).
-// Norms, activations, softplus, the gate and the frontend are O(d_model) or O(E) and left out.
+// Counted per frame (one multiply-add = 2 FLOPs): input_proj and head, 2 * in * out each, and
+// each layer's own count (its flops_per_frame). Norms, activations and the frontend are
+// O(d_model) and left out.
 double Model::flops_per_frame() const {
   const ModelConfig& c = config_;
-  const double d = c.d_model, e = c.d_inner(), n = c.layer.d_state, r = c.layer.dt_rank;
-  auto linear = [](double in, double out) { return 2.0 * in * out; };
-  const double per_layer = linear(d, 2 * e) + linear(e, r + 2 * n) + linear(r, e) + linear(e, d) +
-                           2.0 * e * c.layer.d_conv + 7.0 * e * n;
-  return linear(c.d_in, d) + c.n_layer * per_layer + linear(d, c.d_out);
+  double flops = 2.0 * c.d_in * c.d_model + 2.0 * c.d_model * c.d_out;
+  for (int i = 0; i < c.n_layer; ++i) flops += c.layer_params(i).flops_per_frame(c.d_model);
+  return flops;
 }
 
 Status Model::Save(const std::string& dir) const {

@@ -18,13 +18,6 @@ namespace ssm {
 inline constexpr char kModelConfigFile[] = "config.json";
 inline constexpr char kModelWeightsFile[] = "model.safetensors";
 
-// A dense row-major float32 tensor.
-struct Tensor {
-  std::vector<int64_t> shape;
-  std::vector<float> data;  // numel() floats
-  int64_t numel() const;
-};
-
 // Immutable once built, so one instance is shared by all streams (and threads) without locking.
 // Every instance has passed validation: the config is valid, the tensors are exactly
 // config.ExpectedTensors() with their shapes, and every weight is finite.
@@ -46,8 +39,8 @@ class Model {
   // data in name order: equal for the same model however its files were written (F16, F32),
   // different for any other weights or settings. Snapshots carry it (docs/design.md §7).
   const Digest& fingerprint() const { return fingerprint_; }
-  // Recurrent state of one stream: per layer the conv tail (d_conv - 1, E) and H (d_state, E),
-  // plus win_length carried samples for a log_mel frontend. Float32 bytes.
+  // Recurrent state of one stream: each layer's (LayerParams::state_floats), plus win_length
+  // carried samples for a log_mel frontend. Float32 bytes.
   size_t state_bytes_per_stream() const;
   // Floating-point operations to advance one stream by one frame (see model.cc for the count).
   double flops_per_frame() const;

@@ -14,213 +14,31 @@
 #include <set>
 #include <sstream>
 
+#include "server/layers/mamba/mamba.h"
 #include "server/model/json_check.h"
 
 namespace ssm {
 namespace {
 
-using Json = nlohmann::ordered_json;
+using Json = ConfigJson;
 
 constexpr char kFormat[] = "ssmserve/v1";
 
 // Sanity limits: far above any real model, low enough that shapes and byte counts cannot overflow.
-constexpr int kMaxDim = 1 << 16;  // d_in, d_model, d_out, dt_rank, n_mels, win, hop, n_fft
+constexpr int kMaxDim = kMaxConfigDim;  // d_in, d_model, d_out, n_mels, win, hop, n_fft
 constexpr int kMaxLayers = 1024;
-constexpr int kMaxExpand = 64;
-constexpr int kMaxDState = 256;
-constexpr int kMaxDConv = 8;
 constexpr int kMaxSampleRate = 1000000;  // Hz
-constexpr int kIntMax = std::numeric_limits<int>::max();
 
 // Fields that only a log_mel frontend accepts.
 const char* const kLogMelOnlyFields[] = {"sample_rate", "win_length", "hop_length", "n_fft",
                                          "n_mels",      "f_min",      "f_max",      "log_floor"};
 
-// "a string (\"abc\")": what a JSON value is, for "found ..." in messages.
-std::string Describe(const Json& v) {
-  std::string text = v.dump();
-  if (text.size() > 40) text = text.substr(0, 37) + "...";
-  switch (v.type()) {
-    case Json::value_t::null:
-      return "null";
-    case Json::value_t::boolean:
-      return text;
-    case Json::value_t::string:
-      return "a string (" + text + ")";
-    case Json::value_t::number_integer:
-    case Json::value_t::number_unsigned:
-      return "an integer (" + text + ")";
-    case Json::value_t::number_float:
-      return "a number (" + text + ")";
-    case Json::value_t::array:
-      return "an array (" + text + ")";
-    case Json::value_t::object:
-      return "an object (" + text + ")";
-    default:
-      return text;
-  }
-}
-
-Status TypeError(const std::string& path, const char* expected, const Json& found) {
-  return InvalidArgumentError(
-      fmt::format("{}: expected {}, found {}", path, expected, Describe(found)));
-}
-
-// Levenshtein distance, to suggest the field a typo meant.
-size_t EditDistance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] != b[j - 1] ? 1 : 0)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
-// Reads the members of one JSON object into struct fields. An absent optional member leaves the
-// struct's default; every key asked for is remembered so that leftovers are reported as unknown.
-class ObjectReader {
- public:
-  ObjectReader(const Json& object, std::string prefix)
-      : object_(object), prefix_(std::move(prefix)) {}
-
-  std::string Path(const std::string& key) const { return prefix_ + key; }
-  bool Has(const char* key) const { return object_.contains(key); }
-
-  Status Required(const char* key) {
-    known_.insert(key);
-    if (!Has(key)) return InvalidArgumentError(Path(key) + ": required field is missing");
-    return OkStatus();
-  }
-
-  Status Get(const char* key, int* out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!v->is_number_integer()) return TypeError(Path(key), "an integer", *v);
-    const bool fits = v->is_number_unsigned()
-                          ? v->get<uint64_t>() <= static_cast<uint64_t>(kIntMax)
-                          : v->get<int64_t>() >= std::numeric_limits<int>::min();
-    if (!fits) return TypeError(Path(key), "a 32-bit integer", *v);
-    *out = v->get<int>();
-    return OkStatus();
-  }
-  Status Get(const char* key, double* out) {
-    return GetScalar(key, &Json::is_number, "a number", out);
-  }
-  Status Get(const char* key, bool* out) {
-    return GetScalar(key, &Json::is_boolean, "true or false", out);
-  }
-  Status Get(const char* key, std::string* out) {
-    return GetScalar(key, &Json::is_string, "a string", out);
-  }
-  Status Get(const char* key, std::vector<float>* out) {
-    return GetArray(key, &Json::is_number, "a number", "an array of numbers", out);
-  }
-  Status Get(const char* key, std::vector<std::string>* out) {
-    return GetArray(key, &Json::is_string, "a string", "an array of strings", out);
-  }
-
-  // A nested object; *out stays null when the member is absent.
-  Status GetObject(const char* key, const Json** out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!v->is_object()) return TypeError(Path(key), "an object", *v);
-    *out = v;
-    return OkStatus();
-  }
-
-  // A member that is a known field, but not allowed here (`reason` says why).
-  Status Forbid(const char* key, const std::string& reason) {
-    known_.insert(key);
-    if (Has(key)) return InvalidArgumentError(fmt::format("{}: {}", Path(key), reason));
-    return OkStatus();
-  }
-
-  // Every member not asked for is an unknown field; suggests the nearest known name.
-  Status CheckNoUnknownFields() const {
-    for (const auto& item : object_.items()) {
-      if (known_.count(item.key())) continue;
-      std::string message = Path(Excerpt(item.key())) + ": unknown field";
-      const std::string* nearest = nullptr;
-      size_t best = 3;  // suggest only close matches (distance <= 2)
-      for (const std::string& k : known_) {
-        const size_t d = EditDistance(item.key(), k);
-        if (d < best) best = d, nearest = &k;
-      }
-      if (nearest != nullptr) message += fmt::format(" (did you mean \"{}\"?)", *nearest);
-      return InvalidArgumentError(message);
-    }
-    return OkStatus();
-  }
-
- private:
-  using TypeCheck = bool (Json::*)() const noexcept;
-
-  // A member whose JSON type `is_type` accepts; `expected` names that type in errors.
-  template <typename T>
-  Status GetScalar(const char* key, TypeCheck is_type, const char* expected, T* out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!(v->*is_type)()) return TypeError(Path(key), expected, *v);
-    *out = v->get<T>();
-    return OkStatus();
-  }
-
-  // An array member whose items `is_item` accepts.
-  template <typename T>
-  Status GetArray(const char* key, TypeCheck is_item, const char* item_expected,
-                  const char* array_expected, std::vector<T>* out) {
-    const Json* v = Find(key);
-    if (v == nullptr) return OkStatus();
-    if (!v->is_array()) return TypeError(Path(key), array_expected, *v);
-    out->clear();
-    for (size_t i = 0; i < v->size(); ++i) {
-      const Json& item = (*v)[i];
-      if (!(item.*is_item)()) {
-        return TypeError(fmt::format("{}[{}]", Path(key), i), item_expected, item);
-      }
-      out->push_back(item.get<T>());
-    }
-    return OkStatus();
-  }
-
-  const Json* Find(const char* key) {
-    known_.insert(key);
-    auto it = object_.find(key);
-    return it == object_.end() ? nullptr : &*it;
-  }
-
-  const Json& object_;
-  std::string prefix_;
-  std::set<std::string> known_;
-};
-
-// "frontend.type: expected "log_mel" | "none", found "mfcc"".
-Status CheckOneOf(const std::string& field, const std::string& value,
-                  std::initializer_list<const char*> allowed) {
-  std::string list;
-  for (const char* a : allowed) {
-    if (value == a) return OkStatus();
-    list += fmt::format("{}\"{}\"", list.empty() ? "" : " | ", a);
-  }
-  return InvalidArgumentError(
-      fmt::format("{}: expected {}, found \"{}\"", field, list, Excerpt(value)));
-}
-
 Status CheckFrontendType(const std::string& type) {
   return CheckOneOf("frontend.type", type, {"log_mel", "none"});
 }
 
-// mamba_ssm's dt_rank="auto": ceil(d_model / 16).
-int AutoDtRank(int d_model) { return d_model / 16 + (d_model % 16 != 0 ? 1 : 0); }
-
 Status ParseFrontend(const Json& object, FrontendConfig* f) {
-  ObjectReader r(object, "frontend.");
+  ConfigReader r(object, "frontend.");
   SSM_RETURN_IF_ERROR(r.Get("type", &f->type));
   SSM_RETURN_IF_ERROR(CheckFrontendType(f->type));
   if (f->is_log_mel()) {
@@ -255,32 +73,23 @@ Status ParseFrontend(const Json& object, FrontendConfig* f) {
   return r.CheckNoUnknownFields();
 }
 
-Status ParseLayer(const Json& object, LayerConfig* layer, bool* has_dt_rank) {
-  ObjectReader r(object, "layer.");
-  SSM_RETURN_IF_ERROR(r.Get("type", &layer->type));
-  SSM_RETURN_IF_ERROR(r.Get("d_state", &layer->d_state));
-  SSM_RETURN_IF_ERROR(r.Get("d_conv", &layer->d_conv));
-  SSM_RETURN_IF_ERROR(r.Get("expand", &layer->expand));
-  SSM_RETURN_IF_ERROR(r.Get("dt_rank", &layer->dt_rank));
-  SSM_RETURN_IF_ERROR(r.Get("conv_bias", &layer->conv_bias));
-  SSM_RETURN_IF_ERROR(r.Get("bias", &layer->bias));
-  *has_dt_rank = r.Has("dt_rank");
-  return r.CheckNoUnknownFields();
+// One layer section: "type" (default "mamba") selects the type, which reads the rest.
+Status ParseLayer(const Json& object, const std::string& prefix, int d_model, LayerConfig* layer) {
+  ConfigReader r(object, prefix);
+  std::string type = "mamba";
+  SSM_RETURN_IF_ERROR(r.Get("type", &type));
+  SSM_ASSIGN_OR_RETURN(std::unique_ptr<LayerParams> params, NewLayerParams(type, r.Path("type")));
+  SSM_RETURN_IF_ERROR(params->Parse(&r, d_model));
+  SSM_RETURN_IF_ERROR(r.CheckNoUnknownFields());
+  *layer = LayerConfig(std::move(params));
+  return OkStatus();
 }
 
 Status ParseNorm(const Json& object, NormConfig* norm) {
-  ObjectReader r(object, "norm.");
+  ConfigReader r(object, "norm.");
   SSM_RETURN_IF_ERROR(r.Get("type", &norm->type));
   SSM_RETURN_IF_ERROR(r.Get("eps", &norm->eps));
   return r.CheckNoUnknownFields();
-}
-
-Status CheckIntRange(const std::string& field, int64_t value, int64_t lo, int64_t hi) {
-  if (value < lo || value > hi) {
-    return InvalidArgumentError(
-        fmt::format("{}: expected an integer in [{}, {}], found {}", field, lo, hi, value));
-  }
-  return OkStatus();
 }
 
 // A per-feature array of the "none" frontend: d_in finite numbers, positive if `positive`.
@@ -317,10 +126,10 @@ StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) {
   } catch (const Json::exception& e) {  // not expected after CheckJson; never let one escape
     return InvalidArgumentError(fmt::format("config: {}", e.what()));
   }
-  if (!root.is_object()) return TypeError("config", "a JSON object", root);
+  if (!root.is_object()) return ConfigTypeError("config", "a JSON object", root);
 
   ModelConfig c;
-  ObjectReader r(root, "");
+  ConfigReader r(root, "");
   for (const char* key : {"format", "d_in", "d_model", "n_layer", "d_out"}) {
     SSM_RETURN_IF_ERROR(r.Required(key));
   }
@@ -339,10 +148,27 @@ StatusOr<ModelConfig> ModelConfig::FromJson(const std::string& json_text) {
   if (frontend != nullptr) SSM_RETURN_IF_ERROR(ParseFrontend(*frontend, &c.frontend));
 
   const Json* layer = nullptr;
-  bool has_dt_rank = false;
+  const Json* layers = nullptr;
   SSM_RETURN_IF_ERROR(r.GetObject("layer", &layer));
-  if (layer != nullptr) SSM_RETURN_IF_ERROR(ParseLayer(*layer, &c.layer, &has_dt_rank));
-  if (!has_dt_rank) c.layer.dt_rank = AutoDtRank(c.d_model);  // d_model is validated below
+  SSM_RETURN_IF_ERROR(r.GetObjectArray("layers", &layers));
+  if (layer != nullptr && layers != nullptr)
+    return InvalidArgumentError(
+        "layers: give either \"layer\" (the same for every layer) or \"layers\" (one per "
+        "layer), not both");
+  // d_model is validated below (defaults that depend on it, like dt_rank, are checked then).
+  const Json no_fields = Json::object();
+  SSM_RETURN_IF_ERROR(
+      ParseLayer(layer != nullptr ? *layer : no_fields, "layer.", c.d_model, &c.layer));
+  if (layers != nullptr) {
+    if (layers->size() != size_t(std::max(c.n_layer, 0)))
+      return InvalidArgumentError(fmt::format("layers: expected n_layer ({}) entries, found {}",
+                                              c.n_layer, layers->size()));
+    for (size_t i = 0; i < layers->size(); ++i) {
+      c.layers.emplace_back();
+      SSM_RETURN_IF_ERROR(
+          ParseLayer((*layers)[i], fmt::format("layers[{}].", i), c.d_model, &c.layers.back()));
+    }
+  }
 
   const Json* norm = nullptr;
   SSM_RETURN_IF_ERROR(r.GetObject("norm", &norm));
@@ -387,10 +213,13 @@ std::string ModelConfig::ToJson() const {
   root["d_in"] = d_in;
   root["d_model"] = d_model;
   root["n_layer"] = n_layer;
-  root["layer"] = {{"type", layer.type},       {"d_state", layer.d_state},
-                   {"d_conv", layer.d_conv},   {"expand", layer.expand},
-                   {"dt_rank", layer.dt_rank}, {"conv_bias", layer.conv_bias},
-                   {"bias", layer.bias}};
+  if (layers.empty()) {
+    root["layer"] = layer->ToJson();
+  } else {
+    Json list = Json::array();
+    for (const LayerConfig& l : layers) list.push_back(l->ToJson());
+    root["layers"] = list;
+  }
   root["norm"] = {{"type", norm.type}, {"eps", norm.eps}};
   root["d_out"] = d_out;
   root["head_activation"] = head_activation;
@@ -449,11 +278,15 @@ Status ModelConfig::Validate() const {
     }
   }
 
-  SSM_RETURN_IF_ERROR(CheckOneOf("layer.type", layer.type, {"mamba"}));
-  SSM_RETURN_IF_ERROR(CheckIntRange("layer.d_state", layer.d_state, 1, kMaxDState));
-  SSM_RETURN_IF_ERROR(CheckIntRange("layer.d_conv", layer.d_conv, 1, kMaxDConv));
-  SSM_RETURN_IF_ERROR(CheckIntRange("layer.expand", layer.expand, 1, kMaxExpand));
-  SSM_RETURN_IF_ERROR(CheckIntRange("layer.dt_rank", layer.dt_rank, 1, kMaxDim));
+  if (layers.empty()) {
+    SSM_RETURN_IF_ERROR(layer->Validate("layer.", d_model));
+  } else {
+    if (layers.size() != size_t(n_layer))
+      return InvalidArgumentError(
+          fmt::format("layers: expected n_layer ({}) entries, found {}", n_layer, layers.size()));
+    for (int i = 0; i < n_layer; ++i)
+      SSM_RETURN_IF_ERROR(layers[i]->Validate(layer_path(i), d_model));
+  }
 
   SSM_RETURN_IF_ERROR(CheckOneOf("norm.type", norm.type, {"rmsnorm"}));
   // The engine adds eps in float32: 1e-50 would become 0 there (0/0 on a zero row), 1e39 inf.
@@ -485,33 +318,37 @@ std::string ModelConfig::ToString() const {
     front = fmt::format("none({}{} frames/s)", frontend.mean.empty() ? "" : "normalised, ",
                         frontend.frame_rate);
   }
-  return fmt::format(
-      "{} {} d_in={} d_model={} n_layer={} {}(d_state={} d_conv={} expand={} dt_rank={}{}{}) "
-      "{}(eps={}) d_out={} {}{}",
-      format, front, d_in, d_model, n_layer, layer.type, layer.d_state, layer.d_conv, layer.expand,
-      layer.dt_rank, layer.conv_bias ? " conv_bias" : "", layer.bias ? " bias" : "", norm.type,
-      norm.eps, d_out, head_activation,
-      labels.empty() ? "" : fmt::format(" [{}]", fmt::join(labels, ", ")));
+  // A hybrid stack lists runs of equal layers: "2x mamba2(...), 1x gla(...)".
+  std::string stack;
+  if (layers.empty()) {
+    stack = layer->ToString();
+  } else {
+    for (int i = 0; i < n_layer;) {
+      const std::string one = layers[i]->ToString();
+      int run = 1;
+      while (i + run < n_layer && layers[i + run]->ToString() == one) ++run;
+      stack += fmt::format("{}{}x {}", stack.empty() ? "" : ", ", run, one);
+      i += run;
+    }
+  }
+  return fmt::format("{} {} d_in={} d_model={} n_layer={} {} {}(eps={}) d_out={} {}{}", format,
+                     front, d_in, d_model, n_layer, stack, norm.type, norm.eps, d_out,
+                     head_activation,
+                     labels.empty() ? "" : fmt::format(" [{}]", fmt::join(labels, ", ")));
+}
+
+std::string ModelConfig::layer_path(int i) const {
+  return layers.empty() ? "layer." : fmt::format("layers[{}].", i);
 }
 
 std::vector<TensorSpec> ModelConfig::ExpectedTensors() const {
-  const int64_t d = d_model, e = d_inner(), n = layer.d_state, r = layer.dt_rank;
+  const int64_t d = d_model;
   std::vector<TensorSpec> specs = {{"input_proj.weight", {d, d_in}}, {"input_proj.bias", {d}}};
   for (int i = 0; i < n_layer; ++i) {
-    const std::string l = fmt::format("backbone.layers.{}.", i);
-    const std::string m = l + "mixer.";
-    specs.push_back({l + "norm.weight", {d}});
-    specs.push_back({m + "in_proj.weight", {2 * e, d}});
-    if (layer.bias) specs.push_back({m + "in_proj.bias", {2 * e}});
-    specs.push_back({m + "conv1d.weight", {e, 1, layer.d_conv}});
-    if (layer.conv_bias) specs.push_back({m + "conv1d.bias", {e}});
-    specs.push_back({m + "x_proj.weight", {r + 2 * n, e}});
-    specs.push_back({m + "dt_proj.weight", {e, r}});
-    specs.push_back({m + "dt_proj.bias", {e}});
-    specs.push_back({m + "A_log", {e, n}});
-    specs.push_back({m + "D", {e}});
-    specs.push_back({m + "out_proj.weight", {d, e}});
-    if (layer.bias) specs.push_back({m + "out_proj.bias", {d}});
+    for (TensorSpec& spec :
+         layer_params(i).Tensors(fmt::format("backbone.layers.{}.", i), d_model)) {
+      specs.push_back(std::move(spec));
+    }
   }
   specs.push_back({"backbone.norm_f.weight", {d}});
   specs.push_back({"head.weight", {d_out, d}});
@@ -520,7 +357,8 @@ std::vector<TensorSpec> ModelConfig::ExpectedTensors() const {
 }
 
 StatusOr<ModelConfig> ModelConfig::Preset(const std::string& name) {
-  // docs/design.md §5: log-mel 16 kHz defaults, d_in 80, d_state 16, d_conv 4, expand 2, d_out 2.
+  // docs/design.md §5: log-mel 16 kHz defaults, d_in 80, d_out 2; Mamba-1 layers with d_state
+  // 16, d_conv 4, expand 2, or "-<type>" for another type with its defaults.
   struct Size {
     const char* name;
     int d_model;
@@ -529,18 +367,23 @@ StatusOr<ModelConfig> ModelConfig::Preset(const std::string& name) {
   static constexpr Size kPresets[] = {
       {"bench-s", 128, 4}, {"bench-m", 256, 8}, {"bench-l", 768, 24}};
   std::vector<std::string> names;
-  for (const Size& p : kPresets) {
-    names.push_back(p.name);
-    if (name != p.name) continue;
-    ModelConfig c;  // the struct defaults are the documented log-mel frontend and Mamba layer
-    c.d_in = 80;
-    c.d_model = p.d_model;
-    c.n_layer = p.n_layer;
-    c.layer.dt_rank = AutoDtRank(p.d_model);
-    c.d_out = 2;
-    c.head_activation = "softmax";
-    c.labels = {"background", "speech"};
-    return c;
+  for (const std::string& type : LayerTypeNames()) {
+    for (const Size& p : kPresets) {
+      const std::string preset = type == "mamba" ? p.name : fmt::format("{}-{}", p.name, type);
+      names.push_back(preset);
+      if (name != preset) continue;
+      ModelConfig c;  // the struct defaults are the documented log-mel frontend
+      c.d_in = 80;
+      c.d_model = p.d_model;
+      c.n_layer = p.n_layer;
+      SSM_ASSIGN_OR_RETURN(std::unique_ptr<LayerParams> params, NewLayerParams(type, "layer.type"));
+      c.layer = LayerConfig(std::move(params));
+      if (type == "mamba") c.layer.as<MambaParams>().dt_rank = MambaParams::AutoDtRank(p.d_model);
+      c.d_out = 2;
+      c.head_activation = "softmax";
+      c.labels = {"background", "speech"};
+      return c;
+    }
   }
   return NotFoundError(
       fmt::format("unknown preset \"{}\" (valid: {})", name, fmt::join(names, ", ")));

@@ -7,6 +7,8 @@
 #include <vector>
 
 #include "common/status.h"
+#include "server/layers/layer.h"
+#include "server/layers/tensor.h"
 
 namespace ssm {
 
@@ -29,25 +31,9 @@ struct FrontendConfig {
   bool is_log_mel() const { return type == "log_mel"; }
 };
 
-struct LayerConfig {
-  std::string type = "mamba";
-  int d_state = 16;  // N
-  int d_conv = 4;    // K
-  int expand = 2;
-  int dt_rank = 16;  // R
-  bool conv_bias = true;
-  bool bias = false;  // in_proj / out_proj bias
-};
-
 struct NormConfig {
   std::string type = "rmsnorm";
   double eps = 1e-5;
-};
-
-// Expected tensor: name and shape, in the mamba_ssm layout.
-struct TensorSpec {
-  std::string name;
-  std::vector<int64_t> shape;
 };
 
 struct ModelConfig {
@@ -56,14 +42,21 @@ struct ModelConfig {
   int d_in = 80;
   int d_model = 256;
   int n_layer = 8;
+  // Every layer's settings (the "layer" section), or, when `layers` is not empty, one per layer
+  // (the "layers" list, for stacks of mixed types); use layer_params(i).
   LayerConfig layer;
+  std::vector<LayerConfig> layers;
   NormConfig norm;
   int d_out = 2;
   std::string head_activation = "softmax";  // "none" | "sigmoid" | "softmax"
   std::vector<std::string> labels;          // empty or d_out names
 
-  int d_inner() const { return layer.expand * d_model; }  // E
-  double frame_rate() const;                              // output frames per second
+  const LayerParams& layer_params(int i) const {
+    return layers.empty() ? layer.params() : layers[i].params();
+  }
+  // The config path of layer i's section, with a trailing dot: "layer." or "layers[i].".
+  std::string layer_path(int i) const;
+  double frame_rate() const;  // output frames per second
   // Input values (samples, or frame floats) per second of signal.
   double input_values_per_second() const {
     return frontend.is_log_mel() ? double(frontend.sample_rate) : frame_rate() * double(d_in);
@@ -80,7 +73,8 @@ struct ModelConfig {
   // Every tensor the model file must hold, with its shape.
   std::vector<TensorSpec> ExpectedTensors() const;
 
-  // Benchmark presets (docs/design.md §5): "bench-s", "bench-m", "bench-l".
+  // Benchmark presets (docs/design.md §5): "bench-s", "bench-m", "bench-l" with Mamba-1
+  // layers, and the same sizes with another layer type's defaults as "bench-m-mamba2".
   static StatusOr<ModelConfig> Preset(const std::string& name);
 };
 

@@ -130,9 +130,13 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
 
   RandomArgs random_args;
-  CLI::App* random = app.add_subcommand("random", "Write a model with random Mamba-style weights.");
+  CLI::App* random = app.add_subcommand(
+      "random", "Write a model with random weights (each layer type's own initialisation).");
   CLI::Option_group* source = random->add_option_group("source", "Where the config comes from");
-  source->add_option("--preset", random_args.preset, "Benchmark preset: bench-s, bench-m, bench-l");
+  source->add_option(
+      "--preset", random_args.preset,
+      "Benchmark preset: bench-s, bench-m, bench-l (Mamba-1 layers), or one with another layer "
+      "type, e.g. bench-m-mamba2");
   source->add_option("--config", random_args.config_path, "A config.json to give random weights")
       ->check(CLI::ExistingFile);
   source->require_option(1);

@@ -18,6 +18,7 @@ struct Args {
   int64_t chunk = 0;  // stream mode: input rows (frame input) or samples (audio) per chunk
   int threads = 0;
   int segment_frames = 1024;
+  bool parallel_form = false;
 };
 
 int Run(const Args& args) {
@@ -50,6 +51,7 @@ int Run(const Args& args) {
     SpanSource source(values.data(), values.size());
     OfflineOptions offline;
     offline.segment_frames = args.segment_frames;
+    offline.parallel_form = args.parallel_form;
     const double values_per_frame =
         e.frontend().takes_samples() ? config.frontend.hop_length : config.d_in;
     offline.progress = [&](const std::vector<int64_t>& done) {
@@ -117,7 +119,15 @@ int main(int argc, char** argv) {
   app.add_option("--segment-frames", args.segment_frames, "Offline mode: frames per segment")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_flag("--parallel-form", args.parallel_form,
+               "Offline mode: run layers in their parallel form where they have one (Mamba-2's "
+               "chunked SSD form; equal to the recurrence within 1e-5 relative) instead of the "
+               "recurrence that streaming runs");
   CLI11_PARSE(app, argc, argv);
+  if (args.parallel_form && args.mode != "offline") {
+    std::fprintf(stderr, "error: --parallel-form applies to --mode offline only\n");
+    return 2;
+  }
   if (args.mode == "stream" && args.chunk <= 0) {
     std::fprintf(stderr, "error: --mode stream needs --chunk N (N > 0)\n");
     return 2;

@@ -26,6 +26,7 @@ struct Args {
   double seconds = 5;
   int64_t offline_frames = 0;
   int segment_frames = 1024;
+  bool parallel_form = false;  // offline in the layers' parallel forms, not the recurrence
   bool json = false;
 };
 
@@ -93,6 +94,7 @@ int Main(const Args& args) {
   out["threads"] = threads;
   out["frame_rate"] = c.frame_rate();
   out["gflop_per_frame"] = flops / 1e9;
+  out["state_bytes_per_stream"] = (*model)->state_bytes_per_stream();
 
   if (args.offline_frames > 0) {
     const int64_t values =
@@ -100,6 +102,7 @@ int Main(const Args& args) {
               : args.offline_frames * c.d_in;
     OfflineOptions o;
     o.segment_frames = args.segment_frames;
+    o.parallel_form = args.parallel_form;
     {  // warm-up: first touch of the workspace and the thread pool stay out of the timing
       SyntheticSource warm(
           std::min<int64_t>(values, 2 * int64_t(values_per_frame) * o.segment_frames), audio, 3);
@@ -121,6 +124,7 @@ int Main(const Args& args) {
     out["realtime_factor"] = frames / s / c.frame_rate();
     out["gflops"] = frames * flops / s / 1e9;
     out["segment_frames"] = args.segment_frames;
+    out["offline_form"] = args.parallel_form ? "parallel" : "recurrence";
   } else {
     // Each stream reads its own window of one shared noise buffer.
     const size_t chunk_values = size_t(args.chunk_frames) * values_per_frame;
@@ -212,6 +216,9 @@ int main(int argc, char** argv) {
   app.add_option("--segment-frames", a.segment_frames, "Offline segment length")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_flag("--parallel-form", a.parallel_form,
+               "Offline: run layers in their parallel form where they have one (Mamba-2's "
+               "chunked SSD form), not the recurrence that streaming runs");
   app.add_option("--device", a.device, "auto (cuda when a GPU is present), cpu, cuda or reference")
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))
       ->capture_default_str();

@@ -8,6 +8,8 @@
 #include <vector>
 
 #include "server/engine/engine.h"
+#include "server/layers/mamba/mamba.h"
+#include "server/layers/mamba2/mamba2.h"
 #include "server/model/random_model.h"
 #include "tests/kernels/op_test_util.h"
 
@@ -22,10 +24,10 @@ inline ModelConfig SmallFrameConfig(int d_in = 6, int d_model = 32, int n_layer 
   c.d_in = d_in;
   c.d_model = d_model;
   c.n_layer = n_layer;
-  c.layer.d_state = 8;
-  c.layer.d_conv = 4;
-  c.layer.expand = 2;
-  c.layer.dt_rank = 4;
+  c.layer.as<MambaParams>().d_state = 8;
+  c.layer.as<MambaParams>().d_conv = 4;
+  c.layer.as<MambaParams>().expand = 2;
+  c.layer.as<MambaParams>().dt_rank = 4;
   c.d_out = 3;
   c.head_activation = "softmax";
   return c;
@@ -39,11 +41,51 @@ inline ModelConfig SmallAudioConfig() {
   c.d_in = 40;
   c.d_model = 48;
   c.n_layer = 2;
-  c.layer.d_state = 16;
-  c.layer.dt_rank = 3;
+  c.layer.as<MambaParams>().d_state = 16;
+  c.layer.as<MambaParams>().dt_rank = 3;
   c.d_out = 2;
   c.head_activation = "sigmoid";
   return c;
+}
+
+// SmallFrameConfig with Mamba-2 layers: 4 heads of 16 channels in 2 groups, d_state 12 (not a
+// multiple of any packet width), d_conv 3.
+inline ModelConfig SmallMamba2Config() {
+  ModelConfig c = SmallFrameConfig();
+  Mamba2Params p;
+  p.d_state = 12;
+  p.d_conv = 3;
+  p.headdim = 16;
+  p.ngroups = 2;
+  c.layer = LayerConfig(p.Clone());
+  return c;
+}
+
+// A stack of mixed types (the "layers" list): Mamba-1, Mamba-2 with the gate after the norm,
+// Mamba-2 with biases.
+inline ModelConfig SmallHybridConfig() {
+  ModelConfig c = SmallFrameConfig();
+  c.n_layer = 3;
+  c.layers.push_back(c.layer);
+  Mamba2Params p;
+  p.d_state = 8;
+  p.headdim = 8;
+  p.norm_before_gate = true;
+  c.layers.push_back(LayerConfig(p.Clone()));
+  p.norm_before_gate = false;
+  p.bias = true;
+  p.conv_bias = false;
+  p.ngroups = 4;
+  c.layers.push_back(LayerConfig(p.Clone()));
+  return c;
+}
+
+// Whether offline runs of `c` take a layer's parallel form (then equal to streaming to 1e-5
+// relative, not bitwise).
+inline bool HasParallelForm(const ModelConfig& c) {
+  for (int i = 0; i < c.n_layer; ++i)
+    if (c.layer_params(i).has_parallel_form()) return true;
+  return false;
 }
 
 inline std::shared_ptr<const Model> RandomModel(const ModelConfig& c, uint64_t seed) {
@@ -108,10 +150,11 @@ inline std::vector<float> RunStream(Engine& e, const std::vector<float>& values,
 }
 
 inline std::vector<float> RunOfflineOne(Engine& e, const std::vector<float>& values,
-                                        int segment_frames = 1024) {
+                                        int segment_frames = 1024, bool parallel_form = false) {
   SpanSource src(values.data(), values.size());
   OfflineOptions o;
   o.segment_frames = segment_frames;
+  o.parallel_form = parallel_form;
   auto r = e.RunOffline({&src}, o);
   EXPECT_TRUE(r.ok()) << r.status().ToString();
   return r.ok() ? (*r)[0] : std::vector<float>();

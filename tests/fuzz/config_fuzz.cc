@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "server/layers/mamba/mamba.h"
 #include "server/model/json_check.h"
 #include "server/model/model_config.h"
 #include "tests/fuzz/fuzz_util.h"
@@ -41,7 +42,8 @@ void CheckConfig(const ModelConfig& c) {
   FUZZ_CHECK(again->frame_rate() == c.frame_rate());
 
   const std::vector<TensorSpec> specs = c.ExpectedTensors();
-  const size_t per_layer = 9 + (c.layer.bias ? 2 : 0) + (c.layer.conv_bias ? 1 : 0);
+  const size_t per_layer =
+      9 + (c.layer.as<MambaParams>().bias ? 2 : 0) + (c.layer.as<MambaParams>().conv_bias ? 1 : 0);
   FUZZ_CHECK(specs.size() == 5 + size_t(c.n_layer) * per_layer, "{} tensors", specs.size());
   std::set<std::string> names;
   for (const TensorSpec& s : specs) {

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <string>
 
+#include "server/layers/mamba/mamba.h"
 #include "server/model/model_config.h"
 
 // A property every input must keep; a violation aborts with the message, so libFuzzer saves the
@@ -103,10 +104,10 @@ inline ModelConfig TinyAudioConfig() {
   c.d_in = 3;
   c.d_model = 4;
   c.n_layer = 2;
-  c.layer.d_state = 2;
-  c.layer.d_conv = 3;
-  c.layer.expand = 1;
-  c.layer.dt_rank = 1;
+  c.layer.as<MambaParams>().d_state = 2;
+  c.layer.as<MambaParams>().d_conv = 3;
+  c.layer.as<MambaParams>().expand = 1;
+  c.layer.as<MambaParams>().dt_rank = 1;
   c.d_out = 2;
   c.head_activation = "softmax";
   c.labels = {"background", "speech"};
@@ -123,11 +124,11 @@ inline ModelConfig TinyFrameConfig() {
   c.d_in = 2;
   c.d_model = 4;
   c.n_layer = 1;
-  c.layer.d_state = 3;
-  c.layer.d_conv = 2;
-  c.layer.expand = 2;
-  c.layer.dt_rank = 2;
-  c.layer.bias = true;
+  c.layer.as<MambaParams>().d_state = 3;
+  c.layer.as<MambaParams>().d_conv = 2;
+  c.layer.as<MambaParams>().expand = 2;
+  c.layer.as<MambaParams>().dt_rank = 2;
+  c.layer.as<MambaParams>().bias = true;
   c.d_out = 3;
   c.head_activation = "sigmoid";
   return c;

@@ -87,7 +87,7 @@ else
 fi
 for tool in memcheck racecheck; do
   compute-sanitizer --tool $tool --error-exitcode 1 "$bin/kernel_tests" \
-    --gtest_filter='CudaOpsTest.*' > "$out/sanitizer-$tool.log" 2>&1
+    --gtest_filter='Backends/OpsTest.*/cuda' > "$out/sanitizer-$tool.log" 2>&1
   row "compute-sanitizer $tool" "exit $? ($(grep -m1 'ERROR SUMMARY' "$out/sanitizer-$tool.log"))"
 done
 # Conv and scan bandwidth vs a device-to-device copy: the offline segment shape (64 x 1024 rows)

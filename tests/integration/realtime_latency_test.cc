@@ -18,6 +18,7 @@
 
 #include "clients/lib/latency_summary.h"
 #include "clients/lib/ssm_client.h"
+#include "server/layers/mamba/mamba.h"
 #include "server/model/model.h"
 #include "tests/engine/engine_test_util.h"
 #include "tests/integration/server_process.h"
@@ -52,7 +53,7 @@ ModelConfig CostlyAudioConfig() {
   ModelConfig c = testing::SmallAudioConfig();
   c.d_model = 384;
   c.n_layer = 8;
-  c.layer.dt_rank = 24;
+  c.layer.as<MambaParams>().dt_rank = 24;
   return c;
 }
 

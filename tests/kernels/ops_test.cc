@@ -1,6 +1,11 @@
-// Every cpu op against the reference backend on random shapes, including real model sizes and
-// edge cases (T = 1, T not a multiple of anything, many streams of different lengths).
+// Every op of every fast backend (cpu; cuda where the build and machine have it) against the
+// reference backend, from tables of cases that name the model or path each covers: T = 1, odd
+// sizes, real model sizes, many streams of different lengths in one batch, states carried over
+// several calls. Inputs go to the backend's memory and results come back, so the same test runs
+// on host and device backends. An op a backend lacks (Backend::Supports) is skipped, saying so.
 #include <gtest/gtest.h>
+
+#include <numeric>
 
 #include "tests/kernels/op_test_util.h"
 
@@ -11,67 +16,124 @@ using testing::NormalizedMaxError;
 using testing::OwnedBatch;
 using testing::Rng;
 
-class OpsTest : public ::testing::Test {
+// Buffers in one backend's memory, made from host vectors and read back.
+class OnBackend {
+ public:
+  explicit OnBackend(Backend* backend) : backend_(backend) {}
+  float* Up(const std::vector<float>& host) {
+    buffers_.push_back(backend_->Allocate(std::max<size_t>(host.size(), 1)));
+    backend_->CopyToBackend(buffers_.back()->data(), host.data(), host.size());
+    return buffers_.back()->data();
+  }
+  float* Zeros(size_t n) { return Up(std::vector<float>(n)); }
+  std::vector<float> Down(const float* p, size_t n) {
+    std::vector<float> host(n);
+    backend_->CopyToHost(host.data(), p, n);
+    return host;
+  }
+
+ private:
+  Backend* backend_;
+  std::vector<std::unique_ptr<Buffer>> buffers_;
+};
+
+class OpsTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
+    std::string why;
+    if (GetParam() == "cuda" && !CudaAvailable(&why)) GTEST_SKIP() << "no CUDA here: " << why;
     seed_ = testing::TestSeed();
     rng_ = std::make_unique<Rng>(seed_);
     ref_ = CreateBackend("reference", 1);
-    cpu_ = CreateBackend("cpu", 2);
+    fast_ = CreateBackend(GetParam(), 2);
+    ASSERT_NE(fast_, nullptr);
+    mem_ = std::make_unique<OnBackend>(fast_.get());
+  }
+  // Whether the backend has no kernel for `op` (the test then skips, saying so).
+  bool Lacks(Op op) const { return !fast_->Supports(op); }
+  std::string NoKernel(Op op) const {
+    return "the " + GetParam() + " backend has no " + OpName(op) + " kernel";
   }
   std::string Case(const std::string& what) const {
-    return what + " (seed " + std::to_string(seed_) + ", set SSM_TEST_SEED to replay)";
+    return GetParam() + ", " + what + " (seed " + std::to_string(seed_) +
+           ", set SSM_TEST_SEED to replay)";
   }
+  // Random varlen batch: lengths include 0, 1, 2 and up to max_len (exactly 1 when max_len is
+  // 1); slots are shuffled over a pool of `capacity`.
+  OwnedBatch RandomBatch(int n_seq, int max_len, int capacity) {
+    std::vector<int> slots(capacity);
+    std::iota(slots.begin(), slots.end(), 0);
+    std::shuffle(slots.begin(), slots.end(), rng_->gen());
+    OwnedBatch batch;
+    for (int s = 0; s < n_seq; ++s) {
+      const int pick = rng_->Int(0, 9);
+      const int len = max_len == 1 ? 1
+                      : pick == 0  ? 0
+                      : pick == 1  ? 1
+                      : pick == 2  ? 2
+                                   : rng_->Int(1, max_len);
+      batch.Add(len, slots[s]);
+    }
+    return batch;
+  }
+
   uint64_t seed_ = 0;
   std::unique_ptr<Rng> rng_;
-  std::unique_ptr<Backend> ref_, cpu_;
+  std::unique_ptr<Backend> ref_, fast_;
+  std::unique_ptr<OnBackend> mem_;
 };
 
-struct LinearShape {
+struct LinearCase {
   int rows, in, out, ld_extra;
   const char* what;
 };
 
-TEST_F(OpsTest, LinearMatchesReference) {
-  const LinearShape shapes[] = {{1, 80, 256, 0, "input_proj, T=1"},
-                                {10, 256, 1024, 0, "bench-m in_proj"},
-                                {643, 256, 1024, 5, "in_proj, 64 streams"},
-                                {37, 512, 48, 0, "x_proj"},
-                                {29, 16, 512, 32, "dt_proj from slice"},
-                                {21, 512, 256, 0, "out_proj"},
-                                {9, 256, 2, 0, "head"},
-                                {3, 7, 33, 1, "odd sizes"},
-                                {130, 768, 3072, 0, "bench-l in_proj"}};
-  for (const auto& s : shapes) {
+TEST_P(OpsTest, LinearMatchesReference) {
+  const LinearCase cases[] = {{1, 80, 256, 0, "input_proj, T=1"},
+                              {10, 256, 1024, 0, "bench-m in_proj"},
+                              {643, 256, 1024, 5, "in_proj, 64 streams"},
+                              {37, 512, 48, 0, "x_proj"},
+                              {29, 16, 512, 32, "dt_proj from a column slice"},
+                              {21, 512, 256, 0, "out_proj"},
+                              {9, 256, 2, 0, "head"},
+                              {3, 7, 33, 1, "odd sizes"},
+                              {17, 256, 1288, 0, "bench-m-mamba2 in_proj"},
+                              {130, 768, 3072, 0, "bench-l in_proj"}};
+  for (const LinearCase& c : cases) {
     for (bool bias : {true, false}) {
-      const int ld_x = s.in + s.ld_extra;
-      auto w = rng_->Uniform(size_t(s.out) * s.in, -1, 1);
-      auto b = rng_->Uniform(s.out, -1, 1);
-      auto x = rng_->Normal(size_t(s.rows) * ld_x);
-      std::vector<float> y_ref(size_t(s.rows) * s.out), y_cpu(y_ref.size());
-      auto wr = ref_->PrepareLinear(w.data(), bias ? b.data() : nullptr, s.out, s.in);
-      auto wc = cpu_->PrepareLinear(w.data(), bias ? b.data() : nullptr, s.out, s.in);
-      ref_->Linear(*wr, x.data(), ld_x, s.rows, y_ref.data(), s.out);
-      cpu_->Linear(*wc, x.data(), ld_x, s.rows, y_cpu.data(), s.out);
-      EXPECT_LE(NormalizedMaxError(y_cpu, y_ref), testing::kLinearMaxRelErr) << Case(s.what);
+      const int ld_x = c.in + c.ld_extra;
+      auto w = rng_->Uniform(size_t(c.out) * c.in, -1, 1);
+      auto b = rng_->Uniform(c.out, -1, 1);
+      auto x = rng_->Normal(size_t(c.rows) * ld_x);
+      std::vector<float> y_ref(size_t(c.rows) * c.out);
+      auto wr = ref_->PrepareLinear(w.data(), bias ? b.data() : nullptr, c.out, c.in);
+      ref_->Linear(*wr, x.data(), ld_x, c.rows, y_ref.data(), c.out);
+      auto wf = fast_->PrepareLinear(w.data(), bias ? b.data() : nullptr, c.out, c.in);
+      float* y = mem_->Zeros(y_ref.size());
+      fast_->Linear(*wf, mem_->Up(x), ld_x, c.rows, y, c.out);
+      EXPECT_LE(NormalizedMaxError(mem_->Down(y, y_ref.size()), y_ref), testing::kLinearMaxRelErr)
+          << Case(std::string(c.what) + (bias ? ", bias" : ""));
     }
   }
 }
 
 // A row's output is bitwise the same computed alone, at any position of any batch size.
-TEST_F(OpsTest, LinearIsBatchInvariant) {
+TEST_P(OpsTest, LinearIsBatchInvariant) {
   const int in = 256, out = 1024 + 7, rows = 203;
   auto w = rng_->Uniform(size_t(out) * in, -1, 1);
   auto b = rng_->Uniform(out, -1, 1);
   auto x = rng_->Normal(size_t(rows) * in);
-  auto wc = cpu_->PrepareLinear(w.data(), b.data(), out, in);
-  std::vector<float> all(size_t(rows) * out);
-  cpu_->Linear(*wc, x.data(), in, rows, all.data(), out);
+  auto wf = fast_->PrepareLinear(w.data(), b.data(), out, in);
+  const float* dx = mem_->Up(x);
+  float* dall = mem_->Zeros(size_t(rows) * out);
+  fast_->Linear(*wf, dx, in, rows, dall, out);
+  const std::vector<float> all = mem_->Down(dall, size_t(rows) * out);
   for (int r : {0, 1, 7, 8, 63, 64, 100, 202}) {
     for (int count : {1, 3, 9}) {
       if (r + count > rows) continue;
-      std::vector<float> part(size_t(count) * out);
-      cpu_->Linear(*wc, x.data() + size_t(r) * in, in, count, part.data(), out);
+      float* dpart = mem_->Zeros(size_t(count) * out);
+      fast_->Linear(*wf, dx + size_t(r) * in, in, count, dpart, out);
+      const std::vector<float> part = mem_->Down(dpart, size_t(count) * out);
       for (int i = 0; i < count; ++i)
         for (int o = 0; o < out; ++o)
           ASSERT_EQ(part[size_t(i) * out + o], all[size_t(r + i) * out + o])
@@ -80,69 +142,68 @@ TEST_F(OpsTest, LinearIsBatchInvariant) {
   }
 }
 
-TEST_F(OpsTest, RmsNormMatchesReference) {
+TEST_P(OpsTest, RmsNormMatchesReference) {
   for (auto [rows, dim] : {std::pair{1, 256}, {17, 37}, {130, 768}, {5, 16}}) {
     auto x = rng_->Normal(size_t(rows) * dim, 3.0f);
     auto w = rng_->Uniform(dim, 0.5f, 1.5f);
-    std::vector<float> y_ref(x.size()), y_cpu(x.size());
+    std::vector<float> y_ref(x.size());
     ref_->RmsNorm(x.data(), w.data(), rows, dim, 1e-5f, y_ref.data());
-    cpu_->RmsNorm(x.data(), w.data(), rows, dim, 1e-5f, y_cpu.data());
-    EXPECT_LE(NormalizedMaxError(y_cpu, y_ref), testing::kNormMaxRelErr)
+    float* y = mem_->Zeros(x.size());
+    fast_->RmsNorm(mem_->Up(x), mem_->Up(w), rows, dim, 1e-5f, y);
+    EXPECT_LE(NormalizedMaxError(mem_->Down(y, x.size()), y_ref), testing::kNormMaxRelErr)
         << Case("rows " + std::to_string(rows) + " dim " + std::to_string(dim));
   }
 }
 
-// Random varlen batch: lengths include 0, 1, fewer than K-1 and long; slots are shuffled.
-OwnedBatch RandomBatch(Rng& rng, int n_seq, int max_len, int capacity) {
-  std::vector<int> slots(capacity);
-  std::iota(slots.begin(), slots.end(), 0);
-  std::shuffle(slots.begin(), slots.end(), rng.gen());
-  OwnedBatch batch;
-  for (int s = 0; s < n_seq; ++s) {
-    const int pick = rng.Int(0, 9);
-    const int len = pick == 0 ? 0 : pick == 1 ? 1 : pick == 2 ? 2 : rng.Int(1, max_len);
-    batch.Add(len, slots[s]);
-  }
-  return batch;
-}
+struct ConvCase {
+  int C, K, n_seq, max_len, ld_x;
+  const char* what;
+};
 
-TEST_F(OpsTest, CausalConvMatchesReferenceOverChunks) {
-  struct Shape {
-    int E, K, n_seq, max_len;
-    const char* what;
-  };
-  const Shape shapes[] = {
-      {512, 4, 1, 10, "bench-m, one stream"}, {512, 4, 64, 20, "bench-m, 64 streams"},
-      {37, 3, 9, 50, "odd channels"},         {16, 2, 5, 7, "K=2"},
-      {48, 1, 4, 5, "K=1 (no tail)"},         {1536, 4, 3, 300, "bench-l, long chunks"}};
-  for (const auto& s : shapes) {
-    const int capacity = s.n_seq + 3, ld_x = 2 * s.E;  // x is the first half of in_proj's output
-    auto w = rng_->Uniform(size_t(s.K) * s.E, -0.5f, 0.5f);
-    auto bias = rng_->Uniform(s.E, -0.5f, 0.5f);
-    const size_t stride = size_t(std::max(s.K - 1, 0)) * s.E;
+TEST_P(OpsTest, CausalConvMatchesReferenceOverChunks) {
+  const ConvCase cases[] = {{512, 4, 1, 10, 1024, "bench-m x of in_proj, one stream"},
+                            {512, 4, 64, 20, 1024, "bench-m, 64 streams"},
+                            {37, 3, 9, 50, 74, "odd channels"},
+                            {16, 2, 5, 7, 32, "K=2"},
+                            {48, 1, 4, 5, 96, "K=1 (no tail)"},
+                            {768, 4, 8, 30, 1288, "bench-m-mamba2 xBC of in_proj"},
+                            {1536, 4, 3, 300, 3072, "bench-l, long chunks"}};
+  for (const ConvCase& c : cases) {
+    const int capacity = c.n_seq + 3;
+    auto w = rng_->Uniform(size_t(c.K) * c.C, -0.5f, 0.5f);
+    auto bias = rng_->Uniform(c.C, -0.5f, 0.5f);
+    const size_t stride = size_t(std::max(c.K - 1, 0)) * c.C;
     auto tail_ref = rng_->Normal(capacity * stride);
-    auto tail_cpu = tail_ref;
+    float* tail = mem_->Up(tail_ref);
+    const float *dw = mem_->Up(w), *db = mem_->Up(bias);
     for (int chunk = 0; chunk < 3; ++chunk) {  // the tail carries across chunks
-      OwnedBatch batch = RandomBatch(*rng_, s.n_seq, s.max_len, capacity);
-      auto x = rng_->Normal(size_t(batch.rows()) * ld_x);
-      std::vector<float> out_ref(size_t(batch.rows()) * s.E), out_cpu(out_ref.size());
+      OwnedBatch batch = RandomBatch(c.n_seq, c.max_len, capacity);
+      auto x = rng_->Normal(size_t(batch.rows()) * c.ld_x);
+      std::vector<float> out_ref(size_t(batch.rows()) * c.C);
       CausalConvArgs a;
-      a.channels = s.E;
-      a.kernel = s.K;
+      a.channels = c.C;
+      a.kernel = c.K;
       a.x = x.data();
-      a.ld_x = ld_x;
+      a.ld_x = c.ld_x;
       a.w = w.data();
       a.bias = bias.data();
-      a.ld_out = s.E;
+      a.ld_out = c.C;
       a.tail = {tail_ref.data(), stride};
       a.out = out_ref.data();
       ref_->CausalConv(batch.view(), a);
-      a.tail = {tail_cpu.data(), stride};
-      a.out = out_cpu.data();
-      cpu_->CausalConv(batch.view(), a);
-      const std::string what = std::string(s.what) + ", chunk " + std::to_string(chunk);
-      EXPECT_LE(NormalizedMaxError(out_cpu, out_ref), testing::kConvMaxRelErr) << Case(what);
-      EXPECT_EQ(tail_cpu, tail_ref) << Case(what + ": tail (a copy of inputs) must match exactly");
+      float* out = mem_->Zeros(out_ref.size());
+      a.x = mem_->Up(x);
+      a.w = dw;
+      a.bias = db;
+      a.tail = {tail, stride};
+      a.out = out;
+      fast_->CausalConv(batch.view(), a);
+      const std::string what = std::string(c.what) + ", chunk " + std::to_string(chunk);
+      EXPECT_LE(NormalizedMaxError(mem_->Down(out, out_ref.size()), out_ref),
+                testing::kConvMaxRelErr)
+          << Case(what);
+      EXPECT_EQ(mem_->Down(tail, tail_ref.size()), tail_ref)
+          << Case(what + ": tail (a copy of inputs) must match exactly");
     }
   }
 }
@@ -152,30 +213,31 @@ struct ScanCase {
   const char* what;
 };
 
-TEST_F(OpsTest, SelectiveScanMatchesReferenceOverChunks) {
+TEST_P(OpsTest, SelectiveScanMatchesReferenceOverChunks) {
   const ScanCase cases[] = {{512, 16, 1, 1, "bench-m, T=1"},
                             {512, 16, 64, 20, "bench-m, 64 streams"},
                             {37, 1, 7, 33, "N=1, odd channels"},
                             {40, 5, 5, 61, "N=5"},
                             {64, 64, 3, 40, "N=64"},
                             {1536, 16, 2, 700, "bench-l, long"}};
-  for (const auto& c : cases) {
+  for (const ScanCase& c : cases) {
     const int capacity = c.n_seq + 2, R = 8, ld_bc = R + 2 * c.N;
     std::vector<float> A(size_t(c.N) * c.E), D = rng_->Uniform(c.E, 0.5f, 1.5f);
     for (int n = 0; n < c.N; ++n)
       for (int e = 0; e < c.E; ++e)
         A[size_t(n) * c.E + e] = -float(n + 1) * (0.8f + 0.01f * (e % 40));
     auto h_ref = rng_->Normal(size_t(capacity) * c.N * c.E, 0.5f);
-    auto h_cpu = h_ref;
+    float* h = mem_->Up(h_ref);
+    const float *dA = mem_->Up(A), *dD = mem_->Up(D);
     for (int chunk = 0; chunk < 3; ++chunk) {
-      OwnedBatch batch = RandomBatch(*rng_, c.n_seq, c.max_len, capacity);
+      OwnedBatch batch = RandomBatch(c.n_seq, c.max_len, capacity);
       const size_t rows = batch.rows();
       auto u = rng_->Normal(rows * c.E);
       auto dt = rng_->Uniform(rows * c.E, -7.0f, 3.0f);
       if (rows > 0) dt[0] = 25.0f;            // softplus threshold branch
       auto xp = rng_->Normal(rows * ld_bc);   // x_proj output: [dt_rank | B | C]
       auto z = rng_->Normal(rows * 2 * c.E);  // in_proj output: [x | z]
-      std::vector<float> out_ref(rows * c.E), out_cpu(rows * c.E);
+      std::vector<float> out_ref(rows * c.E);
       SelectiveScanArgs a;
       a.channels = c.E;
       a.d_state = c.N;
@@ -194,35 +256,324 @@ TEST_F(OpsTest, SelectiveScanMatchesReferenceOverChunks) {
       a.state = {h_ref.data(), size_t(c.N) * c.E};
       a.out = out_ref.data();
       ref_->SelectiveScan(batch.view(), a);
-      a.state = {h_cpu.data(), size_t(c.N) * c.E};
-      a.out = out_cpu.data();
-      cpu_->SelectiveScan(batch.view(), a);
+      float *dxp = mem_->Up(xp), *dz = mem_->Up(z), *out = mem_->Zeros(out_ref.size());
+      a.u = mem_->Up(u);
+      a.dt = mem_->Up(dt);
+      a.B = dxp + R;
+      a.C = dxp + R + c.N;
+      a.z = dz + c.E;
+      a.A = dA;
+      a.D = dD;
+      a.state = {h, size_t(c.N) * c.E};
+      a.out = out;
+      fast_->SelectiveScan(batch.view(), a);
       const std::string what = std::string(c.what) + ", chunk " + std::to_string(chunk);
-      EXPECT_LE(NormalizedMaxError(out_cpu, out_ref), testing::kScanMaxRelErr) << Case(what);
-      EXPECT_LE(NormalizedMaxError(h_cpu, h_ref), testing::kScanMaxRelErr) << Case(what + " state");
+      EXPECT_LE(NormalizedMaxError(mem_->Down(out, out_ref.size()), out_ref),
+                testing::kScanMaxRelErr)
+          << Case(what);
+      EXPECT_LE(NormalizedMaxError(mem_->Down(h, h_ref.size()), h_ref), testing::kScanMaxRelErr)
+          << Case(what + " state");
     }
   }
 }
 
-TEST_F(OpsTest, ActivationsMatchDefinitions) {
+// Mamba-2 scan shapes: H heads of P channels in G groups, d_state N.
+struct SsdCase {
+  int H, P, G, N, n_seq, max_len;
+  const char* what;
+};
+
+// The Mamba-2 scan's inputs for one call, laid out as the layer has them: x, B and C side by
+// side as the conv writes them (plus slack columns), dt with a slack column.
+struct SsdInputs {
+  std::vector<float> xbc, dt;
+  int ld_x, ld_dt;
+  SsdScanArgs Args(const SsdCase& c, const float* xbc_p, const float* dt_p, const float* dt_bias,
+                   const float* A, const float* D) const {
+    const int E = c.H * c.P, GN = c.G * c.N;
+    SsdScanArgs a;
+    a.heads = c.H;
+    a.head_dim = c.P;
+    a.groups = c.G;
+    a.d_state = c.N;
+    a.x = xbc_p;
+    a.ld_x = ld_x;
+    a.B = xbc_p + E;
+    a.C = xbc_p + E + GN;
+    a.ld_bc = ld_x;
+    a.dt = dt_p;
+    a.ld_dt = ld_dt;
+    a.dt_bias = dt_bias;
+    a.A = A;
+    a.D = D;
+    a.ld_out = E;
+    return a;
+  }
+};
+
+class SsdParams {
+ public:
+  SsdParams(Rng& rng, const SsdCase& c)
+      : A(rng.Uniform(c.H, -16.0f, -1.0f)),
+        D(rng.Uniform(c.H, 0.5f, 1.5f)),
+        dt_bias(rng.Uniform(c.H, -6.0f, -2.0f)) {}
+  std::vector<float> A, D, dt_bias;
+};
+
+SsdInputs RandomSsdInputs(Rng& rng, const SsdCase& c, size_t rows) {
+  SsdInputs in;
+  in.ld_x = c.H * c.P + 2 * c.G * c.N + 3;
+  in.ld_dt = c.H + 1;
+  in.xbc = rng.Normal(rows * in.ld_x);
+  in.dt = rng.Uniform(rows * in.ld_dt, -4.0f, 4.0f);
+  if (rows > 0) in.dt[0] = 30.0f;  // softplus threshold branch
+  return in;
+}
+
+const SsdCase kSsdCases[] = {
+    {8, 64, 1, 128, 1, 1, "bench-m-mamba2 defaults, T=1"},
+    {8, 64, 1, 128, 64, 10, "bench-m-mamba2, 64 streams of 10-frame chunks"},
+    {4, 16, 2, 12, 7, 33, "SmallMamba2Config: 2 groups, d_state 12 (partial packets)"},
+    {6, 5, 3, 7, 5, 61, "odd sizes everywhere"},
+    {1, 1, 1, 1, 3, 40, "one head of one channel, d_state 1"},
+    {24, 64, 1, 128, 2, 700, "bench-l-mamba2 sizes, long chunks"},
+    {8, 8, 8, 16, 4, 50, "one group per head"},
+};
+
+TEST_P(OpsTest, SsdScanMatchesReferenceOverChunks) {
+  if (Lacks(Op::kSsdScan)) GTEST_SKIP() << NoKernel(Op::kSsdScan);
+  for (const SsdCase& c : kSsdCases) {
+    const int E = c.H * c.P, capacity = c.n_seq + 2;
+    const size_t slot = size_t(c.H) * c.P * c.N;
+    const SsdParams p(*rng_, c);
+    const float *dA = mem_->Up(p.A), *dD = mem_->Up(p.D), *dbias = mem_->Up(p.dt_bias);
+    auto s_ref = rng_->Normal(capacity * slot, 0.5f);
+    float* s = mem_->Up(s_ref);
+    for (int chunk = 0; chunk < 3; ++chunk) {
+      OwnedBatch batch = RandomBatch(c.n_seq, c.max_len, capacity);
+      const size_t rows = batch.rows();
+      const SsdInputs in = RandomSsdInputs(*rng_, c, rows);
+      SsdScanArgs a =
+          in.Args(c, in.xbc.data(), in.dt.data(), p.dt_bias.data(), p.A.data(), p.D.data());
+      std::vector<float> out_ref(rows * E);
+      a.state = {s_ref.data(), slot};
+      a.out = out_ref.data();
+      ref_->SsdScan(batch.view(), a);
+      a = in.Args(c, mem_->Up(in.xbc), mem_->Up(in.dt), dbias, dA, dD);
+      float* out = mem_->Zeros(out_ref.size());
+      a.state = {s, slot};
+      a.out = out;
+      fast_->SsdScan(batch.view(), a);
+      const std::string what = std::string(c.what) + ", chunk " + std::to_string(chunk);
+      EXPECT_LE(NormalizedMaxError(mem_->Down(out, out_ref.size()), out_ref),
+                testing::kScanMaxRelErr)
+          << Case(what);
+      EXPECT_LE(NormalizedMaxError(mem_->Down(s, s_ref.size()), s_ref), testing::kScanMaxRelErr)
+          << Case(what + " state");
+    }
+  }
+}
+
+// The chunked (SSD) form against the reference recurrence, with the state carried between
+// calls and chunk sizes that do and do not divide the sequences. The reference backend's own
+// chunked form is checked the same way (SsdChunkedScanOfTheReference below).
+void CheckChunkedAgainstRecurrence(Backend& ref, Backend& chunked, OnBackend& mem, Rng& rng,
+                                   const std::function<OwnedBatch(int, int, int)>& make_batch,
+                                   const std::function<std::string(const std::string&)>& name) {
+  const SsdCase cases[] = {
+      {8, 64, 1, 128, 2, 300, "bench-m-mamba2 defaults, offline segments"},
+      {4, 16, 2, 12, 7, 70, "SmallMamba2Config: 2 groups, d_state 12, many streams"},
+      {6, 5, 3, 7, 5, 61, "odd sizes everywhere"},
+      {2, 8, 1, 16, 3, 1, "T=1"},
+  };
+  for (const SsdCase& c : cases) {
+    for (int chunk : {1, 5, 64, 256}) {
+      const int E = c.H * c.P, capacity = c.n_seq + 1;
+      const size_t slot = size_t(c.H) * c.P * c.N;
+      const SsdParams p(rng, c);
+      const float *dA = mem.Up(p.A), *dD = mem.Up(p.D), *dbias = mem.Up(p.dt_bias);
+      auto s_ref = rng.Normal(capacity * slot, 0.5f);
+      float* s = mem.Up(s_ref);
+      for (int call = 0; call < 2; ++call) {
+        OwnedBatch batch = make_batch(c.n_seq, c.max_len, capacity);
+        const size_t rows = batch.rows();
+        const SsdInputs in = RandomSsdInputs(rng, c, rows);
+        SsdScanArgs a =
+            in.Args(c, in.xbc.data(), in.dt.data(), p.dt_bias.data(), p.A.data(), p.D.data());
+        std::vector<float> out_ref(rows * E);
+        a.state = {s_ref.data(), slot};
+        a.out = out_ref.data();
+        ref.SsdScan(batch.view(), a);
+        a = in.Args(c, mem.Up(in.xbc), mem.Up(in.dt), dbias, dA, dD);
+        float* out = mem.Zeros(out_ref.size());
+        a.state = {s, slot};
+        a.out = out;
+        chunked.SsdChunkedScan(batch.view(), a, chunk);
+        const std::string what = std::string(c.what) + ", chunk " + std::to_string(chunk) +
+                                 ", call " + std::to_string(call);
+        EXPECT_LE(NormalizedMaxError(mem.Down(out, out_ref.size()), out_ref),
+                  testing::kScanMaxRelErr)
+            << name(what);
+        EXPECT_LE(NormalizedMaxError(mem.Down(s, s_ref.size()), s_ref), testing::kScanMaxRelErr)
+            << name(what + " state");
+      }
+    }
+  }
+}
+
+TEST_P(OpsTest, SsdChunkedScanEqualsTheRecurrence) {
+  if (Lacks(Op::kSsdChunkedScan)) GTEST_SKIP() << NoKernel(Op::kSsdChunkedScan);
+  CheckChunkedAgainstRecurrence(
+      *ref_, *fast_, *mem_, *rng_,
+      [&](int n, int len, int cap) { return RandomBatch(n, len, cap); },
+      [&](const std::string& what) { return Case(what); });
+}
+
+TEST(ReferenceOpsTest, SsdChunkedScanOfTheReferenceEqualsItsRecurrence) {
+  const uint64_t seed = testing::TestSeed();
+  Rng rng(seed);
+  auto ref = CreateBackend("reference", 1);
+  OnBackend mem(ref.get());
+  CheckChunkedAgainstRecurrence(
+      *ref, *ref, mem, rng,
+      [&](int n, int len, int) {
+        OwnedBatch b;
+        for (int s = 0; s < n; ++s) b.Add(len == 1 ? 1 : rng.Int(0, len), s);
+        return b;
+      },
+      [&](const std::string& what) {
+        return "reference, " + what + " (seed " + std::to_string(seed) + ")";
+      });
+}
+
+// A sequence's outputs and state do not depend on what else is in the batch: bitwise.
+TEST_P(OpsTest, SsdScanOfOneStreamIsBatchInvariant) {
+  if (Lacks(Op::kSsdScan)) GTEST_SKIP() << NoKernel(Op::kSsdScan);
+  const SsdCase c{4, 16, 2, 12, 9, 20, "SmallMamba2Config"};
+  const int E = c.H * c.P, capacity = 12;
+  const size_t slot = size_t(c.H) * c.P * c.N;
+  const SsdParams p(*rng_, c);
+  const float *dA = mem_->Up(p.A), *dD = mem_->Up(p.D), *dbias = mem_->Up(p.dt_bias);
+  OwnedBatch batch = RandomBatch(c.n_seq, c.max_len, capacity);
+  const int rows = batch.rows();
+  const SsdInputs in = RandomSsdInputs(*rng_, c, rows);
+  const auto state0 = rng_->Normal(capacity * slot);
+  const float *dxbc = mem_->Up(in.xbc), *ddt = mem_->Up(in.dt);
+  SsdScanArgs a = in.Args(c, dxbc, ddt, dbias, dA, dD);
+  float *all = mem_->Zeros(size_t(rows) * E), *state = mem_->Up(state0);
+  a.state = {state, slot};
+  a.out = all;
+  fast_->SsdScan(batch.view(), a);
+  const auto all_host = mem_->Down(all, size_t(rows) * E);
+  const auto state_host = mem_->Down(state, state0.size());
+  for (int s = 0; s < c.n_seq; ++s) {  // each sequence again, alone
+    const int first = batch.offsets[s], len = batch.offsets[s + 1] - first;
+    OwnedBatch one;
+    one.Add(len, batch.slots[s]);
+    SsdScanArgs o =
+        in.Args(c, dxbc + size_t(first) * in.ld_x, ddt + size_t(first) * in.ld_dt, dbias, dA, dD);
+    float *alone = mem_->Zeros(size_t(len) * E), *alone_state = mem_->Up(state0);
+    o.state = {alone_state, slot};
+    o.out = alone;
+    fast_->SsdScan(one.view(), o);
+    const auto alone_host = mem_->Down(alone, size_t(len) * E);
+    const auto alone_state_host = mem_->Down(alone_state, state0.size());
+    for (size_t i = 0; i < alone_host.size(); ++i)
+      ASSERT_EQ(alone_host[i], all_host[size_t(first) * E + i])
+          << Case("sequence " + std::to_string(s));
+    for (size_t i = 0; i < slot; ++i)
+      ASSERT_EQ(alone_state_host[batch.slots[s] * slot + i], state_host[batch.slots[s] * slot + i])
+          << Case("state of sequence " + std::to_string(s));
+  }
+}
+
+struct NormCase {
+  int rows, C, group;
+  const char* what;
+};
+
+TEST_P(OpsTest, GatedRmsNormMatchesReference) {
+  if (Lacks(Op::kGatedRmsNorm)) GTEST_SKIP() << NoKernel(Op::kGatedRmsNorm);
+  const NormCase cases[] = {{1, 512, 512, "bench-m-mamba2, T=1"},
+                            {640, 512, 512, "bench-m-mamba2, 64 streams x 10 frames"},
+                            {33, 64, 32, "SmallMamba2Config: 2 groups"},
+                            {17, 45, 9, "odd group size"},
+                            {5, 1536, 192, "8 groups of bench-l-mamba2"}};
+  for (const NormCase& c : cases) {
+    for (bool norm_before_gate : {false, true}) {
+      const int ld_x = c.C + 2, ld_z = c.C + 5;
+      auto x = rng_->Normal(size_t(c.rows) * ld_x, 2.0f);
+      auto z = rng_->Normal(size_t(c.rows) * ld_z, 3.0f);
+      if (c.rows > 1) z[ld_z] = -200.0f;  // exp(-z) overflows: silu(z) must still be 0
+      auto w = rng_->Uniform(c.C, 0.5f, 1.5f);
+      GatedRmsNormArgs a;
+      a.channels = c.C;
+      a.group_size = c.group;
+      a.norm_before_gate = norm_before_gate;
+      a.eps = 1e-5f;
+      a.x = x.data();
+      a.ld_x = ld_x;
+      a.z = z.data();
+      a.ld_z = ld_z;
+      a.w = w.data();
+      a.ld_out = c.C;
+      std::vector<float> out_ref(size_t(c.rows) * c.C);
+      a.out = out_ref.data();
+      ref_->GatedRmsNorm(a, c.rows);
+      const std::string what =
+          std::string(c.what) + (norm_before_gate ? ", norm before gate" : ", gate first");
+      float* dx = mem_->Up(x);
+      float* out = mem_->Zeros(out_ref.size());
+      a.x = dx;
+      a.z = mem_->Up(z);
+      a.w = mem_->Up(w);
+      a.out = out;
+      fast_->GatedRmsNorm(a, c.rows);
+      const auto got = mem_->Down(out, out_ref.size());
+      EXPECT_LE(NormalizedMaxError(got, out_ref), testing::kNormMaxRelErr) << Case(what);
+      // In place (out aliasing x), as the Mamba-2 layer runs it: the same bits.
+      a.out = dx;
+      a.ld_out = ld_x;
+      fast_->GatedRmsNorm(a, c.rows);
+      const auto inplace = mem_->Down(dx, x.size());
+      for (int r = 0; r < c.rows; ++r)
+        for (int i = 0; i < c.C; ++i)
+          ASSERT_EQ(inplace[size_t(r) * ld_x + i], got[size_t(r) * c.C + i])
+              << Case(what + ", in place, row " + std::to_string(r));
+    }
+  }
+}
+
+TEST_P(OpsTest, ActivationsAndAddMatchDefinitions) {
   const int rows = 5, cols = 3;
   auto x = rng_->Normal(rows * cols, 4.0f);
-  auto sm = x, sg = x, id = x;
-  cpu_->ApplyActivation(Activation::kSoftmax, sm.data(), rows, cols);
-  cpu_->ApplyActivation(Activation::kSigmoid, sg.data(), rows, cols);
-  cpu_->ApplyActivation(Activation::kNone, id.data(), rows, cols);
-  EXPECT_EQ(id, x);
+  float *sm = mem_->Up(x), *sg = mem_->Up(x), *id = mem_->Up(x);
+  fast_->ApplyActivation(Activation::kSoftmax, sm, rows, cols);
+  fast_->ApplyActivation(Activation::kSigmoid, sg, rows, cols);
+  fast_->ApplyActivation(Activation::kNone, id, rows, cols);
+  const auto softmax = mem_->Down(sm, x.size()), sigmoid = mem_->Down(sg, x.size());
+  EXPECT_EQ(mem_->Down(id, x.size()), x) << Case("none");
   for (int r = 0; r < rows; ++r) {
     double sum = 0, denom = 0;
     for (int c = 0; c < cols; ++c) denom += std::exp(double(x[r * cols + c]));
     for (int c = 0; c < cols; ++c) {
-      sum += sm[r * cols + c];
-      EXPECT_NEAR(sm[r * cols + c], std::exp(double(x[r * cols + c])) / denom, 1e-6);
-      EXPECT_NEAR(sg[r * cols + c], 1.0 / (1.0 + std::exp(-double(x[r * cols + c]))), 1e-6);
+      sum += softmax[r * cols + c];
+      EXPECT_NEAR(softmax[r * cols + c], std::exp(double(x[r * cols + c])) / denom, 1e-6)
+          << Case("softmax");
+      EXPECT_NEAR(sigmoid[r * cols + c], 1.0 / (1.0 + std::exp(-double(x[r * cols + c]))), 1e-6)
+          << Case("sigmoid");
     }
-    EXPECT_NEAR(sum, 1.0, 1e-6);
+    EXPECT_NEAR(sum, 1.0, 1e-6) << Case("softmax sums to 1");
   }
+  auto y = rng_->Normal(1000), d = rng_->Normal(1000);
+  float* dy = mem_->Up(y);
+  fast_->Add(dy, mem_->Up(d), y.size());
+  const auto sum = mem_->Down(dy, y.size());
+  for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(sum[i], y[i] + d[i]) << Case("add");
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, OpsTest, ::testing::Values("cpu", "cuda"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace ssm

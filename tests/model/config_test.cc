@@ -7,6 +7,7 @@
 #include <set>
 #include <string>
 
+#include "server/layers/mamba/mamba.h"
 #include "server/model/model_config.h"
 #include "tests/model/test_files.h"
 
@@ -44,8 +45,8 @@ TEST(ModelConfigTest, DesignExampleParsesWithEveryField) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_EQ(c->frontend.type, "log_mel");
   EXPECT_EQ(c->frontend.n_fft, 512);
-  EXPECT_EQ(c->d_inner(), 512);
-  EXPECT_EQ(c->layer.dt_rank, 16);
+  EXPECT_EQ(c->layer.as<MambaParams>().expand * c->d_model, 512);
+  EXPECT_EQ(c->layer.as<MambaParams>().dt_rank, 16);
   EXPECT_DOUBLE_EQ(c->norm.eps, 1e-5);
   EXPECT_EQ(c->labels, (std::vector<std::string>{"background", "speech"}));
   EXPECT_DOUBLE_EQ(c->frame_rate(), 100.0);  // 16000 / 160
@@ -89,12 +90,12 @@ TEST(ModelConfigTest, OmittedOptionalFieldsTakeDefaults) {
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_TRUE(c->frontend.is_log_mel());
   EXPECT_EQ(c->frontend.sample_rate, 16000);
-  EXPECT_EQ(c->layer.d_state, 16);
-  EXPECT_EQ(c->layer.d_conv, 4);
-  EXPECT_EQ(c->layer.expand, 2);
-  EXPECT_EQ(c->layer.dt_rank, 13);  // "auto": ceil(200 / 16)
-  EXPECT_TRUE(c->layer.conv_bias);
-  EXPECT_FALSE(c->layer.bias);
+  EXPECT_EQ(c->layer.as<MambaParams>().d_state, 16);
+  EXPECT_EQ(c->layer.as<MambaParams>().d_conv, 4);
+  EXPECT_EQ(c->layer.as<MambaParams>().expand, 2);
+  EXPECT_EQ(c->layer.as<MambaParams>().dt_rank, 13);  // "auto": ceil(200 / 16)
+  EXPECT_TRUE(c->layer.as<MambaParams>().conv_bias);
+  EXPECT_FALSE(c->layer.as<MambaParams>().bias);
   EXPECT_EQ(c->head_activation, "softmax");
   EXPECT_TRUE(c->labels.empty());
 
@@ -147,8 +148,8 @@ TEST(ModelConfigTest, EachBadFieldHasItsOwnMessageNamingTheField) {
       {"n_layer", false, [](Json& j) { j["n_layer"] = 0; }, "n_layer: expected an integer in [1, "},
       {"bool type", false, [](Json& j) { j["layer"]["conv_bias"] = "yes"; },
        "layer.conv_bias: expected true or false, found a string (\"yes\")"},
-      {"layer type", false, [](Json& j) { j["layer"]["type"] = "mamba2"; },
-       "layer.type: expected \"mamba\", found \"mamba2\""},
+      {"layer type", false, [](Json& j) { j["layer"]["type"] = "mamba3"; },
+       "layer.type: expected \"mamba\" | \"mamba2\", found \"mamba3\""},
       {"object type", false, [](Json& j) { j["frontend"] = "log_mel"; },
        "frontend: expected an object, found a string"},
       {"frontend type", false, [](Json& j) { j["frontend"]["type"] = "mfcc"; },
@@ -271,13 +272,13 @@ TEST(ModelConfigTest, PresetsHaveTheDocumentedShapes) {
     EXPECT_TRUE(c->Validate().ok());
     EXPECT_EQ(c->d_model, e.d_model);
     EXPECT_EQ(c->n_layer, e.n_layer);
-    EXPECT_EQ(c->layer.dt_rank, e.dt_rank);
+    EXPECT_EQ(c->layer.as<MambaParams>().dt_rank, e.dt_rank);
     EXPECT_EQ(c->d_in, 80);
     EXPECT_TRUE(c->frontend.is_log_mel());
     EXPECT_EQ(c->frontend.sample_rate, 16000);
-    EXPECT_EQ(c->layer.d_state, 16);
-    EXPECT_EQ(c->layer.d_conv, 4);
-    EXPECT_EQ(c->layer.expand, 2);
+    EXPECT_EQ(c->layer.as<MambaParams>().d_state, 16);
+    EXPECT_EQ(c->layer.as<MambaParams>().d_conv, 4);
+    EXPECT_EQ(c->layer.as<MambaParams>().expand, 2);
     EXPECT_EQ(c->d_out, 2);
     EXPECT_EQ(c->head_activation, "softmax");
     EXPECT_EQ(c->labels, (std::vector<std::string>{"background", "speech"}));
@@ -302,9 +303,9 @@ TEST(ModelConfigTest, ExpectedTensorsFollowTheBiasFlags) {
   EXPECT_EQ(specs[6].shape, (std::vector<int64_t>{8 + 32, 256}));
   EXPECT_EQ(specs.back().name, "head.bias");
 
-  c.layer.bias = true;
+  c.layer.as<MambaParams>().bias = true;
   EXPECT_EQ(c.ExpectedTensors().size(), 2u + 4 * 12 + 3);
-  c.layer.conv_bias = false;
+  c.layer.as<MambaParams>().conv_bias = false;
   EXPECT_EQ(c.ExpectedTensors().size(), 2u + 4 * 11 + 3);
 }
 

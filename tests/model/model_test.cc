@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <functional>
 
+#include "server/layers/mamba/mamba.h"
 #include "server/model/random_model.h"
 #include "server/model/safetensors.h"
 #include "tests/model/test_files.h"
@@ -24,8 +25,8 @@ ModelConfig SmallConfig() {
   c.d_in = 8;
   c.d_model = 16;
   c.n_layer = 2;
-  c.layer.dt_rank = 2;
-  c.layer.d_state = 4;
+  c.layer.as<MambaParams>().dt_rank = 2;
+  c.layer.as<MambaParams>().d_state = 4;
   c.d_out = 3;
   c.head_activation = "sigmoid";
   c.labels = {};
@@ -48,8 +49,8 @@ TEST(ModelTest, SaveLoadRoundTripIsExact) {
   for (bool bias : {false, true}) {
     SCOPED_TRACE(bias ? "bias" : "no bias");
     ModelConfig config = SmallConfig();
-    config.layer.bias = bias;
-    config.layer.conv_bias = !bias;
+    config.layer.as<MambaParams>().bias = bias;
+    config.layer.as<MambaParams>().conv_bias = !bias;
     StatusOr<std::shared_ptr<const Model>> model = MakeRandomModel(config, 3);
     ASSERT_TRUE(model.ok()) << model.status().ToString();
     TempDir dir;
@@ -137,7 +138,7 @@ TEST(ModelTest, FromTensorsRejectsNanAndInf) {
 
 TEST(ModelTest, FromTensorsValidatesTheConfig) {
   ModelConfig config = SmallConfig();
-  config.layer.d_conv = 0;
+  config.layer.as<MambaParams>().d_conv = 0;
   ExpectError(Model::FromTensors(config, {}).status(), StatusCode::kInvalidArgument,
               "layer.d_conv: expected an integer in [1, 8], found 0");
 }
@@ -264,7 +265,8 @@ TEST(ModelTest, RandomWeightsArePinned) {
 TEST(ModelTest, RandomModelsLookLikeMamba) {
   const ModelConfig config = SmallConfig();
   const auto t = RandomTensors(config, 7);
-  const int e = config.d_inner(), n = config.layer.d_state;
+  const int e = config.layer.as<MambaParams>().expand * config.d_model,
+            n = config.layer.as<MambaParams>().d_state;
   for (int layer = 0; layer < config.n_layer; ++layer) {
     const std::string m = "backbone.layers." + std::to_string(layer) + ".mixer.";
     const std::vector<float>& a_log = t.at(m + "A_log").data;  // (E, N) ~ log(1..N)

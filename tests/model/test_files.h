@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "common/status.h"
+#include "server/layers/mamba/mamba.h"
 #include "server/model/model.h"
 #include "server/model/random_model.h"
 
@@ -82,8 +83,8 @@ inline void SaveSmallModel(const std::string& dir, uint64_t seed = 1) {
   c.d_in = 8;
   c.d_model = 16;
   c.n_layer = 1;
-  c.layer.dt_rank = 2;
-  c.layer.d_state = 4;
+  c.layer.as<MambaParams>().dt_rank = 2;
+  c.layer.as<MambaParams>().d_state = 4;
   c.d_out = 2;
   StatusOr<std::shared_ptr<const Model>> model = MakeRandomModel(c, seed);
   ASSERT_TRUE(model.ok()) << model.status().ToString();
