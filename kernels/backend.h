@@ -51,6 +51,7 @@ class Backend {
 
   // ---- memory ----
   virtual std::unique_ptr<Buffer> Allocate(size_t floats) = 0;
+  // Copies n floats; n may be 0, and then either pointer may be null.
   virtual void CopyToBackend(float* dst, const float* host_src, size_t n) = 0;
   virtual void CopyToHost(float* host_dst, const float* src, size_t n) = 0;
   virtual void Fill(float* dst, size_t n, float value) = 0;

@@ -36,11 +36,13 @@ class HostMemoryBackend : public Backend {
   std::unique_ptr<Buffer> Allocate(size_t floats) override {
     return std::make_unique<HostBuffer>(floats);
   }
+  // n == 0 copies nothing, and then either pointer may be null (an empty vector's data()),
+  // which memcpy does not allow.
   void CopyToBackend(float* dst, const float* src, size_t n) override {
-    std::memcpy(dst, src, n * sizeof(float));
+    if (n > 0) std::memcpy(dst, src, n * sizeof(float));
   }
   void CopyToHost(float* dst, const float* src, size_t n) override {
-    std::memcpy(dst, src, n * sizeof(float));
+    if (n > 0) std::memcpy(dst, src, n * sizeof(float));
   }
   void Fill(float* dst, size_t n, float value) override {
     for (size_t i = 0; i < n; ++i) dst[i] = value;

@@ -56,10 +56,12 @@ class CudaBackend final : public Backend {
   }
   // Both copies complete before returning: callers reuse their host memory at once.
   void CopyToBackend(float* dst, const float* src, size_t n) override {
+    if (n == 0) return;
     SSM_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyHostToDevice, stream_));
     SSM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }
   void CopyToHost(float* dst, const float* src, size_t n) override {
+    if (n == 0) return;
     SSM_CUDA_CHECK(cudaMemcpyAsync(dst, src, n * sizeof(float), cudaMemcpyDeviceToHost, stream_));
     SSM_CUDA_CHECK(cudaStreamSynchronize(stream_));
   }

@@ -22,7 +22,8 @@ class CudaEngineTest : public ::testing::Test {
 };
 
 TEST_F(CudaEngineTest, StreamingEqualsOfflineAndMatchesReference) {
-  for (const ModelConfig& c : {testing::SmallAudioConfig(), *ModelConfig::Preset("bench-s")}) {
+  for (const ModelConfig& c : {testing::SmallAudioConfig(), *ModelConfig::Preset("bench-s"),
+                               *ModelConfig::Preset("bench-s-mamba2")}) {
     auto model = testing::RandomModel(c, seed_);
     auto gpu = testing::MakeEngine(model, "cuda", 4);
     auto ref = testing::MakeEngine(model, "reference", 4);

@@ -25,10 +25,15 @@ void StepRows(Engine& e, int stream, const std::vector<float>& values, int64_t r
   *pos += size_t(rows) * per_row;
 }
 
-class SnapshotTest : public ::testing::TestWithParam<bool> {  // true: log_mel model
+// Models: frame input, log-mel input, Mamba-2 layers, a mixed stack.
+class SnapshotTest : public ::testing::TestWithParam<std::string> {
  protected:
+  bool audio() const { return GetParam() == "LogMel"; }
   ModelConfig Config() const {
-    return GetParam() ? testing::SmallAudioConfig() : testing::SmallFrameConfig();
+    if (audio()) return testing::SmallAudioConfig();
+    if (GetParam() == "Mamba2") return testing::SmallMamba2Config();
+    if (GetParam() == "Hybrid") return testing::SmallHybridConfig();
+    return testing::SmallFrameConfig();
   }
   Rng rng_{testing::TestSeed()};
 };
@@ -37,9 +42,9 @@ TEST_P(SnapshotTest, RestoredStreamContinuesBitwiseAtEveryCut) {
   auto model = testing::RandomModel(Config(), 31);
   auto engine = testing::MakeEngine(model);
   auto other = testing::MakeEngine(model);  // a second server with the same model
-  const int64_t rows = GetParam() ? 6000 : 200;
+  const int64_t rows = audio() ? 6000 : 200;
   const auto values = testing::RandomInput(rng_, model->config(), rows);
-  const auto chunks = testing::Chunking(rng_, rows, "random", GetParam() ? 700 : 17);
+  const auto chunks = testing::Chunking(rng_, rows, "random", audio() ? 700 : 17);
   const auto expected = testing::RunStream(*engine, values, chunks);
   ASSERT_FALSE(expected.empty());
 
@@ -75,7 +80,7 @@ TEST_P(SnapshotTest, RestoresAcrossBackendsWithinTolerance) {
   auto model = testing::RandomModel(Config(), 32);
   auto cpu = testing::MakeEngine(model, "cpu");
   auto reference = testing::MakeEngine(model, "reference");
-  const int64_t rows = GetParam() ? 4000 : 120;
+  const int64_t rows = audio() ? 4000 : 120;
   const auto values = testing::RandomInput(rng_, model->config(), rows);
   const auto expected = testing::RunStream(*reference, values, {rows / 2, rows - rows / 2});
   auto stream = cpu->OpenStream();
@@ -94,8 +99,9 @@ TEST_P(SnapshotTest, RestoresAcrossBackendsWithinTolerance) {
     ASSERT_NEAR(out[i], expected[i], 1e-5 * std::max(1.0f, std::abs(expected[i]))) << i;
 }
 
-INSTANTIATE_TEST_SUITE_P(Frontends, SnapshotTest, ::testing::Bool(),
-                         [](const auto& info) { return info.param ? "LogMel" : "Frames"; });
+INSTANTIATE_TEST_SUITE_P(Models, SnapshotTest,
+                         ::testing::Values("Frames", "LogMel", "Mamba2", "Hybrid"),
+                         [](const auto& info) { return info.param; });
 
 TEST(SnapshotRestoreTest, AnotherModelsSnapshotFailsNamingBothFingerprints) {
   auto a = testing::RandomModel(testing::SmallAudioConfig(), 1);

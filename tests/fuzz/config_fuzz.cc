@@ -9,6 +9,7 @@
 #include <string>
 
 #include "server/layers/mamba/mamba.h"
+#include "server/layers/mamba2/mamba2.h"
 #include "server/model/json_check.h"
 #include "server/model/model_config.h"
 #include "tests/fuzz/fuzz_util.h"
@@ -42,9 +43,20 @@ void CheckConfig(const ModelConfig& c) {
   FUZZ_CHECK(again->frame_rate() == c.frame_rate());
 
   const std::vector<TensorSpec> specs = c.ExpectedTensors();
-  const size_t per_layer =
-      9 + (c.layer.as<MambaParams>().bias ? 2 : 0) + (c.layer.as<MambaParams>().conv_bias ? 1 : 0);
-  FUZZ_CHECK(specs.size() == 5 + size_t(c.n_layer) * per_layer, "{} tensors", specs.size());
+  // The documented count per layer type (docs/design.md §2): its fixed tensors plus the two
+  // linear biases and the conv bias when asked for.
+  size_t expected = 5;
+  for (int i = 0; i < c.n_layer; ++i) {
+    const LayerParams& p = c.layer_params(i);
+    if (const auto* m = dynamic_cast<const MambaParams*>(&p)) {
+      expected += 9 + (m->bias ? 2 : 0) + (m->conv_bias ? 1 : 0);
+    } else if (const auto* m2 = dynamic_cast<const Mamba2Params*>(&p)) {
+      expected += 8 + (m2->bias ? 2 : 0) + (m2->conv_bias ? 1 : 0);
+    } else {
+      FUZZ_CHECK(false, "layer type {} has no documented tensor count here", p.type());
+    }
+  }
+  FUZZ_CHECK(specs.size() == expected, "{} tensors, expected {}", specs.size(), expected);
   std::set<std::string> names;
   for (const TensorSpec& s : specs) {
     FUZZ_CHECK(names.insert(s.name).second, "tensor '{}' twice", s.name);

@@ -112,6 +112,11 @@ void ConfigSeeds(const std::string& root) {
   c.Add("tiny-audio", fuzz::TinyAudioConfig().ToJson());
   c.Add("tiny-frames", fuzz::TinyFrameConfig().ToJson());
   c.Add("minimal", R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":1,"d_out":1})");
+  c.Add("mamba2", R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":1,"d_out":1,)"
+                  R"("layer":{"type":"mamba2","d_state":8,"headdim":8,"ngroups":2,)"
+                  R"("norm_before_gate":true}})");
+  c.Add("layers", R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":2,"d_out":1,)"
+                  R"("layers":[{"type":"mamba","d_state":4},{"type":"mamba2","headdim":4}]})");
   c.Add("bad-unknown-field",
         R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":1,"d_out":1,"d_modle":3})");
   c.Add("bad-type", R"({"format":"ssmserve/v1","d_in":"80","d_model":16,"n_layer":1,"d_out":1})");

@@ -156,15 +156,20 @@ class ServerTest : public ::testing::Test {
     ModelConfig frames = testing::SmallFrameConfig();
     ASSERT_TRUE(testing::RandomModel(audio, 11)->Save(*dir_ + "/audio").ok());
     ASSERT_TRUE(testing::RandomModel(frames, 12)->Save(*dir_ + "/frames").ok());
+    // Mamba-1 and Mamba-2 layers in one stack: every layer type through the server.
+    ASSERT_TRUE(
+        testing::RandomModel(testing::SmallHybridConfig(), 13)->Save(*dir_ + "/hybrid").ok());
     // The reference runs on the saved files, exactly what the server loads.
     audio_model_ = new std::shared_ptr<const Model>(*Model::Load(*dir_ + "/audio"));
     frames_model_ = new std::shared_ptr<const Model>(*Model::Load(*dir_ + "/frames"));
+    hybrid_model_ = new std::shared_ptr<const Model>(*Model::Load(*dir_ + "/hybrid"));
   }
   static void TearDownTestSuite() {
     std::filesystem::remove_all(*dir_);
     delete dir_;
     delete audio_model_;
     delete frames_model_;
+    delete hybrid_model_;
   }
 
   // Every server drains and exits 0 (under a sanitizer build a leak would make this fail).
@@ -174,11 +179,13 @@ class ServerTest : public ::testing::Test {
     }
   }
 
-  // Starts ssm-server with both models (audio is the default) and `extra` flags.
+  // Starts ssm-server with the three models (audio is the default) and `extra` flags.
   void StartServer(std::vector<std::string> extra = {}) {
-    std::vector<std::string> args{
-        "--model",  *dir_ + "/audio", "--model",   "frames=" + *dir_ + "/frames",
-        "--listen", "127.0.0.1:0",    "--threads", "2"};
+    std::vector<std::string> args{"--model",   *dir_ + "/audio",
+                                  "--model",   "frames=" + *dir_ + "/frames",
+                                  "--model",   "hybrid=" + *dir_ + "/hybrid",
+                                  "--listen",  "127.0.0.1:0",
+                                  "--threads", "2"};
     args.insert(args.end(), extra.begin(), extra.end());
     std::string error;
     server_ = testing::ServerProcess::Start(testing::DefaultServerBinary(), args, &error);
@@ -202,6 +209,7 @@ class ServerTest : public ::testing::Test {
   static std::string* dir_;
   static std::shared_ptr<const Model>* audio_model_;
   static std::shared_ptr<const Model>* frames_model_;
+  static std::shared_ptr<const Model>* hybrid_model_;
   testing::Rng rng_{testing::TestSeed()};
   std::unique_ptr<testing::ServerProcess> server_;
   std::unique_ptr<pb::Ssm::Stub> stub_;
@@ -210,6 +218,7 @@ class ServerTest : public ::testing::Test {
 std::string* ServerTest::dir_ = nullptr;
 std::shared_ptr<const Model>* ServerTest::audio_model_ = nullptr;
 std::shared_ptr<const Model>* ServerTest::frames_model_ = nullptr;
+std::shared_ptr<const Model>* ServerTest::hybrid_model_ = nullptr;
 
 // ---- tests -------------------------------------------------------------------------------------
 
@@ -224,10 +233,12 @@ TEST_F(ServerTest, StreamEqualsOfflineForRandomChunkSizes) {
   for (const Case& c : {Case{"audio", pb::SAMPLE_FORMAT_PCM_F32LE, 9000, 1500},
                         Case{"audio", pb::SAMPLE_FORMAT_PCM_S16LE, 7000, 400},
                         Case{"", pb::SAMPLE_FORMAT_PCM_F32LE, 3000, 37},  // default model
-                        Case{"frames", pb::SAMPLE_FORMAT_FRAMES_F32LE, 120, 9}}) {
+                        Case{"frames", pb::SAMPLE_FORMAT_FRAMES_F32LE, 120, 9},
+                        Case{"hybrid", pb::SAMPLE_FORMAT_FRAMES_F32LE, 150, 11}}) {
     SCOPED_TRACE(std::string(c.model) + " max_chunk " + std::to_string(c.max_chunk));
-    const bool audio = std::string(c.model) != "frames";
-    const auto& model = audio ? *audio_model_ : *frames_model_;
+    const std::string name = c.model;
+    const bool audio = name != "frames" && name != "hybrid";
+    const auto& model = audio ? *audio_model_ : name == "frames" ? *frames_model_ : *hybrid_model_;
     auto values = testing::RandomInput(rng_, model->config(), c.rows);
     const auto chunks = testing::Chunking(rng_, c.rows, "random", c.max_chunk);
     const auto requests =
@@ -600,21 +611,24 @@ TEST_F(ServerTest, ListModelsAndGetModelInfoDescribeEveryModel) {
   grpc::ClientContext list_context;
   pb::ListModelsResponse list;
   ASSERT_TRUE(stub_->ListModels(&list_context, pb::ListModelsRequest(), &list).ok());
-  ASSERT_EQ(list.models_size(), 2);
+  ASSERT_EQ(list.models_size(), 3);
   EXPECT_EQ(list.default_model(), "audio");
   EXPECT_EQ(list.models(0).name(), "audio");
   EXPECT_EQ(list.models(1).name(), "frames");
+  EXPECT_EQ(list.models(2).name(), "hybrid");
 
-  for (const char* name : {"", "audio", "frames"}) {
+  for (const std::string name : {"", "audio", "frames", "hybrid"}) {
     grpc::ClientContext context;
     pb::GetModelInfoRequest request;
     request.set_name(name);
     pb::ModelInfo info;
     ASSERT_TRUE(stub_->GetModelInfo(&context, request, &info).ok()) << name;
-    const bool audio = std::string(name) != "frames";
-    const Model& model = audio ? **audio_model_ : **frames_model_;
+    const bool audio = name != "frames" && name != "hybrid";
+    const Model& model = audio              ? **audio_model_
+                         : name == "frames" ? **frames_model_
+                                            : **hybrid_model_;
     const ModelConfig& c = model.config();
-    EXPECT_EQ(info.name(), audio ? "audio" : "frames");
+    EXPECT_EQ(info.name(), audio ? "audio" : name);
     EXPECT_EQ(info.frontend(), audio ? "log_mel" : "none");
     EXPECT_EQ(info.sample_rate(), audio ? kSampleRate : 0);
     EXPECT_EQ(info.d_in(), c.d_in);
@@ -636,7 +650,7 @@ TEST_F(ServerTest, ListModelsAndGetModelInfoDescribeEveryModel) {
   pb::ModelInfo info;
   const grpc::Status unknown = stub_->GetModelInfo(&context, request, &info);
   EXPECT_EQ(unknown.error_code(), grpc::NOT_FOUND);
-  EXPECT_NE(unknown.error_message().find("audio, frames"), std::string::npos);
+  EXPECT_NE(unknown.error_message().find("audio, frames, hybrid"), std::string::npos);
 }
 
 // The standard health service answers SERVING (grpc.health.v1, called without generated stubs:
