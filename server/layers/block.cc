@@ -2,6 +2,8 @@
 
 #include <fmt/format.h>
 
+#include <cmath>
+
 namespace ssm {
 namespace {
 
@@ -45,6 +47,11 @@ const Tensor& LayerContext::tensor(const std::string& name) const {
   return it->second;
 }
 
+const float* LayerContext::optional(const std::string& name) const {
+  auto it = tensors->find(prefix + name);
+  return it == tensors->end() ? nullptr : it->second.data.data();
+}
+
 std::unique_ptr<Buffer> LayerContext::Upload(const std::vector<float>& host) const {
   auto buf = backend->Allocate(host.size());
   backend->CopyToBackend(buf->data(), host.data(), host.size());
@@ -54,6 +61,19 @@ std::unique_ptr<Buffer> LayerContext::Upload(const std::vector<float>& host) con
 StatusOr<std::unique_ptr<Layer>> MakePreNormBlock(const LayerContext& ctx,
                                                   std::unique_ptr<Mixer> mixer) {
   return std::unique_ptr<Layer>(new PreNormBlock(ctx, std::move(mixer)));
+}
+
+ConvWeights UploadConv(const LayerContext& ctx, int channels, int kernel) {
+  ConvWeights conv;
+  conv.w = ctx.Upload(ChannelsLast(ctx.tensor("mixer.conv1d.weight").data, channels, kernel));
+  conv.bias = ctx.Upload(ctx.has("mixer.conv1d.bias") ? ctx.tensor("mixer.conv1d.bias").data
+                                                      : std::vector<float>(channels, 0.0f));
+  return conv;
+}
+
+std::vector<float> NegExp(std::vector<float> a_log) {
+  for (float& a : a_log) a = -std::exp(a);
+  return a_log;
 }
 
 std::vector<float> ChannelsLast(const std::vector<float>& w, int channels, int inner) {

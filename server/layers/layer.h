@@ -54,7 +54,9 @@ struct LayerContext {
 
   const Tensor& tensor(const std::string& name) const;  // prefix + name; must exist
   bool has(const std::string& name) const { return tensors->count(prefix + name) > 0; }
-  // prefix + name uploaded to the backend.
+  // prefix + name's data, or nullptr when the model has no such tensor (an optional bias).
+  const float* optional(const std::string& name) const;
+  // A host vector copied into a new backend buffer.
   std::unique_ptr<Buffer> Upload(const std::vector<float>& host) const;
 };
 

@@ -2,7 +2,8 @@
 """Outside check of the Mamba-2 layer type (docs/design.md §2 and §3.2) against PyTorch float64.
 
 Everything here is written from the docs' equations alone and shares no code with the C++ tree
-(only the safetensors writer and the log-mel frontend come from ssm_torch.py):
+(only the safetensors writer and the log-mel frontend come from ssm_torch.py, and the ssm-run
+runner and comparison from torch_reference_check.py):
 
   1. Random Mamba-2 models (mamba_ssm's initialisation: A ~ U(1, 16), dt log-uniform in
      [1e-3, 0.1], D = 1) are written as model directories in the ssmserve/v1 format.
@@ -29,10 +30,8 @@ import argparse
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import wave
 
 try:
     import numpy as np
@@ -43,11 +42,10 @@ except ImportError:
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ssm_torch import log_mel, write_model_dir  # noqa: E402
+from torch_reference_check import REL_TOL, compare, run_ssm, write_wav  # noqa: E402
 
-REL_TOL = 1e-4
 SELF_TOL = 1e-10
 SEED = 20261202
-RUN_TIMEOUT_S = 120
 DTYPE = torch.float64
 torch.set_num_threads(1)
 
@@ -319,44 +317,6 @@ def self_check(cfgs):
 # 4. ssm-run against the reference
 # ----------------------------------------------------------------------------------------------
 
-def run_ssm(bin_dir, model_dir, inp, out, mode, chunk=None):
-    cmd = [os.path.join(bin_dir, "ssm-run"), "--model", model_dir, "--input", inp,
-           "--output", out, "--mode", "offline" if mode == "offline-chunked" else mode]
-    if mode == "offline-chunked":
-        cmd.append("--parallel-form")
-    if chunk is not None:
-        cmd += ["--chunk", str(chunk)]
-    try:
-        p = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        return None, f"timed out after {RUN_TIMEOUT_S}s: {' '.join(cmd)}"
-    if p.returncode != 0:
-        return None, f"exit {p.returncode}: {' '.join(cmd)}\n    stderr: {p.stderr.strip()[-2000:]}"
-    a = np.load(out)
-    if a.dtype != np.float32 or a.ndim != 2:
-        return None, f"output {out} is {a.dtype} {a.shape}, expected float32 (frames, d_out)"
-    return a, None
-
-
-def compare(got, ref):
-    if got.shape != ref.shape:
-        return False, f"shape {got.shape} != reference {ref.shape}"
-    if not np.all(np.isfinite(got)):
-        return False, "non-finite values in output"
-    diff = np.abs(got.astype(np.float64) - ref)
-    scale = max(1e-6, float(np.abs(ref).max()))
-    rel = float(diff.max()) / scale
-    return rel <= REL_TOL, f"frames {got.shape[0]}, rel_err {rel:.2e} (max|ref| {scale:.3g})"
-
-
-def write_wav(path, pcm16, sample_rate):
-    with wave.open(path, "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(sample_rate)
-        w.writeframes(pcm16.astype("<i2").tobytes())
-
-
 def run_cases(bin_dir, tmp, cfgs):
     print(f"ssm-run vs reference (max|a-b| / max(1e-6, max|ref|) <= {REL_TOL:g}):")
     rng = np.random.default_rng(SEED + 3)
@@ -394,7 +354,9 @@ def run_cases(bin_dir, tmp, cfgs):
                 out = os.path.join(tmp, "out.npy")
                 if os.path.exists(out):
                     os.remove(out)
-                got, err = run_ssm(bin_dir, d, path, out, mode, chunk)
+                chunked = mode == "offline-chunked"
+                got, err = run_ssm(bin_dir, d, path, out, "offline" if chunked else mode, chunk,
+                                   ["--parallel-form"] if chunked else [])
                 ok, msg = (False, err) if err else compare(got, ref)
                 print(f"{'PASS' if ok else 'FAIL'} {label}: {msg}")
                 if not ok:

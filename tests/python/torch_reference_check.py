@@ -293,11 +293,13 @@ def make_audio(n, sr, rng, silence=None):
     return np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def run_ssm(bin_dir, model_dir, inp, out, mode, chunk=None):
+def run_ssm(bin_dir, model_dir, inp, out, mode, chunk=None, extra=()):
+    """Runs ssm-run (extra: more flags); returns (outputs, None) or (None, what went wrong)."""
     cmd = [os.path.join(bin_dir, "ssm-run"), "--model", model_dir, "--input", inp,
            "--output", out, "--mode", mode]
     if chunk is not None:
         cmd += ["--chunk", str(chunk)]
+    cmd += list(extra)
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:

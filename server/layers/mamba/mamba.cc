@@ -29,22 +29,15 @@ class MambaMixer final : public Mixer {
     auto t = [&](const std::string& name) -> const std::vector<float>& {
       return ctx.tensor("mixer." + name).data;
     };
-    auto bias_or_null = [&](const std::string& name) {
-      return ctx.has("mixer." + name) ? t(name).data() : nullptr;
-    };
     Backend* b = ctx.backend;
-    in_proj_ = b->PrepareLinear(t("in_proj.weight").data(), bias_or_null("in_proj.bias"), 2 * E_,
-                                d_model_);
+    in_proj_ = b->PrepareLinear(t("in_proj.weight").data(), ctx.optional("mixer.in_proj.bias"),
+                                2 * E_, d_model_);
     x_proj_ = b->PrepareLinear(t("x_proj.weight").data(), nullptr, R_ + 2 * N_, E_);
     dt_proj_ = b->PrepareLinear(t("dt_proj.weight").data(), t("dt_proj.bias").data(), E_, R_);
-    out_proj_ =
-        b->PrepareLinear(t("out_proj.weight").data(), bias_or_null("out_proj.bias"), d_model_, E_);
-    conv_w_ = ctx.Upload(ChannelsLast(t("conv1d.weight"), E_, K_));
-    conv_b_ =
-        ctx.Upload(ctx.has("mixer.conv1d.bias") ? t("conv1d.bias") : std::vector<float>(E_, 0.0f));
-    std::vector<float> A = t("A_log");
-    for (float& a : A) a = -std::exp(a);
-    A_ = ctx.Upload(ChannelsLast(A, E_, N_));
+    out_proj_ = b->PrepareLinear(t("out_proj.weight").data(), ctx.optional("mixer.out_proj.bias"),
+                                 d_model_, E_);
+    conv_ = UploadConv(ctx, E_, K_);
+    A_ = ctx.Upload(ChannelsLast(NegExp(t("A_log")), E_, N_));
     D_ = ctx.Upload(t("D"));
   }
 
@@ -66,8 +59,8 @@ class MambaMixer final : public Mixer {
     conv.kernel = K_;
     conv.x = xz;
     conv.ld_x = 2 * E_;
-    conv.w = conv_w_->data();
-    conv.bias = conv_b_->data();
+    conv.w = conv_.w->data();
+    conv.bias = conv_.bias->data();
     conv.tail = state;  // tail first in the slot
     conv.out = s;
     conv.ld_out = E_;
@@ -102,7 +95,8 @@ class MambaMixer final : public Mixer {
   Backend* backend_;
   int d_model_, E_, N_, K_, R_;
   std::unique_ptr<LinearWeights> in_proj_, x_proj_, dt_proj_, out_proj_;
-  std::unique_ptr<Buffer> conv_w_, conv_b_, A_, D_;  // (K, E), (E), (N, E), (E)
+  ConvWeights conv_;               // (K, E), (E)
+  std::unique_ptr<Buffer> A_, D_;  // (N, E), (E)
 };
 
 }  // namespace

@@ -37,20 +37,13 @@ class Mamba2Mixer final : public Mixer {
     auto t = [&](const std::string& name) -> const std::vector<float>& {
       return ctx.tensor("mixer." + name).data;
     };
-    auto bias_or_null = [&](const std::string& name) {
-      return ctx.has("mixer." + name) ? t(name).data() : nullptr;
-    };
     Backend* b = ctx.backend;
-    in_proj_ = b->PrepareLinear(t("in_proj.weight").data(), bias_or_null("in_proj.bias"), in_width_,
-                                d_model_);
-    out_proj_ =
-        b->PrepareLinear(t("out_proj.weight").data(), bias_or_null("out_proj.bias"), d_model_, E_);
-    conv_w_ = ctx.Upload(ChannelsLast(t("conv1d.weight"), conv_channels_, K_));
-    conv_b_ = ctx.Upload(ctx.has("mixer.conv1d.bias") ? t("conv1d.bias")
-                                                      : std::vector<float>(conv_channels_, 0.0f));
-    std::vector<float> A = t("A_log");
-    for (float& a : A) a = -std::exp(a);
-    A_ = ctx.Upload(A);
+    in_proj_ = b->PrepareLinear(t("in_proj.weight").data(), ctx.optional("mixer.in_proj.bias"),
+                                in_width_, d_model_);
+    out_proj_ = b->PrepareLinear(t("out_proj.weight").data(), ctx.optional("mixer.out_proj.bias"),
+                                 d_model_, E_);
+    conv_ = UploadConv(ctx, conv_channels_, K_);
+    A_ = ctx.Upload(NegExp(t("A_log")));
     D_ = ctx.Upload(t("D"));
     dt_bias_ = ctx.Upload(t("dt_bias"));
     norm_w_ = ctx.Upload(t("norm.weight"));
@@ -76,8 +69,8 @@ class Mamba2Mixer final : public Mixer {
     conv.kernel = K_;
     conv.x = zxbcdt + E_;  // the x, B, C columns
     conv.ld_x = in_width_;
-    conv.w = conv_w_->data();
-    conv.bias = conv_b_->data();
+    conv.w = conv_.w->data();
+    conv.bias = conv_.bias->data();
     conv.tail = state;  // tail first in the slot
     conv.out = xbc;
     conv.ld_out = conv_channels_;
@@ -131,8 +124,8 @@ class Mamba2Mixer final : public Mixer {
   bool chunked_;  // the backend has the chunked form, which offline passes take
   float eps_;
   std::unique_ptr<LinearWeights> in_proj_, out_proj_;
-  // (K, E + 2GN), (E + 2GN), (H), (H), (H), (E)
-  std::unique_ptr<Buffer> conv_w_, conv_b_, A_, D_, dt_bias_, norm_w_;
+  ConvWeights conv_;                                  // (K, E + 2GN), (E + 2GN)
+  std::unique_ptr<Buffer> A_, D_, dt_bias_, norm_w_;  // (H), (H), (H), (E)
 };
 
 }  // namespace
