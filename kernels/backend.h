@@ -16,17 +16,28 @@
 #include "common/status.h"
 #include "kernels/ops/batch.h"
 #include "kernels/ops/causal_conv.h"
+#include "kernels/ops/gated_linear_scan.h"
 #include "kernels/ops/gated_rms_norm.h"
+#include "kernels/ops/rotary.h"
 #include "kernels/ops/selective_scan.h"
 #include "kernels/ops/ssd_scan.h"
+#include "kernels/ops/swiglu.h"
 
 namespace ssm {
 
 enum class Activation { kNone, kSigmoid, kSoftmax };
 
 // The ops a backend may lack (the others every backend has).
-enum class Op { kSsdScan, kSsdChunkedScan, kGatedRmsNorm };
-const char* OpName(Op op);  // "ssd_scan", "ssd_chunked_scan", "gated_rms_norm"
+enum class Op {
+  kSsdScan,
+  kSsdChunkedScan,
+  kGatedRmsNorm,
+  kGatedLinearScan,
+  kGatedLinearChunkedScan,
+  kRotary,
+  kSwiGlu,
+};
+const char* OpName(Op op);  // "ssd_scan", "ssd_chunked_scan", "gated_rms_norm", ...
 
 // Weights of one linear layer, prepared once in the backend's preferred layout.
 class LinearWeights {
@@ -79,6 +90,16 @@ class Backend {
   virtual void SsdScan(const SeqBatch& batch, const SsdScanArgs& args);
   virtual void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& args, int chunk);
   virtual void GatedRmsNorm(const GatedRmsNormArgs& args, int rows);
+  virtual void GatedLinearScan(const SeqBatch& batch, const GatedLinearScanArgs& args);
+  virtual void GatedLinearChunkedScan(const SeqBatch& batch, const GatedLinearScanArgs& args,
+                                      int chunk);
+  virtual void Rotary(const SeqBatch& batch, const RotaryArgs& args);
+  virtual void SwiGlu(const SwiGluArgs& args, int rows);
+
+ protected:
+  [[noreturn]] void Missing(Op op) const;  // the default bodies above: a programming error
+
+ public:
   // Log-mel features are not an op: they are host code on every backend (HostLogMel,
   // server/frontend/frontend.h).
 };

@@ -2,6 +2,7 @@
 #include <thread>
 
 #include "kernels/base/host_buffer.h"
+#include "kernels/base/rotary.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/reference/ops.h"
 
@@ -48,6 +49,17 @@ class CpuBackend final : public HostMemoryBackend {
   void GatedRmsNorm(const GatedRmsNormArgs& args, int rows) override {
     cpu::GatedRmsNorm(args, rows, threads_);
   }
+  void GatedLinearScan(const SeqBatch& batch, const GatedLinearScanArgs& args) override {
+    cpu::GatedLinearScan(batch, args, threads_);
+  }
+  void GatedLinearChunkedScan(const SeqBatch& batch, const GatedLinearScanArgs& args,
+                              int chunk) override {
+    cpu::GatedLinearChunkedScan(batch, args, chunk, threads_);
+  }
+  void Rotary(const SeqBatch& batch, const RotaryArgs& args) override {
+    HostRotary(batch, args, threads_);
+  }
+  void SwiGlu(const SwiGluArgs& args, int rows) override { cpu::SwiGlu(args, rows, threads_); }
 
  private:
   int threads_;

@@ -17,5 +17,9 @@ void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& args, int thr
 void SsdScan(const SeqBatch& batch, const SsdScanArgs& args, int threads);
 void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& args, int chunk, int threads);
 void GatedRmsNorm(const GatedRmsNormArgs& args, int rows, int threads);
+void GatedLinearScan(const SeqBatch& batch, const GatedLinearScanArgs& args, int threads);
+void GatedLinearChunkedScan(const SeqBatch& batch, const GatedLinearScanArgs& args, int chunk,
+                            int threads);
+void SwiGlu(const SwiGluArgs& args, int rows, int threads);
 
 }  // namespace ssm::cpu

@@ -51,14 +51,15 @@ void GatedRmsNorm(const GatedRmsNormArgs& a, int rows, int threads) {
 #pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows >= 64)
   for (int r = 0; r < rows; ++r) {
     const float* x = a.x + size_t(r) * a.ld_x;
-    const float* z = a.z + size_t(r) * a.ld_z;
+    const float* z = a.z ? a.z + size_t(r) * a.ld_z : nullptr;
     float* out = a.out + size_t(r) * a.ld_out;
     for (int c0 = 0; c0 < C; c0 += G) {
       // The gated value (or x alone) is formed twice, for the sum and for the output, so out
       // may alias x.
       auto value = [&](int i, int m) {
         const Packet v = simd::LoadN(x + c0 + i, m);
-        return a.norm_before_gate ? v : simd::Mul(v, simd::Silu(simd::LoadN(z + c0 + i, m)));
+        return (!z || a.norm_before_gate) ? v
+                                          : simd::Mul(v, simd::Silu(simd::LoadN(z + c0 + i, m)));
       };
       Packet ss = simd::Zero();
       for (int i = 0; i < G; i += kLanes) {
@@ -69,7 +70,7 @@ void GatedRmsNorm(const GatedRmsNormArgs& a, int rows, int threads) {
       for (int i = 0; i < G; i += kLanes) {
         const int m = std::min(kLanes, G - i);
         Packet y = simd::Mul(simd::Mul(value(i, m), scale), simd::LoadN(a.w + c0 + i, m));
-        if (a.norm_before_gate) y = simd::Mul(y, simd::Silu(simd::LoadN(z + c0 + i, m)));
+        if (z && a.norm_before_gate) y = simd::Mul(y, simd::Silu(simd::LoadN(z + c0 + i, m)));
         simd::StoreN(out + c0 + i, y, m);
       }
     }

@@ -112,14 +112,29 @@ class CudaBackend final : public Backend {
     cuda::ApplyActivation(act, y, rows, cols, stream_);
     SSM_CUDA_CHECK(cudaGetLastError());
   }
-  // No chunked (SSD) scan kernel yet: a Mamba-2 layer runs the recurrence offline as well.
-  bool Supports(Op op) const override { return op != Op::kSsdChunkedScan; }
+  // No chunked-form kernels yet: Mamba-2 and the gated linear layers run the recurrence
+  // offline as well.
+  bool Supports(Op op) const override {
+    return op != Op::kSsdChunkedScan && op != Op::kGatedLinearChunkedScan;
+  }
   void SsdScan(const SeqBatch& batch, const SsdScanArgs& args) override {
     cuda::SsdScan(Upload(batch), args, stream_);
     SSM_CUDA_CHECK(cudaGetLastError());
   }
   void GatedRmsNorm(const GatedRmsNormArgs& args, int rows) override {
     cuda::GatedRmsNorm(args, rows, stream_);
+    SSM_CUDA_CHECK(cudaGetLastError());
+  }
+  void GatedLinearScan(const SeqBatch& batch, const GatedLinearScanArgs& args) override {
+    cuda::GatedLinearScan(Upload(batch), args, stream_);
+    SSM_CUDA_CHECK(cudaGetLastError());
+  }
+  void Rotary(const SeqBatch& batch, const RotaryArgs& args) override {
+    cuda::Rotary(Upload(batch), args, stream_);
+    SSM_CUDA_CHECK(cudaGetLastError());
+  }
+  void SwiGlu(const SwiGluArgs& args, int rows) override {
+    cuda::SwiGlu(args, rows, stream_);
     SSM_CUDA_CHECK(cudaGetLastError());
   }
 

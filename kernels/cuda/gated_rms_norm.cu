@@ -14,11 +14,12 @@ __global__ void GatedRmsNormKernel(GatedRmsNormArgs a) {
   __shared__ float partial[kThreads];
   const int r = blockIdx.x, G = a.group_size, c0 = blockIdx.y * G;
   const float* x = a.x + size_t(r) * a.ld_x + c0;
-  const float* z = a.z + size_t(r) * a.ld_z + c0;
+  const float* z = a.z ? a.z + size_t(r) * a.ld_z + c0 : nullptr;
+  const bool gate_first = z && !a.norm_before_gate, gate_after = z && a.norm_before_gate;
   float* out = a.out + size_t(r) * a.ld_out + c0;
   float ss = 0.0f;
   for (int i = threadIdx.x; i < G; i += kThreads) {
-    const float v = a.norm_before_gate ? x[i] : x[i] * Silu(z[i]);
+    const float v = gate_first ? x[i] * Silu(z[i]) : x[i];
     ss = fmaf(v, v, ss);
   }
   partial[threadIdx.x] = ss;
@@ -29,10 +30,10 @@ __global__ void GatedRmsNormKernel(GatedRmsNormArgs a) {
   }
   const float scale = rsqrtf(partial[0] / float(G) + a.eps);
   for (int i = threadIdx.x; i < G; i += kThreads) {
-    const float gate = Silu(z[i]);
-    const float v = a.norm_before_gate ? x[i] : x[i] * gate;
+    const float gate = z ? Silu(z[i]) : 1.0f;
+    const float v = gate_first ? x[i] * gate : x[i];
     float y = v * scale * a.w[c0 + i];
-    if (a.norm_before_gate) y *= gate;
+    if (gate_after) y *= gate;
     out[i] = y;
   }
 }

@@ -28,5 +28,9 @@ void SelectiveScan(const DeviceBatch& batch, const SelectiveScanArgs& args, cuda
 void ApplyActivation(Activation act, float* y, int rows, int cols, cudaStream_t stream);
 void SsdScan(const DeviceBatch& batch, const SsdScanArgs& args, cudaStream_t stream);
 void GatedRmsNorm(const GatedRmsNormArgs& args, int rows, cudaStream_t stream);
+void GatedLinearScan(const DeviceBatch& batch, const GatedLinearScanArgs& args,
+                     cudaStream_t stream);
+void Rotary(const DeviceBatch& batch, const RotaryArgs& args, cudaStream_t stream);
+void SwiGlu(const SwiGluArgs& args, int rows, cudaStream_t stream);
 
 }  // namespace ssm::cuda

@@ -7,6 +7,7 @@ namespace ssm {
 // Per row, per group of group_size channels (w indexed by channel):
 //   gate_first (norm_before_gate false): out = rmsnorm(x * silu(z)) * w
 //   norm first (norm_before_gate true):  out = rmsnorm(x) * w * silu(z)
+//   no gate (z null):                    out = rmsnorm(x) * w
 // where rmsnorm(v) = v * rsqrt(mean over the group of v^2 + eps).
 struct GatedRmsNormArgs {
   int channels = 0;    // C
@@ -15,7 +16,7 @@ struct GatedRmsNormArgs {
   float eps = 1e-5f;
   const float* x = nullptr;  // (rows, C), ld_x
   int ld_x = 0;
-  const float* z = nullptr;  // (rows, C), ld_z
+  const float* z = nullptr;  // (rows, C), ld_z; nullptr: no gate
   int ld_z = 0;
   const float* w = nullptr;  // (C)
   float* out = nullptr;      // (rows, C), ld_out; may alias x when ld_out == ld_x

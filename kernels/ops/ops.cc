@@ -13,28 +13,43 @@ const char* OpName(Op op) {
       return "ssd_chunked_scan";
     case Op::kGatedRmsNorm:
       return "gated_rms_norm";
+    case Op::kGatedLinearScan:
+      return "gated_linear_scan";
+    case Op::kGatedLinearChunkedScan:
+      return "gated_linear_chunked_scan";
+    case Op::kRotary:
+      return "rotary";
+    case Op::kSwiGlu:
+      return "swiglu";
   }
   return "unknown";
 }
 
 // Reached only by a caller that skipped Supports(): a programming error, not bad input.
-void Backend::SsdScan(const SeqBatch&, const SsdScanArgs&) {
-  SSM_CHECK_MSG(false, "the " + name() + " backend has no ssd_scan kernel (check Supports)");
-}
-void Backend::SsdChunkedScan(const SeqBatch&, const SsdScanArgs&, int) {
+void Backend::Missing(Op op) const {
   SSM_CHECK_MSG(false,
-                "the " + name() + " backend has no ssd_chunked_scan kernel (check Supports)");
+                "the " + name() + " backend has no " + OpName(op) + " kernel (check Supports)");
 }
-void Backend::GatedRmsNorm(const GatedRmsNormArgs&, int) {
-  SSM_CHECK_MSG(false, "the " + name() + " backend has no gated_rms_norm kernel (check Supports)");
+void Backend::SsdScan(const SeqBatch&, const SsdScanArgs&) { Missing(Op::kSsdScan); }
+void Backend::SsdChunkedScan(const SeqBatch&, const SsdScanArgs&, int) {
+  Missing(Op::kSsdChunkedScan);
 }
+void Backend::GatedRmsNorm(const GatedRmsNormArgs&, int) { Missing(Op::kGatedRmsNorm); }
+void Backend::GatedLinearScan(const SeqBatch&, const GatedLinearScanArgs&) {
+  Missing(Op::kGatedLinearScan);
+}
+void Backend::GatedLinearChunkedScan(const SeqBatch&, const GatedLinearScanArgs&, int) {
+  Missing(Op::kGatedLinearChunkedScan);
+}
+void Backend::Rotary(const SeqBatch&, const RotaryArgs&) { Missing(Op::kRotary); }
+void Backend::SwiGlu(const SwiGluArgs&, int) { Missing(Op::kSwiGlu); }
 
 Status RequireOps(const Backend& backend, std::initializer_list<Op> ops, const std::string& what) {
   for (Op op : ops) {
     if (!backend.Supports(op))
       return UnimplementedError("the " + backend.name() + " backend has no " + OpName(op) +
                                 " kernel, which " + what +
-                                " needs; run it on a backend that has (--device cpu)");
+                                " needs; the cpu backend has every op (--device cpu)");
   }
   return OkStatus();
 }

@@ -15,5 +15,8 @@ void ApplyActivation(Activation act, float* y, int rows, int cols);
 void SsdScan(const SeqBatch& batch, const SsdScanArgs& args);
 void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& args, int chunk);
 void GatedRmsNorm(const GatedRmsNormArgs& args, int rows);
+void GatedLinearScan(const SeqBatch& batch, const GatedLinearScanArgs& args);
+void GatedLinearChunkedScan(const SeqBatch& batch, const GatedLinearScanArgs& args, int chunk);
+void SwiGlu(const SwiGluArgs& args, int rows);
 
 }  // namespace ssm::reference

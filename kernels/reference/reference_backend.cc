@@ -2,6 +2,7 @@
 #include <vector>
 
 #include "kernels/base/host_buffer.h"
+#include "kernels/base/rotary.h"
 #include "kernels/reference/ops.h"
 
 namespace ssm::reference {
@@ -62,6 +63,17 @@ class ReferenceBackend final : public HostMemoryBackend {
   void GatedRmsNorm(const GatedRmsNormArgs& args, int rows) override {
     reference::GatedRmsNorm(args, rows);
   }
+  void GatedLinearScan(const SeqBatch& batch, const GatedLinearScanArgs& args) override {
+    reference::GatedLinearScan(batch, args);
+  }
+  void GatedLinearChunkedScan(const SeqBatch& batch, const GatedLinearScanArgs& args,
+                              int chunk) override {
+    reference::GatedLinearChunkedScan(batch, args, chunk);
+  }
+  void Rotary(const SeqBatch& batch, const RotaryArgs& args) override {
+    HostRotary(batch, args, 1);
+  }
+  void SwiGlu(const SwiGluArgs& args, int rows) override { reference::SwiGlu(args, rows); }
 };
 
 }  // namespace

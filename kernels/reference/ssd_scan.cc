@@ -40,20 +40,22 @@ void GatedRmsNorm(const GatedRmsNormArgs& a, int rows) {
   std::vector<double> v(G);
   for (int r = 0; r < rows; ++r) {
     const float* x = a.x + size_t(r) * a.ld_x;
-    const float* z = a.z + size_t(r) * a.ld_z;
+    const float* z = a.z ? a.z + size_t(r) * a.ld_z : nullptr;
     float* out = a.out + size_t(r) * a.ld_out;
+    auto gate = [&](int c) {
+      const double zc = z[c];
+      return zc / (1.0 + std::exp(-zc));
+    };
     for (int c0 = 0; c0 < C; c0 += G) {
       double ss = 0;
       for (int i = 0; i < G; ++i) {
-        const double zi = z[c0 + i], gate = zi / (1.0 + std::exp(-zi));
-        v[i] = a.norm_before_gate ? double(x[c0 + i]) : double(x[c0 + i]) * gate;
+        v[i] = (!z || a.norm_before_gate) ? double(x[c0 + i]) : double(x[c0 + i]) * gate(c0 + i);
         ss += v[i] * v[i];
       }
       const double scale = 1.0 / std::sqrt(ss / G + double(a.eps));
       for (int i = 0; i < G; ++i) {
-        const double zi = z[c0 + i], gate = zi / (1.0 + std::exp(-zi));
         double y = v[i] * scale * a.w[c0 + i];
-        if (a.norm_before_gate) y *= gate;
+        if (z && a.norm_before_gate) y *= gate(c0 + i);
         out[c0 + i] = float(y);
       }
     }

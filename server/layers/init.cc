@@ -18,7 +18,8 @@ constexpr double kDtFloor = 1e-4;
 void InitDefault(const TensorSpec& spec, Rng* rng, std::vector<float>* out) {
   const std::string& name = spec.name;
   const size_t cols = out->size() / spec.shape[0];  // product of the trailing dims
-  if (EndsWith(name, "norm.weight") || EndsWith(name, "norm_f.weight")) {
+  if (EndsWith(name, "norm.weight") || EndsWith(name, "norm_f.weight") ||
+      EndsWith(name, "norm_swish_gate.weight")) {
     FillWith(out, [&](size_t) { return 1.0 + rng->Uniform(-kNormWeightRange, kNormWeightRange); });
   } else if (EndsWith(name, ".weight")) {
     const double bound = 1.0 / std::sqrt(static_cast<double>(cols));

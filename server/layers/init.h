@@ -39,7 +39,8 @@ void FillWith(std::vector<float>* out, Sample sample) {
 }
 
 // The initialisation of a tensor without a special role, by its name:
-//   norm weights ("...norm.weight", "...norm_f.weight"): 1 + U(-0.1, 0.1), so tests see them;
+//   norm weights ("...norm.weight", "...norm_f.weight", "...norm_swish_gate.weight"):
+//     1 + U(-0.1, 0.1), so tests see them;
 //   other weights (linear (out, in), conv (C, 1, K)): U(±1/sqrt(fan_in)), fan_in = numel / dim 0;
 //   biases: U(-0.1, 0.1).
 void InitDefault(const TensorSpec& spec, Rng* rng, std::vector<float>* out);

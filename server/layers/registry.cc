@@ -1,9 +1,12 @@
 // The layer types this build knows. Adding a type: its folder, and one line here.
 #include <fmt/format.h>
 
+#include "server/layers/gla/gla.h"
 #include "server/layers/layer.h"
+#include "server/layers/linear_attn/linear_attn.h"
 #include "server/layers/mamba/mamba.h"
 #include "server/layers/mamba2/mamba2.h"
+#include "server/layers/retnet/retnet.h"
 
 namespace ssm {
 namespace {
@@ -21,6 +24,9 @@ std::unique_ptr<LayerParams> Make() {
 constexpr LayerTypeEntry kLayerTypes[] = {
     {"mamba", Make<MambaParams>},
     {"mamba2", Make<Mamba2Params>},
+    {"linear_attn", Make<LinearAttnParams>},
+    {"retnet", Make<RetNetParams>},
+    {"gla", Make<GlaParams>},
 };
 
 }  // namespace

@@ -135,8 +135,9 @@ int Main(int argc, char** argv) {
   CLI::Option_group* source = random->add_option_group("source", "Where the config comes from");
   source->add_option(
       "--preset", random_args.preset,
-      "Benchmark preset: bench-s, bench-m, bench-l (Mamba-1 layers), or one with another layer "
-      "type, e.g. bench-m-mamba2");
+      "Benchmark preset: bench-s, bench-m, bench-l (Mamba-1 layers), or the same sizes with "
+      "another layer type's defaults: bench-m-mamba2, bench-m-linear_attn, bench-m-retnet, "
+      "bench-m-gla (and -s, -l)");
   source->add_option("--config", random_args.config_path, "A config.json to give random weights")
       ->check(CLI::ExistingFile);
   source->require_option(1);

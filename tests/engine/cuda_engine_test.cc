@@ -22,8 +22,10 @@ class CudaEngineTest : public ::testing::Test {
 };
 
 TEST_F(CudaEngineTest, StreamingEqualsOfflineAndMatchesReference) {
-  for (const ModelConfig& c : {testing::SmallAudioConfig(), *ModelConfig::Preset("bench-s"),
-                               *ModelConfig::Preset("bench-s-mamba2")}) {
+  for (const ModelConfig& c :
+       {testing::SmallAudioConfig(), *ModelConfig::Preset("bench-s"),
+        *ModelConfig::Preset("bench-s-mamba2"), *ModelConfig::Preset("bench-s-linear_attn"),
+        *ModelConfig::Preset("bench-s-retnet"), *ModelConfig::Preset("bench-s-gla")}) {
     auto model = testing::RandomModel(c, seed_);
     auto gpu = testing::MakeEngine(model, "cuda", 4);
     auto ref = testing::MakeEngine(model, "reference", 4);

@@ -8,8 +8,11 @@
 #include <vector>
 
 #include "server/engine/engine.h"
+#include "server/layers/gla/gla.h"
+#include "server/layers/linear_attn/linear_attn.h"
 #include "server/layers/mamba/mamba.h"
 #include "server/layers/mamba2/mamba2.h"
+#include "server/layers/retnet/retnet.h"
 #include "server/model/random_model.h"
 #include "tests/kernels/op_test_util.h"
 
@@ -48,16 +51,75 @@ inline ModelConfig SmallAudioConfig() {
   return c;
 }
 
+// SmallFrameConfig with `p` for every layer.
+template <typename Params>
+ModelConfig SmallFrameConfigWith(const Params& p) {
+  ModelConfig c = SmallFrameConfig();
+  c.layer = LayerConfig(p.Clone());
+  return c;
+}
+
 // SmallFrameConfig with Mamba-2 layers: 4 heads of 16 channels in 2 groups, d_state 12 (not a
 // multiple of any packet width), d_conv 3.
 inline ModelConfig SmallMamba2Config() {
-  ModelConfig c = SmallFrameConfig();
   Mamba2Params p;
   p.d_state = 12;
   p.d_conv = 3;
   p.headdim = 16;
   p.ngroups = 2;
-  c.layer = LayerConfig(p.Clone());
+  return SmallFrameConfigWith(p);
+}
+
+// SmallFrameConfig with linear attention layers: 4 heads of 8 keys and 8 values, elu + 1, an
+// MLP of 48, chunks of 16 frames in the chunked form.
+inline ModelConfig SmallLinearAttnConfig() {
+  LinearAttnParams p;
+  p.num_heads = 4;
+  p.intermediate_size = 48;
+  p.chunk_size = 16;
+  return SmallFrameConfigWith(p);
+}
+
+// SmallFrameConfig with RetNet layers: 2 heads of 16 keys and 32 values, an MLP of 40.
+inline ModelConfig SmallRetNetConfig() {
+  RetNetParams p;
+  p.num_heads = 2;
+  p.intermediate_size = 40;
+  p.chunk_size = 16;
+  return SmallFrameConfigWith(p);
+}
+
+// SmallFrameConfig with GLA layers: 2 heads of 8 keys and 16 values, a gate of rank 4, no MLP.
+inline ModelConfig SmallGlaConfig() {
+  GlaParams p;
+  p.num_heads = 2;
+  p.gate_low_rank = 4;
+  p.intermediate_size = 0;
+  p.chunk_size = 16;
+  return SmallFrameConfigWith(p);
+}
+
+// Every layer type in one "layers" list, with the variants the small configs above do not
+// take: GLA with an MLP, clamp_min and a normaliser of 8; RetNet without its output gate; linear
+// attention with relu and no output norm.
+inline ModelConfig SmallFamilyConfig() {
+  ModelConfig c = SmallFrameConfig();
+  c.n_layer = 5;
+  c.layers.push_back(c.layer);
+  c.layers.push_back(SmallMamba2Config().layer);
+  GlaParams gla = SmallGlaConfig().layer.as<GlaParams>();
+  gla.intermediate_size = 24;
+  gla.has_clamp_min = true;
+  gla.clamp_min = -0.02;
+  gla.gate_logit_normalizer = 8;
+  c.layers.push_back(LayerConfig(gla.Clone()));
+  RetNetParams retnet = SmallRetNetConfig().layer.as<RetNetParams>();
+  retnet.use_output_gate = false;
+  c.layers.push_back(LayerConfig(retnet.Clone()));
+  LinearAttnParams linear = SmallLinearAttnConfig().layer.as<LinearAttnParams>();
+  linear.feature_map_name = "relu";
+  linear.output_norm_name = "identity";
+  c.layers.push_back(LayerConfig(linear.Clone()));
   return c;
 }
 

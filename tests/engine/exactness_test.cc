@@ -1,8 +1,8 @@
 // The exactness contract (docs/design.md §3): streaming in any chunking equals offline processing,
 // and batching with other streams never changes a stream's outputs. On the cpu backend both
 // hold bitwise (every op's per-element arithmetic is independent of chunk and batch shape), but
-// for offline runs in a layer's parallel form (Mamba-2's chunked SSD form), which meet the
-// contract's 1e-5 relative bound, checked for every model.
+// for offline runs in a layer's parallel form (the chunked forms of Mamba-2, linear attention,
+// RetNet and GLA), which meet the contract's 1e-5 relative bound, checked for every model.
 #include "tests/engine/engine_test_util.h"
 
 namespace ssm {
@@ -20,6 +20,10 @@ class ExactnessTest : public ::testing::TestWithParam<std::string> {
     if (GetParam() == "audio") return testing::SmallAudioConfig();
     if (GetParam() == "mamba2") return testing::SmallMamba2Config();
     if (GetParam() == "hybrid") return testing::SmallHybridConfig();
+    if (GetParam() == "linear_attn") return testing::SmallLinearAttnConfig();
+    if (GetParam() == "retnet") return testing::SmallRetNetConfig();
+    if (GetParam() == "gla") return testing::SmallGlaConfig();
+    if (GetParam() == "family") return testing::SmallFamilyConfig();
     if (GetParam().rfind("bench-", 0) == 0) return *ModelConfig::Preset(GetParam());
     return testing::SmallFrameConfig();
   }
@@ -145,7 +149,9 @@ TEST_P(ExactnessTest, CpuBackendMatchesReferenceBackend) {
 
 INSTANTIATE_TEST_SUITE_P(Models, ExactnessTest,
                          ::testing::Values("frames", "audio", "bench-s", "mamba2", "hybrid",
-                                           "bench-s-mamba2"),
+                                           "bench-s-mamba2", "linear_attn", "retnet", "gla",
+                                           "family", "bench-s-linear_attn", "bench-s-retnet",
+                                           "bench-s-gla"),
                          [](const auto& info) {
                            std::string name = info.param;
                            std::replace(name.begin(), name.end(), '-', '_');

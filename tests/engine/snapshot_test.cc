@@ -25,7 +25,8 @@ void StepRows(Engine& e, int stream, const std::vector<float>& values, int64_t r
   *pos += size_t(rows) * per_row;
 }
 
-// Models: frame input, log-mel input, Mamba-2 layers, a mixed stack.
+// Models: frame input, log-mel input, Mamba-2 layers, a mixed stack, each gated linear type
+// (RetNet's state holds its frame counter), and a stack of every type.
 class SnapshotTest : public ::testing::TestWithParam<std::string> {
  protected:
   bool audio() const { return GetParam() == "LogMel"; }
@@ -33,6 +34,10 @@ class SnapshotTest : public ::testing::TestWithParam<std::string> {
     if (audio()) return testing::SmallAudioConfig();
     if (GetParam() == "Mamba2") return testing::SmallMamba2Config();
     if (GetParam() == "Hybrid") return testing::SmallHybridConfig();
+    if (GetParam() == "LinearAttn") return testing::SmallLinearAttnConfig();
+    if (GetParam() == "RetNet") return testing::SmallRetNetConfig();
+    if (GetParam() == "Gla") return testing::SmallGlaConfig();
+    if (GetParam() == "Family") return testing::SmallFamilyConfig();
     return testing::SmallFrameConfig();
   }
   Rng rng_{testing::TestSeed()};
@@ -100,7 +105,8 @@ TEST_P(SnapshotTest, RestoresAcrossBackendsWithinTolerance) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, SnapshotTest,
-                         ::testing::Values("Frames", "LogMel", "Mamba2", "Hybrid"),
+                         ::testing::Values("Frames", "LogMel", "Mamba2", "Hybrid", "LinearAttn",
+                                           "RetNet", "Gla", "Family"),
                          [](const auto& info) { return info.param; });
 
 TEST(SnapshotRestoreTest, AnotherModelsSnapshotFailsNamingBothFingerprints) {

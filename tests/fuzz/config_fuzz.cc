@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "server/layers/gated_linear/gated_linear.h"
 #include "server/layers/mamba/mamba.h"
 #include "server/layers/mamba2/mamba2.h"
 #include "server/model/json_check.h"
@@ -52,6 +53,11 @@ void CheckConfig(const ModelConfig& c) {
       expected += 9 + (m->bias ? 2 : 0) + (m->conv_bias ? 1 : 0);
     } else if (const auto* m2 = dynamic_cast<const Mamba2Params*>(&p)) {
       expected += 8 + (m2->bias ? 2 : 0) + (m2->conv_bias ? 1 : 0);
+    } else if (const auto* g = dynamic_cast<const GatedLinearParams*>(&p)) {
+      // attn_norm, q, k, v, o; g_proj with the output gate; GLA's three gk_proj tensors; the
+      // output norm unless "identity"; the MLP's norm and three projections unless it is absent.
+      expected += 5 + (g->output_gate() ? 1 : 0) + (g->gate_low_rank_dim() > 0 ? 3 : 0) +
+                  (g->output_norm().empty() ? 0 : 1) + (g->mlp_size(c.d_model) > 0 ? 4 : 0);
     } else {
       FUZZ_CHECK(false, "layer type {} has no documented tensor count here", p.type());
     }

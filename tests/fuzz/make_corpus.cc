@@ -117,6 +117,19 @@ void ConfigSeeds(const std::string& root) {
                   R"("norm_before_gate":true}})");
   c.Add("layers", R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":2,"d_out":1,)"
                   R"("layers":[{"type":"mamba","d_state":4},{"type":"mamba2","headdim":4}]})");
+  c.Add("linear_attn", R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":1,"d_out":1,)"
+                       R"("layer":{"type":"linear_attn","num_heads":2,"feature_map":"relu",)"
+                       R"("output_norm":"identity","intermediate_size":0}})");
+  c.Add("retnet", R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":1,"d_out":1,)"
+                  R"("layer":{"type":"retnet","num_heads":4,"expand_v":1.5,)"
+                  R"("use_output_gate":false,"hidden_ratio":2}})");
+  c.Add("gla", R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":1,"d_out":1,)"
+               R"("layer":{"type":"gla","num_heads":2,"expand_k":0.5,"clamp_min":-8,)"
+               R"("gate_low_rank_dim":4,"gate_logit_normalizer":8,"intermediate_size":24,)"
+               R"("chunk_size":16}})");
+  c.Add("family", R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":3,"d_out":1,)"
+                  R"("layers":[{"type":"gla","num_heads":2},{"type":"mamba2","headdim":4},)"
+                  R"({"type":"retnet","num_heads":2,"intermediate_size":"auto"}]})");
   c.Add("bad-unknown-field",
         R"({"format":"ssmserve/v1","d_in":80,"d_model":16,"n_layer":1,"d_out":1,"d_modle":3})");
   c.Add("bad-type", R"({"format":"ssmserve/v1","d_in":"80","d_model":16,"n_layer":1,"d_out":1})");

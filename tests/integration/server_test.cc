@@ -156,9 +156,10 @@ class ServerTest : public ::testing::Test {
     ModelConfig frames = testing::SmallFrameConfig();
     ASSERT_TRUE(testing::RandomModel(audio, 11)->Save(*dir_ + "/audio").ok());
     ASSERT_TRUE(testing::RandomModel(frames, 12)->Save(*dir_ + "/frames").ok());
-    // Mamba-1 and Mamba-2 layers in one stack: every layer type through the server.
+    // Mamba-1, Mamba-2, GLA, RetNet and linear attention layers in one stack: every layer type
+    // through the server.
     ASSERT_TRUE(
-        testing::RandomModel(testing::SmallHybridConfig(), 13)->Save(*dir_ + "/hybrid").ok());
+        testing::RandomModel(testing::SmallFamilyConfig(), 13)->Save(*dir_ + "/hybrid").ok());
     // The reference runs on the saved files, exactly what the server loads.
     audio_model_ = new std::shared_ptr<const Model>(*Model::Load(*dir_ + "/audio"));
     frames_model_ = new std::shared_ptr<const Model>(*Model::Load(*dir_ + "/frames"));

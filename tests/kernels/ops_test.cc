@@ -429,12 +429,18 @@ TEST_P(OpsTest, SsdChunkedScanEqualsTheRecurrence) {
       [&](const std::string& what) { return Case(what); });
 }
 
-TEST(ReferenceOpsTest, SsdChunkedScanOfTheReferenceEqualsItsRecurrence) {
+using ChunkedCheck = void (*)(Backend&, Backend&, OnBackend&, Rng&,
+                              const std::function<OwnedBatch(int, int, int)>&,
+                              const std::function<std::string(const std::string&)>&);
+
+// A chunked-form check run on the reference alone (its chunked form against its recurrence),
+// with batches of random lengths.
+void CheckOnTheReference(ChunkedCheck check) {
   const uint64_t seed = testing::TestSeed();
   Rng rng(seed);
   auto ref = CreateBackend("reference", 1);
   OnBackend mem(ref.get());
-  CheckChunkedAgainstRecurrence(
+  check(
       *ref, *ref, mem, rng,
       [&](int n, int len, int) {
         OwnedBatch b;
@@ -444,6 +450,10 @@ TEST(ReferenceOpsTest, SsdChunkedScanOfTheReferenceEqualsItsRecurrence) {
       [&](const std::string& what) {
         return "reference, " + what + " (seed " + std::to_string(seed) + ")";
       });
+}
+
+TEST(ReferenceOpsTest, SsdChunkedScanOfTheReferenceEqualsItsRecurrence) {
+  CheckOnTheReference(CheckChunkedAgainstRecurrence);
 }
 
 // A sequence's outputs and state do not depend on what else is in the batch: bitwise.
@@ -498,9 +508,12 @@ TEST_P(OpsTest, GatedRmsNormMatchesReference) {
                             {640, 512, 512, "bench-m-mamba2, 64 streams x 10 frames"},
                             {33, 64, 32, "SmallMamba2Config: 2 groups"},
                             {17, 45, 9, "odd group size"},
-                            {5, 1536, 192, "8 groups of bench-l-mamba2"}};
+                            {5, 1536, 192, "8 groups of bench-l-mamba2"},
+                            {640, 512, 64, "bench-m-retnet output norm: 8 heads of 64"},
+                            {10, 256, 64, "bench-m-gla output norm: 4 heads of 64"}};
   for (const NormCase& c : cases) {
-    for (bool norm_before_gate : {false, true}) {
+    for (int mode = 0; mode < 3; ++mode) {  // gate first, norm before gate, no gate
+      const bool norm_before_gate = mode == 1, gated = mode < 2;
       const int ld_x = c.C + 2, ld_z = c.C + 5;
       auto x = rng_->Normal(size_t(c.rows) * ld_x, 2.0f);
       auto z = rng_->Normal(size_t(c.rows) * ld_z, 3.0f);
@@ -513,19 +526,20 @@ TEST_P(OpsTest, GatedRmsNormMatchesReference) {
       a.eps = 1e-5f;
       a.x = x.data();
       a.ld_x = ld_x;
-      a.z = z.data();
+      a.z = gated ? z.data() : nullptr;
       a.ld_z = ld_z;
       a.w = w.data();
       a.ld_out = c.C;
       std::vector<float> out_ref(size_t(c.rows) * c.C);
       a.out = out_ref.data();
       ref_->GatedRmsNorm(a, c.rows);
-      const std::string what =
-          std::string(c.what) + (norm_before_gate ? ", norm before gate" : ", gate first");
+      const std::string what = std::string(c.what) + (!gated             ? ", no gate"
+                                                      : norm_before_gate ? ", norm before gate"
+                                                                         : ", gate first");
       float* dx = mem_->Up(x);
       float* out = mem_->Zeros(out_ref.size());
       a.x = dx;
-      a.z = mem_->Up(z);
+      a.z = gated ? mem_->Up(z) : nullptr;
       a.w = mem_->Up(w);
       a.out = out;
       fast_->GatedRmsNorm(a, c.rows);
@@ -570,6 +584,311 @@ TEST_P(OpsTest, ActivationsAndAddMatchDefinitions) {
   fast_->Add(dy, mem_->Up(d), y.size());
   const auto sum = mem_->Down(dy, y.size());
   for (size_t i = 0; i < y.size(); ++i) ASSERT_EQ(sum[i], y[i] + d[i]) << Case("add");
+}
+
+// The gated linear recurrence's shapes: H heads of K keys and V values.
+struct LinearScanCase {
+  int H, K, V;
+  LinearDecay decay;
+  FeatureMap map;
+  int n_seq, max_len;
+  const char* what;
+};
+
+const LinearScanCase kLinearScanCases[] = {
+    {4, 32, 64, LinearDecay::kPerKey, FeatureMap::kIdentity, 1, 1, "bench-m-gla, T=1"},
+    {4, 32, 64, LinearDecay::kPerKey, FeatureMap::kIdentity, 64, 10,
+     "bench-m-gla, 64 streams of 10-frame chunks"},
+    {8, 32, 64, LinearDecay::kConstant, FeatureMap::kIdentity, 64, 10,
+     "bench-m-retnet, 64 streams"},
+    {8, 32, 32, LinearDecay::kNone, FeatureMap::kEluPlusOne, 16, 20,
+     "bench-m-linear_attn (elu + 1)"},
+    {8, 32, 32, LinearDecay::kNone, FeatureMap::kRelu, 5, 30, "linear attention, relu"},
+    {4, 16, 16, LinearDecay::kPerHead, FeatureMap::kIdentity, 7, 33,
+     "a data-dependent scalar decay per head"},
+    {3, 5, 7, LinearDecay::kPerKey, FeatureMap::kIdentity, 5, 61, "odd sizes everywhere"},
+    {1, 1, 1, LinearDecay::kConstant, FeatureMap::kIdentity, 3, 40, "one head, K = V = 1"},
+    {2, 64, 64, LinearDecay::kPerKey, FeatureMap::kIdentity, 2, 700, "GLA heads of 64, long"},
+};
+
+// q, k, v and the gate as the layer has them: column slices of one projection (plus slack).
+struct LinearScanInputs {
+  std::vector<float> proj;
+  int ld;
+  GatedLinearScanArgs Args(const LinearScanCase& c, const float* p, const float* log_gamma,
+                           float clamp_min) const {
+    const int Kt = c.H * c.K, Vt = c.H * c.V;
+    GatedLinearScanArgs a;
+    a.heads = c.H;
+    a.key_dim = c.K;
+    a.value_dim = c.V;
+    a.decay = c.decay;
+    a.feature_map = c.map;
+    a.scale = float(1.0 / std::sqrt(double(c.K)));
+    a.q = p;
+    a.k = p + Kt;
+    a.v = p + 2 * Kt;
+    a.ld_q = a.ld_k = a.ld_v = a.ld_gate = ld;
+    a.log_gamma = log_gamma;
+    a.gate = p + 2 * Kt + Vt;
+    a.gate_normalizer = 16.0f;
+    a.gate_clamp_min = clamp_min;
+    a.ld_out = Vt;
+    return a;
+  }
+};
+
+LinearScanInputs RandomLinearScanInputs(Rng& rng, const LinearScanCase& c, size_t rows) {
+  LinearScanInputs in;
+  in.ld = 2 * c.H * c.K + c.H * c.V + c.H * c.K + 3;
+  in.proj = rng.Normal(rows * in.ld, 1.5f);
+  return in;
+}
+
+// RetNet's decays, 1 - 2^(-5-h), as the layer sets them.
+std::vector<float> RetentionLogGamma(int H) {
+  std::vector<float> g(H);
+  for (int h = 0; h < H; ++h) g[h] = float(std::log1p(-std::exp2(-5.0 - h)));
+  return g;
+}
+
+TEST_P(OpsTest, GatedLinearScanMatchesReferenceOverChunks) {
+  if (Lacks(Op::kGatedLinearScan)) GTEST_SKIP() << NoKernel(Op::kGatedLinearScan);
+  for (const LinearScanCase& c : kLinearScanCases) {
+    for (float clamp : {-3.4e38f, -0.05f}) {
+      if (clamp > -1 && c.decay != LinearDecay::kPerKey) continue;  // the clamp is GLA's
+      const int Vt = c.H * c.V, capacity = c.n_seq + 2;
+      const size_t slot = size_t(c.H) * c.K * c.V;
+      const auto gamma = RetentionLogGamma(c.H);
+      const float* dgamma = mem_->Up(gamma);
+      auto s_ref = rng_->Normal(capacity * slot, 0.5f);
+      float* s = mem_->Up(s_ref);
+      for (int chunk = 0; chunk < 3; ++chunk) {
+        OwnedBatch batch = RandomBatch(c.n_seq, c.max_len, capacity);
+        const size_t rows = batch.rows();
+        const LinearScanInputs in = RandomLinearScanInputs(*rng_, c, rows);
+        GatedLinearScanArgs a = in.Args(c, in.proj.data(), gamma.data(), clamp);
+        std::vector<float> out_ref(rows * Vt);
+        a.state = {s_ref.data(), slot};
+        a.out = out_ref.data();
+        ref_->GatedLinearScan(batch.view(), a);
+        a = in.Args(c, mem_->Up(in.proj), dgamma, clamp);
+        float* out = mem_->Zeros(out_ref.size());
+        a.state = {s, slot};
+        a.out = out;
+        fast_->GatedLinearScan(batch.view(), a);
+        const std::string what = std::string(c.what) + (clamp > -1 ? ", clamp_min" : "") +
+                                 ", chunk " + std::to_string(chunk);
+        EXPECT_LE(NormalizedMaxError(mem_->Down(out, out_ref.size()), out_ref),
+                  testing::kScanMaxRelErr)
+            << Case(what);
+        EXPECT_LE(NormalizedMaxError(mem_->Down(s, s_ref.size()), s_ref), testing::kScanMaxRelErr)
+            << Case(what + " state");
+      }
+    }
+  }
+}
+
+// The chunked form against the reference recurrence, state carried between calls, chunk sizes
+// that do and do not divide the sequences; the reference's own chunked form the same way.
+void CheckLinearChunkedAgainstRecurrence(
+    Backend& ref, Backend& chunked, OnBackend& mem, Rng& rng,
+    const std::function<OwnedBatch(int, int, int)>& make_batch,
+    const std::function<std::string(const std::string&)>& name) {
+  const LinearScanCase cases[] = {
+      {4, 32, 64, LinearDecay::kPerKey, FeatureMap::kIdentity, 2, 200,
+       "bench-m-gla, offline segments"},
+      {8, 32, 64, LinearDecay::kConstant, FeatureMap::kIdentity, 2, 150, "bench-m-retnet"},
+      {8, 32, 32, LinearDecay::kNone, FeatureMap::kEluPlusOne, 3, 90, "bench-m-linear_attn"},
+      {4, 16, 16, LinearDecay::kPerHead, FeatureMap::kRelu, 5, 70, "scalar decay per head"},
+      {3, 5, 7, LinearDecay::kPerKey, FeatureMap::kIdentity, 5, 61, "odd sizes"},
+      {2, 8, 8, LinearDecay::kPerKey, FeatureMap::kIdentity, 3, 1, "T=1"},
+  };
+  for (const LinearScanCase& c : cases) {
+    for (int chunk : {1, 5, 64}) {
+      const int Vt = c.H * c.V, capacity = c.n_seq + 1;
+      const size_t slot = size_t(c.H) * c.K * c.V;
+      const auto gamma = RetentionLogGamma(c.H);
+      const float* dgamma = mem.Up(gamma);
+      auto s_ref = rng.Normal(capacity * slot, 0.5f);
+      float* s = mem.Up(s_ref);
+      for (int call = 0; call < 2; ++call) {
+        OwnedBatch batch = make_batch(c.n_seq, c.max_len, capacity);
+        const size_t rows = batch.rows();
+        const LinearScanInputs in = RandomLinearScanInputs(rng, c, rows);
+        GatedLinearScanArgs a = in.Args(c, in.proj.data(), gamma.data(), -3.4e38f);
+        std::vector<float> out_ref(rows * Vt);
+        a.state = {s_ref.data(), slot};
+        a.out = out_ref.data();
+        ref.GatedLinearScan(batch.view(), a);
+        a = in.Args(c, mem.Up(in.proj), dgamma, -3.4e38f);
+        float* out = mem.Zeros(out_ref.size());
+        a.state = {s, slot};
+        a.out = out;
+        chunked.GatedLinearChunkedScan(batch.view(), a, chunk);
+        const std::string what = std::string(c.what) + ", chunk " + std::to_string(chunk) +
+                                 ", call " + std::to_string(call);
+        EXPECT_LE(NormalizedMaxError(mem.Down(out, out_ref.size()), out_ref),
+                  testing::kScanMaxRelErr)
+            << name(what);
+        EXPECT_LE(NormalizedMaxError(mem.Down(s, s_ref.size()), s_ref), testing::kScanMaxRelErr)
+            << name(what + " state");
+      }
+    }
+  }
+}
+
+TEST_P(OpsTest, GatedLinearChunkedScanEqualsTheRecurrence) {
+  if (Lacks(Op::kGatedLinearChunkedScan)) GTEST_SKIP() << NoKernel(Op::kGatedLinearChunkedScan);
+  CheckLinearChunkedAgainstRecurrence(
+      *ref_, *fast_, *mem_, *rng_,
+      [&](int n, int len, int cap) { return RandomBatch(n, len, cap); },
+      [&](const std::string& what) { return Case(what); });
+}
+
+TEST(ReferenceOpsTest, GatedLinearChunkedScanOfTheReferenceEqualsItsRecurrence) {
+  CheckOnTheReference(CheckLinearChunkedAgainstRecurrence);
+}
+
+// A sequence's outputs and state do not depend on what else is in the batch: bitwise.
+TEST_P(OpsTest, GatedLinearScanOfOneStreamIsBatchInvariant) {
+  if (Lacks(Op::kGatedLinearScan)) GTEST_SKIP() << NoKernel(Op::kGatedLinearScan);
+  for (LinearDecay decay : {LinearDecay::kPerKey, LinearDecay::kConstant, LinearDecay::kNone}) {
+    const LinearScanCase c{4, 16, 24, decay, FeatureMap::kEluPlusOne, 9, 20, "small"};
+    const int Vt = c.H * c.V, capacity = 12;
+    const size_t slot = size_t(c.H) * c.K * c.V;
+    const float* dgamma = mem_->Up(RetentionLogGamma(c.H));
+    OwnedBatch batch = RandomBatch(c.n_seq, c.max_len, capacity);
+    const int rows = batch.rows();
+    const LinearScanInputs in = RandomLinearScanInputs(*rng_, c, rows);
+    const auto state0 = rng_->Normal(capacity * slot);
+    const float* dproj = mem_->Up(in.proj);
+    GatedLinearScanArgs a = in.Args(c, dproj, dgamma, -3.4e38f);
+    float *all = mem_->Zeros(size_t(rows) * Vt), *state = mem_->Up(state0);
+    a.state = {state, slot};
+    a.out = all;
+    fast_->GatedLinearScan(batch.view(), a);
+    const auto all_host = mem_->Down(all, size_t(rows) * Vt);
+    const auto state_host = mem_->Down(state, state0.size());
+    for (int s = 0; s < c.n_seq; ++s) {  // each sequence again, alone
+      const int first = batch.offsets[s], len = batch.offsets[s + 1] - first;
+      OwnedBatch one;
+      one.Add(len, batch.slots[s]);
+      GatedLinearScanArgs o = in.Args(c, dproj + size_t(first) * in.ld, dgamma, -3.4e38f);
+      float *alone = mem_->Zeros(size_t(len) * Vt), *alone_state = mem_->Up(state0);
+      o.state = {alone_state, slot};
+      o.out = alone;
+      fast_->GatedLinearScan(one.view(), o);
+      const auto alone_host = mem_->Down(alone, size_t(len) * Vt);
+      const auto alone_state_host = mem_->Down(alone_state, state0.size());
+      for (size_t i = 0; i < alone_host.size(); ++i)
+        ASSERT_EQ(alone_host[i], all_host[size_t(first) * Vt + i])
+            << Case("sequence " + std::to_string(s));
+      for (size_t i = 0; i < slot; ++i)
+        ASSERT_EQ(alone_state_host[batch.slots[s] * slot + i],
+                  state_host[batch.slots[s] * slot + i])
+            << Case("state of sequence " + std::to_string(s));
+    }
+  }
+}
+
+// Rotary against its formula written here in double, at positions carried in the state (one
+// stream starting just below 2^24, where the counter's low float wraps), and bitwise the same
+// whether a sequence's rows come in one call or several.
+TEST_P(OpsTest, RotaryMatchesItsFormulaAndCarriesThePosition) {
+  if (Lacks(Op::kRotary)) GTEST_SKIP() << NoKernel(Op::kRotary);
+  const int H = 3, D = 10, ld = 2 * H * D + 1, len = 9;
+  const double starts[] = {0, 5, 16777216.0 - 4, 3.0 * 16777216.0 + 11};
+  const int n_seq = 4;
+  auto x = rng_->Normal(size_t(n_seq) * len * ld);
+  std::vector<float> pos(n_seq * kRotaryStateFloats);
+  for (int s = 0; s < n_seq; ++s) {
+    pos[s * 2] = float(std::floor(starts[s] / 16777216.0));
+    pos[s * 2 + 1] = float(starts[s] - pos[s * 2] * 16777216.0);
+  }
+  auto run = [&](const std::vector<int>& pieces) {  // each sequence in pieces of these lengths
+    float* dx = mem_->Up(x);
+    float* dpos = mem_->Up(pos);
+    int done = 0;
+    for (int piece : pieces) {
+      OwnedBatch batch;
+      for (int s = 0; s < n_seq; ++s) batch.Add(piece, s);
+      // Rows of the batch: sequence s's next `piece` rows, moved next to each other.
+      std::vector<float> rows;
+      const auto all = mem_->Down(dx, x.size());
+      for (int s = 0; s < n_seq; ++s)
+        rows.insert(rows.end(), all.begin() + (size_t(s) * len + done) * ld,
+                    all.begin() + (size_t(s) * len + done + piece) * ld);
+      float* drows = mem_->Up(rows);
+      RotaryArgs a;
+      a.heads = H;
+      a.head_dim = D;
+      a.q = drows;
+      a.k = drows + H * D;
+      a.ld_q = a.ld_k = ld;
+      a.position = {dpos, kRotaryStateFloats};
+      fast_->Rotary(batch.view(), a);
+      const auto back = mem_->Down(drows, rows.size());
+      std::vector<float> merged = all;
+      for (int s = 0; s < n_seq; ++s)
+        std::copy(back.begin() + size_t(s) * piece * ld, back.begin() + size_t(s + 1) * piece * ld,
+                  merged.begin() + (size_t(s) * len + done) * ld);
+      dx = mem_->Up(merged);
+      done += piece;
+    }
+    return std::make_pair(mem_->Down(dx, x.size()), mem_->Down(dpos, pos.size()));
+  };
+  const auto [whole, pos_whole] = run({len});
+  const auto [pieces, pos_pieces] = run({2, 1, 6});
+  EXPECT_EQ(whole, pieces) << Case("one call against three");
+  EXPECT_EQ(pos_whole, pos_pieces) << Case("position counters");
+  for (int s = 0; s < n_seq; ++s) {
+    const double end = starts[s] + len;
+    EXPECT_EQ(double(pos_whole[s * 2]) * 16777216.0 + pos_whole[s * 2 + 1], end)
+        << Case("counter of stream " + std::to_string(s));
+    for (int t = 0; t < len; ++t) {
+      for (int c = 0; c < 2 * H * D; ++c) {
+        const int h = (c % (H * D)) / D, i = c % D, half = D / 2, pair = i % half;
+        const size_t row = (size_t(s) * len + t) * ld, base = row + (c / (H * D)) * H * D + h * D;
+        const double theta = (starts[s] + t) * std::pow(10000.0, -2.0 * pair / D);
+        const double x0 = x[base + pair], x1 = x[base + pair + half];
+        const double want = i < half ? x0 * std::cos(theta) - x1 * std::sin(theta)
+                                     : x1 * std::cos(theta) + x0 * std::sin(theta);
+        ASSERT_NEAR(whole[row + c], want, 1e-5 * (std::abs(x0) + std::abs(x1)) + 1e-6)
+            << Case("stream " + std::to_string(s) + " row " + std::to_string(t) + " column " +
+                    std::to_string(c));
+      }
+      EXPECT_EQ(whole[(size_t(s) * len + t) * ld + 2 * H * D],
+                x[(size_t(s) * len + t) * ld + 2 * H * D])
+          << Case("the column after q and k is not touched");
+    }
+  }
+}
+
+TEST_P(OpsTest, SwiGluMatchesItsDefinition) {
+  if (Lacks(Op::kSwiGlu)) GTEST_SKIP() << NoKernel(Op::kSwiGlu);
+  for (auto [rows, cols] : {std::pair{1, 768}, {70, 768}, {9, 37}}) {
+    const int ld = 2 * cols + 1;
+    auto x = rng_->Normal(size_t(rows) * ld, 3.0f);
+    x[0] = -200.0f;  // exp(-x) overflows: silu must still be -0
+    float* dx = mem_->Up(x);
+    SwiGluArgs a;
+    a.cols = cols;
+    a.gate = dx;
+    a.up = dx + cols;
+    a.ld_gate = a.ld_up = a.ld_out = ld;
+    a.out = dx;  // over the gate half, as the block runs it
+    fast_->SwiGlu(a, rows);
+    const auto got = mem_->Down(dx, x.size());
+    for (int r = 0; r < rows; ++r) {
+      for (int c = 0; c < cols; ++c) {
+        const double g = x[size_t(r) * ld + c], u = x[size_t(r) * ld + cols + c];
+        const double want = g / (1.0 + std::exp(-g)) * u;
+        ASSERT_NEAR(got[size_t(r) * ld + c], want, 1e-6 * (1 + std::abs(want))) << Case(
+            std::to_string(rows) + " x " + std::to_string(cols) + ", row " + std::to_string(r));
+      }
+    }
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Backends, OpsTest, ::testing::Values("cpu", "cuda"),

@@ -149,7 +149,8 @@ TEST(ModelConfigTest, EachBadFieldHasItsOwnMessageNamingTheField) {
       {"bool type", false, [](Json& j) { j["layer"]["conv_bias"] = "yes"; },
        "layer.conv_bias: expected true or false, found a string (\"yes\")"},
       {"layer type", false, [](Json& j) { j["layer"]["type"] = "mamba3"; },
-       "layer.type: expected \"mamba\" | \"mamba2\", found \"mamba3\""},
+       "layer.type: expected \"mamba\" | \"mamba2\" | \"linear_attn\" | \"retnet\" | \"gla\", "
+       "found \"mamba3\""},
       {"object type", false, [](Json& j) { j["frontend"] = "log_mel"; },
        "frontend: expected an object, found a string"},
       {"frontend type", false, [](Json& j) { j["frontend"]["type"] = "mfcc"; },

@@ -26,12 +26,9 @@ Usage: mamba2_reference_check.py --bin-dir DIR [--keep-tmp]
 Exit codes: 0 all passed, 1 a check failed (named in the output), 77 torch not installed.
 """
 
-import argparse
 import math
 import os
-import shutil
 import sys
-import tempfile
 
 try:
     import numpy as np
@@ -42,7 +39,7 @@ except ImportError:
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ssm_torch import log_mel, write_model_dir  # noqa: E402
-from torch_reference_check import REL_TOL, compare, run_ssm, write_wav  # noqa: E402
+from torch_reference_check import REL_TOL, check_main, check_runs, write_wav  # noqa: E402
 
 SELF_TOL = 1e-10
 SEED = 20261202
@@ -348,45 +345,14 @@ def run_cases(bin_dir, tmp, cfgs):
                 ref = model(log_mel(pcm.astype(np.float64) / 32768.0, fe)).numpy()
             inputs = [(f"{n} samples", path, ref, [777, 1601])]
         for name, path, ref, chunks in inputs:
-            runs = [("offline", None), ("offline-chunked", None)]
-            for mode, chunk in runs + [("stream", c) for c in chunks]:
-                label = f"[{key}] {name} {mode}" + (f" chunk={chunk}" if chunk else "")
-                out = os.path.join(tmp, "out.npy")
-                if os.path.exists(out):
-                    os.remove(out)
-                chunked = mode == "offline-chunked"
-                got, err = run_ssm(bin_dir, d, path, out, "offline" if chunked else mode, chunk,
-                                   ["--parallel-form"] if chunked else [])
-                ok, msg = (False, err) if err else compare(got, ref)
-                print(f"{'PASS' if ok else 'FAIL'} {label}: {msg}")
-                if not ok:
-                    failures.append(label)
+            runs = ([("offline", None, []), ("offline", None, ["--parallel-form"])] +
+                    [("stream", c, []) for c in chunks])
+            check_runs(bin_dir, d, path, ref, runs, tmp, f"[{key}] {name}", failures)
     return failures
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--bin-dir", required=True, help="directory holding ssm-run")
-    ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory")
-    args = ap.parse_args()
-    tmp = tempfile.mkdtemp(prefix="mamba2_check_")
-    try:
-        cfgs = make_configs()
-        problems = self_check(cfgs)
-        if problems:
-            print(f"FAIL: the reference failed {len(problems)} self-check(s); not comparing")
-            return 1
-        failures = run_cases(args.bin_dir, tmp, cfgs)
-        if failures:
-            print(f"FAIL: {len(failures)} run(s): {', '.join(failures)}")
-            return 1
-        print("all Mamba-2 checks passed")
-        return 0
-    finally:
-        if args.keep_tmp:
-            print(f"kept {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+    return check_main(__doc__, "mamba2_check_", "Mamba-2", make_configs, self_check, run_cases)
 
 
 if __name__ == "__main__":

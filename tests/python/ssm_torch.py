@@ -16,7 +16,6 @@ training in float32 on a CPU is practical. It is exact: the operations of the sp
 """
 
 import json
-import math
 import os
 import struct
 

@@ -27,7 +27,6 @@ Exit codes: 0 all passed, 1 a check failed (named in the output), 77 torch not i
 """
 
 import argparse
-import json
 import math
 import os
 import shutil
@@ -331,6 +330,49 @@ def compare(got, ref):
     msg = (f"frames {got.shape[0]}/{ref.shape[0]}, rel_err {rel:.2e} "
            f"(max|ref| {scale:.3g}, worst at frame {where[0]} out {where[1]})")
     return rel <= REL_TOL, msg
+
+
+def check_runs(bin_dir, model_dir, inp, ref, runs, tmp, label, failures):
+    """ssm-run on `inp` once per (mode, chunk, extra flags) of `runs`, each compared with `ref`;
+    prints one line per run and appends the labels of failed runs to `failures`."""
+    for mode, chunk, extra in runs:
+        what = (f"{label} {mode}" + (" parallel form" if "--parallel-form" in extra else "") +
+                (f" chunk={chunk}" if chunk else ""))
+        out = os.path.join(tmp, "out.npy")
+        if os.path.exists(out):
+            os.remove(out)
+        got, err = run_ssm(bin_dir, model_dir, inp, out, mode, chunk, extra)
+        ok, msg = (False, err) if err else compare(got, ref)
+        print(f"{'PASS' if ok else 'FAIL'} {what}: {msg}")
+        if not ok:
+            failures.append(what)
+
+
+def check_main(doc, tmp_prefix, what, make_configs, self_check, run_cases):
+    """The command line of an outside check: --bin-dir, --keep-tmp; the reference's self-checks
+    on make_configs(), then run_cases(bin_dir, tmp, configs). Returns the exit status."""
+    ap = argparse.ArgumentParser(description=doc.split("\n")[0])
+    ap.add_argument("--bin-dir", required=True, help="directory holding ssm-run")
+    ap.add_argument("--keep-tmp", action="store_true", help="keep the temporary directory")
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix=tmp_prefix)
+    try:
+        cfgs = make_configs()
+        problems = self_check(cfgs)
+        if problems:
+            print(f"FAIL: the reference failed {len(problems)} self-check(s); not comparing")
+            return 1
+        failures = run_cases(args.bin_dir, tmp, cfgs)
+        if failures:
+            print(f"FAIL: {len(failures)} run(s): {', '.join(failures)}")
+            return 1
+        print(f"all {what} checks passed")
+        return 0
+    finally:
+        if args.keep_tmp:
+            print(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def build_cases(tmp):
