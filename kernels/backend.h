@@ -67,6 +67,11 @@ class Backend {
   virtual void CopyToHost(float* host_dst, const float* src, size_t n) = 0;
   virtual void Fill(float* dst, size_t n, float value) = 0;
   virtual void Synchronize() {}
+  // Compute threads for the ops that follow, clamped to [1, the count the backend was created
+  // with]: the engine runs a small step on one thread, where a parallel region would cost more
+  // than it saves (docs/design.md §4). Results never depend on it. A backend without host
+  // threads ignores it.
+  virtual void SetThreads(int threads) {}
 
   // ---- ops ----
   // w: (out, in) row-major host floats; bias: (out) or nullptr.

@@ -328,6 +328,10 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--threads", config.threads, "Compute threads per engine (0 = all cores)")
       ->capture_default_str();
+  app.add_option("--parallel-min-mflop", config.parallel_min_mflop,
+                 "A step with less estimated work (MFLOP) runs on one thread, where a parallel "
+                 "region would cost more than it saves (0: every step on all threads)")
+      ->capture_default_str();
   app.add_option("--drain-timeout", config.drain_timeout_s,
                  "Seconds open calls get to finish after SIGTERM/SIGINT")
       ->capture_default_str();

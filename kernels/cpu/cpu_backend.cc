@@ -1,4 +1,5 @@
 // The cpu backend: fast ops on host memory, threads = cores unless told otherwise.
+#include <algorithm>
 #include <thread>
 
 #include "kernels/base/host_buffer.h"
@@ -12,8 +13,11 @@ namespace {
 class CpuBackend final : public HostMemoryBackend {
  public:
   explicit CpuBackend(int threads)
-      : threads_(threads > 0 ? threads : int(std::max(1u, std::thread::hardware_concurrency()))) {}
+      : max_threads_(threads > 0 ? threads
+                                 : int(std::max(1u, std::thread::hardware_concurrency()))),
+        threads_(max_threads_) {}
   std::string name() const override { return "cpu"; }
+  void SetThreads(int threads) override { threads_ = std::clamp(threads, 1, max_threads_); }
 
   std::unique_ptr<LinearWeights> PrepareLinear(const float* w, const float* bias, int out,
                                                int in) override {
@@ -62,7 +66,8 @@ class CpuBackend final : public HostMemoryBackend {
   void SwiGlu(const SwiGluArgs& args, int rows) override { cpu::SwiGlu(args, rows, threads_); }
 
  private:
-  int threads_;
+  int max_threads_;
+  int threads_;  // for the ops of the current step
 };
 
 }  // namespace

@@ -19,13 +19,17 @@ Status EngineOptions::Validate() const {
   if (max_batch_frames < 1)
     return InvalidArgumentError(
         fmt::format("max_batch_frames: expected >= 1, found {}", max_batch_frames));
+  if (!(parallel_min_mflop >= 0))
+    return InvalidArgumentError(
+        fmt::format("parallel_min_mflop: expected >= 0, found {}", parallel_min_mflop));
   return OkStatus();
 }
 
 std::string EngineOptions::ToString() const {
-  return fmt::format("backend={} threads={} max_streams={} max_batch_frames={}", backend,
-                     threads == 0 ? int(std::thread::hardware_concurrency()) : threads, max_streams,
-                     max_batch_frames);
+  return fmt::format(
+      "backend={} threads={} max_streams={} max_batch_frames={} parallel_min_mflop={}", backend,
+      threads == 0 ? int(std::thread::hardware_concurrency()) : threads, max_streams,
+      max_batch_frames, parallel_min_mflop);
 }
 
 namespace {
@@ -60,8 +64,13 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
     return InvalidArgumentError("unknown backend \"" + options.backend + "\"");
   }
   Backend* backend = e->backend_.get();
+  e->frontend_threads_ = options.threads;
   SSM_ASSIGN_OR_RETURN(e->frontend_,
-                       CreateFrontend(c, HostLogMel(backend->name(), options.threads)));
+                       CreateFrontend(c, HostLogMel(backend->name(), &e->frontend_threads_)));
+  if (c.frontend.type == "log_mel") {  // a real FFT of n_fft points, the power and the filters
+    const double n = c.frontend.n_fft;
+    e->frontend_flops_per_frame_ = 2.5 * n * std::log2(n) + 2.0 * n;
+  }
 
   const Model& m = *e->model_;
   e->input_proj_ =
@@ -192,8 +201,22 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
   StepImpl(chunks, /*offline=*/false, result);
 }
 
+void Engine::SetStepThreads(const std::vector<ChunkInput>& chunks) {
+  const ModelConfig& c = model_->config();
+  const double values_per_frame =
+      frontend_->takes_samples() ? double(c.frontend.hop_length) : double(c.d_in);
+  double values = 0;
+  for (const ChunkInput& in : chunks) values += double(in.count);
+  const double mflop =
+      values / values_per_frame * (model_->flops_per_frame() + frontend_flops_per_frame_) / 1e6;
+  const int threads = mflop < options_.parallel_min_mflop ? 1 : options_.threads;
+  backend_->SetThreads(threads > 0 ? threads : int(std::thread::hardware_concurrency()));
+  frontend_threads_ = threads;
+}
+
 void Engine::StepImpl(const std::vector<ChunkInput>& chunks, bool offline, StepResult* result) {
   const int d_in = model_->config().d_in, d_out = this->d_out();
+  SetStepThreads(chunks);
   result->chunks.assign(chunks.size(), ChunkOutput());
   features_.clear();
 

@@ -24,6 +24,9 @@ struct EngineOptions {
   int threads = 0;              // compute threads; 0 = one per core
   int max_streams = 256;        // state pool slots, allocated at start
   int max_batch_frames = 2048;  // frames per engine pass; bounds scratch memory
+  // A step whose estimated work is below this many MFLOP runs on one thread (docs/design.md §4);
+  // 0: every step on all threads.
+  double parallel_min_mflop = 200;
 
   Status Validate() const;
   std::string ToString() const;
@@ -112,11 +115,16 @@ class Engine {
   void StepImpl(const std::vector<ChunkInput>& chunks, bool offline, StepResult* result);
   // Runs the network on `batch` rows of host features; writes (rows, d_out) host outputs.
   void RunPass(const SeqBatch& batch, const float* features, float* outputs);
+  // One thread for a step of little work, all of them otherwise: for the backend's ops and the
+  // frontend's log-mel.
+  void SetStepThreads(const std::vector<ChunkInput>& chunks);
 
   std::shared_ptr<const Model> model_;
   EngineOptions options_;
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<Frontend> frontend_;
+  int frontend_threads_ = 0;             // the log-mel's threads in the current step (HostLogMel)
+  double frontend_flops_per_frame_ = 0;  // an estimate, for SetStepThreads
   std::vector<std::unique_ptr<Layer>> layers_;
   std::unique_ptr<StatePool> pool_;
   // What the engine keeps of one stream besides its recurrent state in the pool: the frontend

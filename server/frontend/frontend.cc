@@ -270,10 +270,10 @@ Status CheckFrameConfig(const ModelConfig& config) {
 
 }  // namespace
 
-LogMelFn HostLogMel(const std::string& backend, int threads) {
+LogMelFn HostLogMel(const std::string& backend, const int* threads) {
   if (backend == "reference") return reference::LogMel;
   return [threads](const LogMelPlan& plan, const float* samples, int n_frames, float* out) {
-    cpu::LogMel(plan, samples, n_frames, out, threads);
+    cpu::LogMel(plan, samples, n_frames, out, *threads);
   };
 }
 

@@ -37,9 +37,10 @@ using LogMelFn =
 
 // The log-mel features an engine on `backend` uses, in host memory on every backend: the plain
 // reference (kernels/reference/log_mel.h) for "reference", so that a reference engine stays the
-// truth end to end; the FFT kernel (kernels/cpu/log_mel.h) on `threads` threads (<= 0: all cores)
-// for any other backend. Both compute a frame from its samples alone.
-LogMelFn HostLogMel(const std::string& backend, int threads);
+// truth end to end; the FFT kernel (kernels/cpu/log_mel.h) for any other backend, on *threads
+// threads (<= 0: all cores), read at each call so that the engine sets it per step. Both compute
+// a frame from its samples alone.
+LogMelFn HostLogMel(const std::string& backend, const int* threads);
 
 // Immutable once created and shared by all streams of a model; the per-stream part is a
 // FrontendState. Thread-compatible: distinct states may be processed concurrently.

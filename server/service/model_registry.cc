@@ -19,6 +19,7 @@ StatusOr<std::unique_ptr<ModelRegistry>> ModelRegistry::Load(const ServerConfig&
     EngineOptions options;
     options.backend = config.backend();
     options.threads = config.threads;
+    options.parallel_min_mflop = config.parallel_min_mflop;
     options.max_streams = config.max_streams;
     auto engine = Engine::Create(served->model, options);
     if (!engine.ok()) return engine.status().WithContext(fmt::format("model \"{}\"", spec.name));

@@ -98,6 +98,10 @@ Status ServerConfig::Validate() const {
     return InvalidArgumentError(
         fmt::format("--batch-wait-ms {}: must be in [0, 1000]", batch_wait_ms));
   if (threads < 0) return InvalidArgumentError(fmt::format("--threads {}: must be >= 0", threads));
+  if (!(parallel_min_mflop >= 0))
+    return InvalidArgumentError(
+        fmt::format("--parallel-min-mflop {}: must be >= 0 (0: every step on all threads)",
+                    parallel_min_mflop));
   if (metrics_auth && auth_keys.empty())
     return InvalidArgumentError("--metrics-auth needs --auth-keys (the keys it accepts)");
   if (!(max_opens_per_s >= 0))
@@ -124,7 +128,7 @@ std::string ServerConfig::ToString() const {
   return fmt::format(
       "models=[{}] listen={} metrics_listen={} device={} max_streams={} idle_timeout={}s "
       "write_timeout={}s handshake_timeout={}s max_chunk_ms={} "
-      "max_batch_streams={} batch_wait_ms={} threads={} drain_timeout={}s "
+      "max_batch_streams={} batch_wait_ms={} threads={} parallel_min_mflop={} drain_timeout={}s "
       "file_segment_frames={} file_frames_per_step={} realtime_lead_ms={} background_step_ms={} "
       "resume_ttl={}s max_parked={} state_store={} store_password_file={} store_timeout={}s "
       "checkpoint_interval={}s "
@@ -133,8 +137,8 @@ std::string ServerConfig::ToString() const {
       "max_connection_idle={}s max_metadata_bytes={} max_parked_bytes={}",
       model_list, listen, metrics_listen.empty() ? "off" : metrics_listen, device, max_streams,
       idle_timeout_s, write_timeout_s, handshake_timeout_s, max_chunk_ms, max_batch_streams,
-      batch_wait_ms, threads, drain_timeout_s, file_segment_frames, file_frames_per_step,
-      realtime_lead_ms(), background_step_ms, resume_ttl_s, max_parked,
+      batch_wait_ms, threads, parallel_min_mflop, drain_timeout_s, file_segment_frames,
+      file_frames_per_step, realtime_lead_ms(), background_step_ms, resume_ttl_s, max_parked,
       state_store.empty() ? "none" : state_store,
       store_password_file.empty() ? "none" : store_password_file, store_timeout_s,
       checkpoint_interval_s, tls.enabled() ? tls.cert : "off",

@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <ctime>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <thread>
@@ -23,6 +24,7 @@ using Clock = std::chrono::steady_clock;
 struct Args {
   std::string model_dir, device = "auto";
   int streams = 64, chunk_frames = 10, threads = 0;
+  double parallel_min_mflop = EngineOptions().parallel_min_mflop;
   double seconds = 5;
   int64_t offline_frames = 0;
   int segment_frames = 1024;
@@ -56,6 +58,13 @@ double Percentile(std::vector<double> v, double p) {
   return v[std::min(v.size() - 1, size_t(p / 100.0 * double(v.size())))];
 }
 
+// CPU seconds of the whole process (every thread, user and system) so far.
+double ProcessCpuSeconds() {
+  timespec ts{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
+}
+
 double PeakRssMiB() {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
@@ -72,6 +81,7 @@ int Main(const Args& args) {
   EngineOptions opt;
   opt.backend = ResolveDevice(args.device);
   opt.threads = args.threads;
+  opt.parallel_min_mflop = args.parallel_min_mflop;
   opt.max_streams = std::max(1, args.streams);
   opt.max_batch_frames = std::max(2048, args.streams * args.chunk_frames);
   auto engine_or = Engine::Create(*model, opt);
@@ -92,6 +102,7 @@ int Main(const Args& args) {
   out["config"] = c.ToString();
   out["device"] = opt.backend;
   out["threads"] = threads;
+  out["parallel_min_mflop"] = args.parallel_min_mflop;
   out["frame_rate"] = c.frame_rate();
   out["gflop_per_frame"] = flops / 1e9;
   out["state_bytes_per_stream"] = (*model)->state_bytes_per_stream();
@@ -146,6 +157,7 @@ int Main(const Args& args) {
       return f;
     };
     run_step(0);  // warm-up (and the log-mel window fill)
+    const double cpu_start = ProcessCpuSeconds();
     const auto start = Clock::now();
     double elapsed = 0;
     while (elapsed < args.seconds) {
@@ -166,6 +178,11 @@ int Main(const Args& args) {
     out["step_ms_p50"] = Percentile(step_ms, 50);
     out["step_ms_p99"] = Percentile(step_ms, 99);
     out["step_ms_max"] = Percentile(step_ms, 100);
+    // The engine's own CPU cost per chunk at this batch (every thread, spinning included): what
+    // a server spends beyond it per chunk is its host path (tests/bench/host_path.py).
+    const double cpu_s = ProcessCpuSeconds() - cpu_start;
+    out["cpu_s"] = cpu_s;
+    out["cpu_us_per_chunk"] = cpu_s * 1e6 / double(std::max<int64_t>(1, steps * args.streams));
   }
   // The yardstick is a well-kept library's SGEMM (Eigen, 1024^3, same threads, same run). The
   // cpu backend's own batch-invariant GEMM is faster on this shape; its figure is reported too.
@@ -223,6 +240,11 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "cpu", "cuda", "reference"}))
       ->capture_default_str();
   app.add_option("--threads", a.threads, "Compute threads (0 = one per core)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--parallel-min-mflop", a.parallel_min_mflop,
+                 "A step with less estimated work (MFLOP) runs on one thread, as in ssm-server "
+                 "(0: every step on all threads)")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
   app.add_flag("--json", a.json, "Print one JSON object on one line");

@@ -156,12 +156,16 @@ inline std::shared_ptr<const Model> RandomModel(const ModelConfig& c, uint64_t s
   return *m;
 }
 
+// Every step on 2 threads unless parallel_min_mflop says otherwise (EngineOptions), so that the
+// tests' small models still run the parallel paths.
 inline std::unique_ptr<Engine> MakeEngine(std::shared_ptr<const Model> model,
                                           const std::string& backend = "cpu", int max_streams = 80,
-                                          int max_batch_frames = 2048) {
+                                          int max_batch_frames = 2048,
+                                          double parallel_min_mflop = 0, int threads = 2) {
   EngineOptions o;
   o.backend = backend;
-  o.threads = 2;
+  o.threads = threads;
+  o.parallel_min_mflop = parallel_min_mflop;
   o.max_streams = max_streams;
   o.max_batch_frames = max_batch_frames;
   auto e = Engine::Create(std::move(model), o);

@@ -3,6 +3,9 @@
 // hold bitwise (every op's per-element arithmetic is independent of chunk and batch shape), but
 // for offline runs in a layer's parallel form (the chunked forms of Mamba-2, linear attention,
 // RetNet and GLA), which meet the contract's 1e-5 relative bound, checked for every model.
+#include <algorithm>
+#include <cmath>
+
 #include "tests/engine/engine_test_util.h"
 
 namespace ssm {
@@ -145,6 +148,34 @@ TEST_P(ExactnessTest, CpuBackendMatchesReferenceBackend) {
   ASSERT_EQ(a.size(), b.size());
   ASSERT_FALSE(a.empty());
   EXPECT_LE(NormalizedMaxError(a, b), kContractMaxRelErr) << Case("cpu vs reference, whole model");
+}
+
+// The engine picks each step's threads from its work (EngineOptions::parallel_min_mflop): one
+// thread, two, and a mix of both from step to step give the same outputs, bitwise.
+TEST_P(ExactnessTest, StepThreadsNeverChangeOutputs) {
+  const ModelConfig c = Config();
+  auto model = testing::RandomModel(c, seed_);
+  const int64_t rows = c.frontend.is_log_mel() ? 9000 : 240;
+  auto input = testing::RandomInput(rng_, c, rows);
+  const auto chunks = Chunking(rng_, rows, "random", c.frontend.is_log_mel() ? 2500 : 60);
+  auto one = testing::MakeEngine(model, "cpu", 4, 2048, 0, /*threads=*/1);
+  const auto expected = testing::RunStream(*one, input, chunks);
+  ASSERT_FALSE(expected.empty());
+  // The median chunk's estimated work as the threshold: smaller chunks on one thread, larger on
+  // three.
+  std::vector<int64_t> sizes = chunks;
+  std::nth_element(sizes.begin(), sizes.begin() + sizes.size() / 2, sizes.end());
+  const bool audio = c.frontend.is_log_mel();  // chunks of samples, else of frames
+  const double n_fft = c.frontend.n_fft;
+  const double mflop =
+      double(sizes[sizes.size() / 2]) / (audio ? c.frontend.hop_length : 1) *
+      (model->flops_per_frame() + (audio ? 2.5 * n_fft * std::log2(n_fft) + 2.0 * n_fft : 0.0)) /
+      1e6;
+  for (double threshold : {0.0, mflop, 1e12}) {
+    auto engine = testing::MakeEngine(model, "cpu", 4, 2048, threshold, /*threads=*/3);
+    EXPECT_EQ(testing::RunStream(*engine, input, chunks), expected)
+        << Case("parallel_min_mflop " + std::to_string(threshold) + ", 3 threads vs 1");
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Models, ExactnessTest,

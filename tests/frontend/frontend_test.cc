@@ -265,14 +265,15 @@ TEST(HostLogMelTest, EveryBackendGetsTheReferenceFeaturesOnTheHost) {
   const size_t n = size_t(n_frames) * 40;
   std::vector<float> reference(n), one_thread(n);
   reference::LogMel(plan, x.data(), n_frames, reference.data());
-  HostLogMel("cpu", 1)(plan, x.data(), n_frames, one_thread.data());
+  const int one = 1;
+  HostLogMel("cpu", &one)(plan, x.data(), n_frames, one_thread.data());
 
   const std::vector<std::pair<std::string, int>> cases = {
       {"reference", 1}, {"reference", 0}, {"cpu", 3}, {"cpu", 0}, {"cuda", 2}};
   for (const auto& [backend, threads] : cases) {
     SCOPED_TRACE(backend + " with " + std::to_string(threads) + " threads");
     std::vector<float> out(n, -1.0f);
-    HostLogMel(backend, threads)(plan, x.data(), n_frames, out.data());
+    HostLogMel(backend, &threads)(plan, x.data(), n_frames, out.data());
     for (size_t i = 0; i < n; ++i) {
       ASSERT_NEAR(out[i], reference[i], 1e-5 * std::max(1.0f, std::abs(reference[i])))
           << "frame " << i / 40 << " mel " << i % 40;
