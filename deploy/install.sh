@@ -44,7 +44,7 @@ test_packages=(
   espeak-ng sox  # speech clips: the ssm-mic tests, the speech-activity recipe and its test
   chromium  # the dashboard's browser test
   redis-server  # the state-store tests (started by the tests on free ports)
-  clang libclang-rt-14-dev libomp-dev  # the libFuzzer targets (tests/fuzz), built with clang
+  clang libclang-rt-14-dev  # the libFuzzer targets (tests/fuzz), built with clang
   clang-format  # the formatting check (tests/lint)
 )
 

@@ -21,6 +21,7 @@
 #include <memory>
 #include <string>
 
+#include "kernels/base/worker_pool.h"
 #include "server/service/authenticator.h"
 #include "server/service/call_registry.h"
 #include "server/service/http_server.h"
@@ -332,6 +333,10 @@ int main(int argc, char** argv) {
                  "A step with less estimated work (MFLOP) runs on one thread, where a parallel "
                  "region would cost more than it saves (0: every step on all threads)")
       ->capture_default_str();
+  app.add_option("--worker-spin-us", config.worker_spin_us,
+                 "How long an idle compute worker thread spins for the next parallel op before it "
+                 "sleeps, microseconds (0: sleep at once)")
+      ->capture_default_str();
   app.add_option("--drain-timeout", config.drain_timeout_s,
                  "Seconds open calls get to finish after SIGTERM/SIGINT")
       ->capture_default_str();
@@ -432,6 +437,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "error: %s\n", valid.message().c_str());
     return 2;
   }
+  ssm::WorkerPool::Process().set_spin_us(config.worker_spin_us);
   // Block the shutdown signals in every thread (threads inherit the mask) and take them with
   // sigwait in Serve.
   sigset_t signals;

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/base/worker_pool.h"
+
 namespace ssm {
 
 constexpr double kLowRange = 16777216.0;  // 2^24: every integer below it is exact in a float
@@ -19,28 +21,29 @@ void HostRotary(const SeqBatch& batch, const RotaryArgs& a, int threads) {
   const int H = a.heads, D = a.head_dim, half = D / 2;
   std::vector<double> inv_freq(half);
   for (int i = 0; i < half; ++i) inv_freq[i] = std::pow(double(a.base), -2.0 * i / D);
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && batch.n_seq > 1)
-  for (int s = 0; s < batch.n_seq; ++s) {
-    float* pos = a.position.slot(batch.slots[s]);
-    const double start = ReadRotaryPosition(pos);
-    const int first = batch.row_offsets[s], last = batch.row_offsets[s + 1];
-    for (int r = first; r < last; ++r) {
-      const double p = start + (r - first);
-      for (int i = 0; i < half; ++i) {
-        const double theta = p * inv_freq[i];
-        const double c = std::cos(theta), sn = std::sin(theta);
-        for (float* base : {a.q + size_t(r) * a.ld_q, a.k + size_t(r) * a.ld_k}) {
-          for (int h = 0; h < H; ++h) {
-            float* x = base + size_t(h) * D;
-            const double x0 = x[i], x1 = x[i + half];
-            x[i] = float(x0 * c - x1 * sn);
-            x[i + half] = float(x1 * c + x0 * sn);
+  ParallelFor(batch.n_seq > 1 ? threads : 1, batch.n_seq, [&](int64_t begin, int64_t end) {
+    for (int s = int(begin); s < end; ++s) {
+      float* pos = a.position.slot(batch.slots[s]);
+      const double start = ReadRotaryPosition(pos);
+      const int first = batch.row_offsets[s], last = batch.row_offsets[s + 1];
+      for (int r = first; r < last; ++r) {
+        const double p = start + (r - first);
+        for (int i = 0; i < half; ++i) {
+          const double theta = p * inv_freq[i];
+          const double c = std::cos(theta), sn = std::sin(theta);
+          for (float* base : {a.q + size_t(r) * a.ld_q, a.k + size_t(r) * a.ld_k}) {
+            for (int h = 0; h < H; ++h) {
+              float* x = base + size_t(h) * D;
+              const double x0 = x[i], x1 = x[i + half];
+              x[i] = float(x0 * c - x1 * sn);
+              x[i + half] = float(x1 * c + x0 * sn);
+            }
           }
         }
       }
+      WriteRotaryPosition(start + (last - first), pos);
     }
-    WriteRotaryPosition(start + (last - first), pos);
-  }
+  });
 }
 
 }  // namespace ssm

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/base/worker_pool.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/simd.h"
 
@@ -75,11 +76,9 @@ void GatedLinearScan(const SeqBatch& batch, const GatedLinearScanArgs& a, int th
   const int H = a.heads, K = a.key_dim, V = a.value_dim;
   const bool per_key = a.decay == LinearDecay::kPerKey;
   const int tasks = batch.n_seq * H;
-#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
-  {
+  ParallelFor(tasks > 1 ? threads : 1, tasks, [&](int64_t begin, int64_t end) {
     std::vector<float> q(K), k(K), log_decay(K), decay(K);
-#pragma omp for schedule(static)
-    for (int task = 0; task < tasks; ++task) {
+    for (int task = int(begin); task < end; ++task) {
       const int s = task / H, h = task % H;
       float* S = a.state.slot(batch.slots[s]) + size_t(h) * V * K;
       for (int r = batch.row_offsets[s]; r < batch.row_offsets[s + 1]; ++r) {
@@ -112,7 +111,7 @@ void GatedLinearScan(const SeqBatch& batch, const GatedLinearScanArgs& a, int th
         }
       }
     }
-  }
+  });
 }
 
 // The chunked form, one task per (sequence, head). Per chunk: the rows' mapped q, k and log
@@ -127,12 +126,12 @@ void GatedLinearChunkedScan(const SeqBatch& batch, const GatedLinearScanArgs& a,
   const bool per_key = a.decay == LinearDecay::kPerKey;
   const int G_width = per_key ? K : 1;
   const int tasks = batch.n_seq * H;
-#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
-  {
+  TaskQueue queue(tasks);
+  ParallelRun(tasks > 1 ? std::min(threads, tasks) : 1, [&](int, int) {
     std::vector<float> q, k, log_decay, qd, kd, W, diff(K), y(V);
     std::vector<double> G;
-#pragma omp for schedule(dynamic)
-    for (int task = 0; task < tasks; ++task) {
+    for (int64_t next; queue.Next(&next);) {
+      const int task = int(next);
       const int s = task / H, h = task % H;
       float* S = a.state.slot(batch.slots[s]) + size_t(h) * V * K;
       const int first = batch.row_offsets[s], last = batch.row_offsets[s + 1];
@@ -214,20 +213,22 @@ void GatedLinearChunkedScan(const SeqBatch& batch, const GatedLinearScanArgs& a,
         }
       }
     }
-  }
+  });
 }
 
 void SwiGlu(const SwiGluArgs& a, int rows, int threads) {
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows >= 64)
-  for (int r = 0; r < rows; ++r) {
-    const float* g = a.gate + size_t(r) * a.ld_gate;
-    const float* u = a.up + size_t(r) * a.ld_up;
-    float* out = a.out + size_t(r) * a.ld_out;
-    for (int c = 0; c < a.cols; c += kLanes) {
-      const int m = std::min(kLanes, a.cols - c);
-      simd::StoreN(out + c, simd::Mul(simd::Silu(simd::LoadN(g + c, m)), simd::LoadN(u + c, m)), m);
+  ParallelFor(rows >= 64 ? threads : 1, rows, [&](int64_t begin, int64_t end) {
+    for (int r = int(begin); r < end; ++r) {
+      const float* g = a.gate + size_t(r) * a.ld_gate;
+      const float* u = a.up + size_t(r) * a.ld_up;
+      float* out = a.out + size_t(r) * a.ld_out;
+      for (int c = 0; c < a.cols; c += kLanes) {
+        const int m = std::min(kLanes, a.cols - c);
+        simd::StoreN(out + c, simd::Mul(simd::Silu(simd::LoadN(g + c, m)), simd::LoadN(u + c, m)),
+                     m);
+      }
     }
-  }
+  });
 }
 
 }  // namespace ssm::cpu

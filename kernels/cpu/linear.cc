@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "kernels/base/host_buffer.h"
+#include "kernels/base/worker_pool.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/simd.h"
 
@@ -91,17 +92,18 @@ void Linear(const LinearWeights& weights, const float* x, int ld_x, int rows, fl
   const int row_tasks = (rows + kRowsPerTask - 1) / kRowsPerTask;
   const int tasks = row_tasks * w.panels();
   const bool parallel = threads > 1 && double(rows) * out * K > 2e5;  // skip fork for tiny ops
-#pragma omp parallel for schedule(static) num_threads(threads) if (parallel)
-  for (int task = 0; task < tasks; ++task) {
-    const int p = task / row_tasks, rt = task % row_tasks;
-    const int ncols = std::min(kPanelWidth, out - p * kPanelWidth);
-    const int r_end = std::min(rows, (rt + 1) * kRowsPerTask);
-    for (int r = rt * kRowsPerTask; r < r_end; r += kRowTile) {
-      const int mr = std::min(kRowTile, r_end - r);
-      kKernels[mr](x + size_t(r) * ld_x, ld_x, w.panel(p), K, w.bias(p),
-                   y + size_t(r) * ld_y + p * kPanelWidth, ld_y, ncols);
+  ParallelFor(parallel ? threads : 1, tasks, [&](int64_t begin, int64_t end) {
+    for (int task = int(begin); task < end; ++task) {
+      const int p = task / row_tasks, rt = task % row_tasks;
+      const int ncols = std::min(kPanelWidth, out - p * kPanelWidth);
+      const int r_end = std::min(rows, (rt + 1) * kRowsPerTask);
+      for (int r = rt * kRowsPerTask; r < r_end; r += kRowTile) {
+        const int mr = std::min(kRowTile, r_end - r);
+        kKernels[mr](x + size_t(r) * ld_x, ld_x, w.panel(p), K, w.bias(p),
+                     y + size_t(r) * ld_y + p * kPanelWidth, ld_y, ncols);
+      }
     }
-  }
+  });
 }
 
 }  // namespace ssm::cpu

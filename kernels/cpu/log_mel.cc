@@ -5,19 +5,19 @@
 // Eigen's FFT is kissfft's mixed-radix algorithm, with a real-input path for n_fft % 4 == 0.
 #include "kernels/cpu/log_mel.h"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <complex>
 #include <unsupported/Eigen/FFT>
 #include <vector>
 
+#include "kernels/base/worker_pool.h"
+
 namespace ssm::cpu {
 namespace {
 
 // Per-thread FFT and buffers. Eigen::FFT caches twiddles per size inside the object and writes
-// scratch on every transform, so each thread keeps its own; OpenMP keeps its worker threads, so
+// scratch on every transform, so each thread keeps its own; the worker pool keeps its threads, so
 // plans are made once per (thread, n_fft), not per call.
 struct Workspace {
   Eigen::FFT<double> fft;
@@ -58,23 +58,13 @@ void FrameLogMel(const LogMelPlan& plan, const float* samples, Workspace& ws, fl
 void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out, int threads) {
   if (n_frames <= 0) return;
   const int hop = plan.params.hop_length, n_mels = plan.params.n_mels;
-  if (threads <= 0) threads = omp_get_max_threads();
-  threads = std::min(threads, n_frames);
-  if (threads == 1) {  // no parallel region: cheaper for the one-frame calls of streaming
+  if (threads <= 0) threads = WorkerPool::Cores();
+  ParallelFor(threads, n_frames, [&](int64_t begin, int64_t end) {
     Workspace& ws = ThreadWorkspace(plan.params.n_fft);
-    for (int t = 0; t < n_frames; ++t) {
+    for (int64_t t = begin; t < end; ++t) {
       FrameLogMel(plan, samples + size_t(t) * hop, ws, out + size_t(t) * n_mels);
     }
-    return;
-  }
-#pragma omp parallel num_threads(threads)
-  {
-    Workspace& ws = ThreadWorkspace(plan.params.n_fft);
-#pragma omp for schedule(static)
-    for (int t = 0; t < n_frames; ++t) {
-      FrameLogMel(plan, samples + size_t(t) * hop, ws, out + size_t(t) * n_mels);
-    }
-  }
+  });
 }
 
 }  // namespace ssm::cpu

@@ -1,5 +1,6 @@
 // The cpu backend's ops: packet-vectorised (AVX-512/AVX2 through Eigen's packet math) and
-// multithreaded with OpenMP. Each op is tested against kernels/reference.
+// multithreaded on the worker pool (kernels/base/worker_pool.h). Each op is tested against
+// kernels/reference.
 #pragma once
 
 #include "kernels/backend.h"

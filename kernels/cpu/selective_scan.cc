@@ -1,6 +1,7 @@
 #include <algorithm>
 #include <vector>
 
+#include "kernels/base/worker_pool.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/simd.h"
 
@@ -14,11 +15,9 @@ void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& a, int thread
   const int E = a.channels, N = a.d_state;
   const int groups = (E + kLanes - 1) / kLanes;
   const int tasks = batch.n_seq * groups;
-#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
-  {
+  ParallelFor(tasks > 1 ? threads : 1, tasks, [&](int64_t begin, int64_t end) {
     std::vector<Packet> h(N);  // per-thread state of one channel packet
-#pragma omp for schedule(static)
-    for (int task = 0; task < tasks; ++task) {
+    for (int task = int(begin); task < end; ++task) {
       const int s = task / groups, e0 = (task % groups) * kLanes, n = std::min(kLanes, E - e0);
       float* H = a.state.slot(batch.slots[s]) + e0;  // (N, E)
       for (int i = 0; i < N; ++i) h[i] = simd::LoadN(H + size_t(i) * E, n);
@@ -45,7 +44,7 @@ void SelectiveScan(const SeqBatch& batch, const SelectiveScanArgs& a, int thread
       }
       for (int i = 0; i < N; ++i) simd::StoreN(H + size_t(i) * E, h[i], n);
     }
-  }
+  });
 }
 
 }  // namespace ssm::cpu

@@ -2,6 +2,7 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/base/worker_pool.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/simd.h"
 
@@ -14,67 +15,69 @@ void SsdScan(const SeqBatch& batch, const SsdScanArgs& a, int threads) {
   using simd::Packet;
   const int H = a.heads, P = a.head_dim, N = a.d_state, heads_per_group = a.heads / a.groups;
   const int tasks = batch.n_seq * H;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && tasks > 1)
-  for (int task = 0; task < tasks; ++task) {
-    const int s = task / H, h = task % H, g = h / heads_per_group;
-    float* S = a.state.slot(batch.slots[s]) + size_t(h) * P * N;
-    const float A = a.A[h], D = a.D[h], dt_bias = a.dt_bias[h];
-    for (int r = batch.row_offsets[s]; r < batch.row_offsets[s + 1]; ++r) {
-      const float dt = a.dt[size_t(r) * a.ld_dt + h] + dt_bias;
-      const float delta = dt > 20.0f ? dt : std::log1p(std::exp(dt));
-      const Packet decay = simd::Set1(std::exp(delta * A));
-      const float* B = a.B + size_t(r) * a.ld_bc + size_t(g) * N;
-      const float* C = a.C + size_t(r) * a.ld_bc + size_t(g) * N;
-      const float* x = a.x + size_t(r) * a.ld_x + size_t(h) * P;
-      float* out = a.out + size_t(r) * a.ld_out + size_t(h) * P;
-      for (int p = 0; p < P; ++p) {
-        float* row = S + size_t(p) * N;
-        const Packet dx = simd::Set1(delta * x[p]);
-        Packet y = simd::Zero();
-        for (int n = 0; n < N; n += kLanes) {
-          const int m = std::min(kLanes, N - n);
-          const Packet st =
-              simd::Fma(decay, simd::LoadN(row + n, m), simd::Mul(dx, simd::LoadN(B + n, m)));
-          simd::StoreN(row + n, st, m);
-          y = simd::Fma(st, simd::LoadN(C + n, m), y);
+  ParallelFor(tasks > 1 ? threads : 1, tasks, [&](int64_t begin, int64_t end) {
+    for (int task = int(begin); task < end; ++task) {
+      const int s = task / H, h = task % H, g = h / heads_per_group;
+      float* S = a.state.slot(batch.slots[s]) + size_t(h) * P * N;
+      const float A = a.A[h], D = a.D[h], dt_bias = a.dt_bias[h];
+      for (int r = batch.row_offsets[s]; r < batch.row_offsets[s + 1]; ++r) {
+        const float dt = a.dt[size_t(r) * a.ld_dt + h] + dt_bias;
+        const float delta = dt > 20.0f ? dt : std::log1p(std::exp(dt));
+        const Packet decay = simd::Set1(std::exp(delta * A));
+        const float* B = a.B + size_t(r) * a.ld_bc + size_t(g) * N;
+        const float* C = a.C + size_t(r) * a.ld_bc + size_t(g) * N;
+        const float* x = a.x + size_t(r) * a.ld_x + size_t(h) * P;
+        float* out = a.out + size_t(r) * a.ld_out + size_t(h) * P;
+        for (int p = 0; p < P; ++p) {
+          float* row = S + size_t(p) * N;
+          const Packet dx = simd::Set1(delta * x[p]);
+          Packet y = simd::Zero();
+          for (int n = 0; n < N; n += kLanes) {
+            const int m = std::min(kLanes, N - n);
+            const Packet st =
+                simd::Fma(decay, simd::LoadN(row + n, m), simd::Mul(dx, simd::LoadN(B + n, m)));
+            simd::StoreN(row + n, st, m);
+            y = simd::Fma(st, simd::LoadN(C + n, m), y);
+          }
+          out[p] = simd::ReduceSum(y) + D * x[p];
         }
-        out[p] = simd::ReduceSum(y) + D * x[p];
       }
     }
-  }
+  });
 }
 
 void GatedRmsNorm(const GatedRmsNormArgs& a, int rows, int threads) {
   using simd::kLanes;
   using simd::Packet;
   const int C = a.channels, G = a.group_size;
-#pragma omp parallel for schedule(static) num_threads(threads) if (threads > 1 && rows >= 64)
-  for (int r = 0; r < rows; ++r) {
-    const float* x = a.x + size_t(r) * a.ld_x;
-    const float* z = a.z ? a.z + size_t(r) * a.ld_z : nullptr;
-    float* out = a.out + size_t(r) * a.ld_out;
-    for (int c0 = 0; c0 < C; c0 += G) {
-      // The gated value (or x alone) is formed twice, for the sum and for the output, so out
-      // may alias x.
-      auto value = [&](int i, int m) {
-        const Packet v = simd::LoadN(x + c0 + i, m);
-        return (!z || a.norm_before_gate) ? v
-                                          : simd::Mul(v, simd::Silu(simd::LoadN(z + c0 + i, m)));
-      };
-      Packet ss = simd::Zero();
-      for (int i = 0; i < G; i += kLanes) {
-        const Packet v = value(i, std::min(kLanes, G - i));
-        ss = simd::Fma(v, v, ss);
-      }
-      const Packet scale = simd::Set1(1.0f / std::sqrt(simd::ReduceSum(ss) / float(G) + a.eps));
-      for (int i = 0; i < G; i += kLanes) {
-        const int m = std::min(kLanes, G - i);
-        Packet y = simd::Mul(simd::Mul(value(i, m), scale), simd::LoadN(a.w + c0 + i, m));
-        if (z && a.norm_before_gate) y = simd::Mul(y, simd::Silu(simd::LoadN(z + c0 + i, m)));
-        simd::StoreN(out + c0 + i, y, m);
+  ParallelFor(rows >= 64 ? threads : 1, rows, [&](int64_t begin, int64_t end) {
+    for (int r = int(begin); r < end; ++r) {
+      const float* x = a.x + size_t(r) * a.ld_x;
+      const float* z = a.z ? a.z + size_t(r) * a.ld_z : nullptr;
+      float* out = a.out + size_t(r) * a.ld_out;
+      for (int c0 = 0; c0 < C; c0 += G) {
+        // The gated value (or x alone) is formed twice, for the sum and for the output, so out
+        // may alias x.
+        auto value = [&](int i, int m) {
+          const Packet v = simd::LoadN(x + c0 + i, m);
+          return (!z || a.norm_before_gate) ? v
+                                            : simd::Mul(v, simd::Silu(simd::LoadN(z + c0 + i, m)));
+        };
+        Packet ss = simd::Zero();
+        for (int i = 0; i < G; i += kLanes) {
+          const Packet v = value(i, std::min(kLanes, G - i));
+          ss = simd::Fma(v, v, ss);
+        }
+        const Packet scale = simd::Set1(1.0f / std::sqrt(simd::ReduceSum(ss) / float(G) + a.eps));
+        for (int i = 0; i < G; i += kLanes) {
+          const int m = std::min(kLanes, G - i);
+          Packet y = simd::Mul(simd::Mul(value(i, m), scale), simd::LoadN(a.w + c0 + i, m));
+          if (z && a.norm_before_gate) y = simd::Mul(y, simd::Silu(simd::LoadN(z + c0 + i, m)));
+          simd::StoreN(out + c0 + i, y, m);
+        }
       }
     }
-  }
+  });
 }
 
 }  // namespace ssm::cpu
@@ -91,12 +94,12 @@ void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& a, int chunk, int 
   using simd::Packet;
   const int H = a.heads, P = a.head_dim, N = a.d_state, heads_per_group = a.heads / a.groups;
   const int tasks = batch.n_seq * H;
-#pragma omp parallel num_threads(threads) if (threads > 1 && tasks > 1)
-  {
+  TaskQueue queue(tasks);
+  ParallelRun(tasks > 1 ? std::min(threads, tasks) : 1, [&](int, int) {
     std::vector<float> W, delta, diff, coef, y(P);
     std::vector<double> cum;
-#pragma omp for schedule(dynamic)
-    for (int task = 0; task < tasks; ++task) {
+    for (int64_t next; queue.Next(&next);) {
+      const int task = int(next);
       const int s = task / H, h = task % H, g = h / heads_per_group;
       float* S = a.state.slot(batch.slots[s]) + size_t(h) * P * N;
       const float A = a.A[h], D = a.D[h], dt_bias = a.dt_bias[h];
@@ -172,7 +175,7 @@ void SsdChunkedScan(const SeqBatch& batch, const SsdScanArgs& a, int chunk, int 
         }
       }
     }
-  }
+  });
 }
 
 }  // namespace ssm::cpu

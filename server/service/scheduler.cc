@@ -56,6 +56,7 @@ StatusOr<int> Scheduler::AddLane(StatusOr<int> stream, Priority priority, Result
 }
 
 void Scheduler::Submit(int stream, std::vector<float> values) {
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     auto it = lanes_.find(stream);
@@ -66,8 +67,9 @@ void Scheduler::Submit(int stream, std::vector<float> values) {
     lane.queue.push_back({std::move(values), Clock::now(), lane.submitted_s});
     // Under mu_, so the worker's decrements follow it.
     if (metrics_ != nullptr) metrics_->queue_depth->Increment();
+    wake = waiting_ == Waiting::kForWork || (waiting_ == Waiting::kForBatch && BatchComplete());
   }
-  work_cv_.notify_one();
+  if (wake) work_cv_.notify_one();
 }
 
 void Scheduler::Close(int stream, ClosedFn on_closed, SnapshotFn on_snapshot) {
@@ -94,6 +96,10 @@ void Scheduler::Stop() {
   }
   work_cv_.notify_one();
   if (worker_.joinable()) worker_.join();
+}
+
+bool Scheduler::BatchComplete() const {
+  return ready_ >= options_.max_batch_streams || size_t(ready_) >= lanes_.size();
 }
 
 Scheduler::Clock::time_point Scheduler::OldestReadyArrival() const {
@@ -199,16 +205,18 @@ void Scheduler::Run() {
     snapshots.clear();
     {
       std::unique_lock<std::mutex> lock(mu_);
+      waiting_ = Waiting::kForWork;
       work_cv_.wait(
           lock, [this] { return stop_ || !closing_.empty() || !snapshots_.empty() || ready_ > 0; });
       // Bounded wait for the batch to fill, counted from the oldest ready chunk's arrival.
-      if (!stop_ && closing_.empty() && ready_ > 0 && ready_ < options_.max_batch_streams &&
+      if (!stop_ && closing_.empty() && ready_ > 0 && !BatchComplete() &&
           options_.batch_wait.count() > 0) {
+        waiting_ = Waiting::kForBatch;
         const Clock::time_point deadline = OldestReadyArrival() + options_.batch_wait;
-        work_cv_.wait_until(lock, deadline, [this] {
-          return stop_ || !closing_.empty() || ready_ >= options_.max_batch_streams;
-        });
+        work_cv_.wait_until(lock, deadline,
+                            [this] { return stop_ || !closing_.empty() || BatchComplete(); });
       }
+      waiting_ = Waiting::kNo;
       closes.swap(closing_);
       snapshots.swap(snapshots_);
       for (const Closing& close : closes) {

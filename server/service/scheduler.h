@@ -121,6 +121,9 @@ class Scheduler {
   // Frames the background may add to the next step (worker, mu_ held).
   double BackgroundFrameBudget(bool realtime_open) const;
   Clock::time_point OldestReadyArrival() const;  // mu_ held; ready_ > 0
+  // Whether a step now could take no more chunks than waiting would give it (mu_ held): the batch
+  // is full, or every open stream has a chunk ready.
+  bool BatchComplete() const;
   void DeliverResults(std::vector<BatchItem>* batch);
   // Updates the step metrics for the step just run on `batch`, which took `step_s` (worker).
   void RecordStep(const std::vector<BatchItem>& batch, double step_s);
@@ -134,12 +137,15 @@ class Scheduler {
   const double values_per_second_;  // values_per_frame_ x frame_rate_
   ModelMetrics* const metrics_;
 
-  // guards lanes_, ready_, closing_, snapshots_, stop_, last_background_stream_,
+  // guards lanes_, ready_, closing_, snapshots_, stop_, waiting_, last_background_stream_,
   // background_deferred_since_
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;  // signalled on Submit, Close and Stop
-  std::map<int, Lane> lanes_;        // open streams by id
-  int ready_ = 0;                    // lanes with a queued chunk
+  std::condition_variable work_cv_;  // signalled on Close, Snapshot, Stop and (see waiting_) Submit
+  // What the worker waits for: a Submit wakes it only when that ends its wait (the first ready
+  // chunk, or the batch filled), not for every chunk.
+  enum class Waiting { kNo, kForWork, kForBatch } waiting_ = Waiting::kNo;
+  std::map<int, Lane> lanes_;  // open streams by id
+  int ready_ = 0;              // lanes with a queued chunk
   std::vector<Closing> closing_;
   std::vector<std::pair<int, SnapshotFn>> snapshots_;  // requested, not yet taken
   bool stop_ = false;

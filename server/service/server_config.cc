@@ -102,6 +102,10 @@ Status ServerConfig::Validate() const {
     return InvalidArgumentError(
         fmt::format("--parallel-min-mflop {}: must be >= 0 (0: every step on all threads)",
                     parallel_min_mflop));
+  if (worker_spin_us < 0 || worker_spin_us > 100000)
+    return InvalidArgumentError(
+        fmt::format("--worker-spin-us {}: must be in [0, 100000] microseconds (0: sleep at once)",
+                    worker_spin_us));
   if (metrics_auth && auth_keys.empty())
     return InvalidArgumentError("--metrics-auth needs --auth-keys (the keys it accepts)");
   if (!(max_opens_per_s >= 0))
@@ -128,7 +132,8 @@ std::string ServerConfig::ToString() const {
   return fmt::format(
       "models=[{}] listen={} metrics_listen={} device={} max_streams={} idle_timeout={}s "
       "write_timeout={}s handshake_timeout={}s max_chunk_ms={} "
-      "max_batch_streams={} batch_wait_ms={} threads={} parallel_min_mflop={} drain_timeout={}s "
+      "max_batch_streams={} batch_wait_ms={} threads={} parallel_min_mflop={} worker_spin_us={} "
+      "drain_timeout={}s "
       "file_segment_frames={} file_frames_per_step={} realtime_lead_ms={} background_step_ms={} "
       "resume_ttl={}s max_parked={} state_store={} store_password_file={} store_timeout={}s "
       "checkpoint_interval={}s "
@@ -137,9 +142,9 @@ std::string ServerConfig::ToString() const {
       "max_connection_idle={}s max_metadata_bytes={} max_parked_bytes={}",
       model_list, listen, metrics_listen.empty() ? "off" : metrics_listen, device, max_streams,
       idle_timeout_s, write_timeout_s, handshake_timeout_s, max_chunk_ms, max_batch_streams,
-      batch_wait_ms, threads, parallel_min_mflop, drain_timeout_s, file_segment_frames,
-      file_frames_per_step, realtime_lead_ms(), background_step_ms, resume_ttl_s, max_parked,
-      state_store.empty() ? "none" : state_store,
+      batch_wait_ms, threads, parallel_min_mflop, worker_spin_us, drain_timeout_s,
+      file_segment_frames, file_frames_per_step, realtime_lead_ms(), background_step_ms,
+      resume_ttl_s, max_parked, state_store.empty() ? "none" : state_store,
       store_password_file.empty() ? "none" : store_password_file, store_timeout_s,
       checkpoint_interval_s, tls.enabled() ? tls.cert : "off",
       tls.client_ca.empty() ? "off" : tls.client_ca, auth_keys.empty() ? "off" : auth_keys,

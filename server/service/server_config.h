@@ -37,6 +37,7 @@ struct ServerConfig {
   double batch_wait_ms = 2;         // how long a step waits for more streams to be ready
   int threads = 0;                  // compute threads per engine; 0 = all cores
   double parallel_min_mflop = 200;  // a step with less estimated work runs on one thread
+  int worker_spin_us = 50;          // an idle compute worker spins this long, then sleeps
   double drain_timeout_s = 10;      // SIGTERM: how long open calls get to finish
   int file_segment_frames = 1024;   // ProcessFile: frames per engine step per file
   int file_frames_per_step = 2048;  // background frames per step (files, chunks sent ahead)

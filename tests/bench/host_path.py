@@ -9,7 +9,7 @@ For each model and each point STREAMSxCHUNK_MS of the grid, two measurements on 
           /proc/PID/stat, over the whole load) per answered chunk, and the load generator's own
           CPU per chunk and share of the machine (wait4 rusage).
 host = server - engine per chunk: gRPC, reactors, scheduler, frontend hand-off, and the cost of
-running the engine in the smaller real-time batches (OpenMP fork/join and spinning between
+running the engine in the smaller real-time batches (waking the worker pool and spinning between
 steps) instead of one full batch. Chunks per second per core = 1e6 / host.
 
 One JSON line per point, then a markdown table (reported with the machine).

@@ -13,6 +13,7 @@
 #include <random>
 #include <thread>
 
+#include "kernels/base/worker_pool.h"
 #include "server/engine/engine.h"
 #include "tests/bench/gemm_peak.h"
 
@@ -25,6 +26,7 @@ struct Args {
   std::string model_dir, device = "auto";
   int streams = 64, chunk_frames = 10, threads = 0;
   double parallel_min_mflop = EngineOptions().parallel_min_mflop;
+  int worker_spin_us = WorkerPool::Process().spin_us();
   double seconds = 5;
   int64_t offline_frames = 0;
   int segment_frames = 1024;
@@ -82,6 +84,7 @@ int Main(const Args& args) {
   opt.backend = ResolveDevice(args.device);
   opt.threads = args.threads;
   opt.parallel_min_mflop = args.parallel_min_mflop;
+  WorkerPool::Process().set_spin_us(args.worker_spin_us);
   opt.max_streams = std::max(1, args.streams);
   opt.max_batch_frames = std::max(2048, args.streams * args.chunk_frames);
   auto engine_or = Engine::Create(*model, opt);
@@ -103,6 +106,7 @@ int Main(const Args& args) {
   out["device"] = opt.backend;
   out["threads"] = threads;
   out["parallel_min_mflop"] = args.parallel_min_mflop;
+  out["worker_spin_us"] = args.worker_spin_us;
   out["frame_rate"] = c.frame_rate();
   out["gflop_per_frame"] = flops / 1e9;
   out["state_bytes_per_stream"] = (*model)->state_bytes_per_stream();
@@ -246,6 +250,10 @@ int main(int argc, char** argv) {
                  "A step with less estimated work (MFLOP) runs on one thread, as in ssm-server "
                  "(0: every step on all threads)")
       ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--worker-spin-us", a.worker_spin_us,
+                 "How long an idle compute worker spins before it sleeps, as in ssm-server")
+      ->check(CLI::Range(0, 100000))
       ->capture_default_str();
   app.add_flag("--json", a.json, "Print one JSON object on one line");
   CLI11_PARSE(app, argc, argv);

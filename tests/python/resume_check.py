@@ -248,7 +248,9 @@ def crash_check(bin_dir, stubs, tmp, expected, check):
     same store; the client resumes from the last checkpoint on it, re-sends the chunks since,
     drops the frames it already holds and ends with exactly the offline outputs. Whether the
     last checkpoint lies before the frames the client holds (so that there are duplicates to
-    drop) depends on timing: up to three crashes, until one does."""
+    drop) depends on timing: the client keeps to real time, so that the server (which answers a
+    lone stream's chunk at once) is not far ahead of it at the crash, and up to three crashes
+    are tried, until one has duplicates."""
     redis, redis_port = start_redis()
     store = ["--state-store", f"redis://127.0.0.1:{redis_port}", "--checkpoint-interval", "0.5"]
     try:
@@ -272,7 +274,8 @@ def crash_once(bin_dir, stubs, output, store, expected, check):
     try:
         servers.append(start_server(bin_dir, *store))
         proxy = CuttingProxy(servers[0][1], [Cut("s2c", 8000, then_refuse=True)])
-        client = subprocess.Popen(client_command(proxy.port, stubs, output, "--chunk-ms", "20"),
+        client = subprocess.Popen(client_command(proxy.port, stubs, output, "--chunk-ms", "20",
+                                                 "--realtime"),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
         while proxy.cuts_made == 0 and client.poll() is None and time.monotonic() < deadline:

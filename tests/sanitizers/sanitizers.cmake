@@ -18,13 +18,10 @@ if(SSM_SANITIZE STREQUAL "thread")
   # compiled into ours from their headers. history_size=7: both stacks of a report, not only the
   # current one. halt_on_error=0: a race is reported and the process goes on, so that one run
   # shows them all; the process still exits 66 and the report check fails the run.
-  # OMP_THREAD_LIMIT=1: every OpenMP region of the cpu kernels runs on the thread that enters it.
-  # libgomp is not built with TSan either, so the barrier that ends a region is invisible and
-  # every region with 2+ threads would be reported as a race on its own output (hundreds per
-  # engine test); the scheduler, service, store and client threads, which are ours, all remain.
+  # The cpu kernels' parallel loops run on the worker pool (kernels/base/worker_pool.h), whose
+  # synchronisation is ours and checked like the rest.
   set(ssm_sanitizer_environment
-      "TSAN_OPTIONS=suppressions=${ssm_sanitizer_files}/tsan.supp:ignore_noninstrumented_modules=1:history_size=7:halt_on_error=0:second_deadlock_stack=1:log_path=${ssm_sanitizer_reports}/tsan:log_exe_name=1"
-      "OMP_THREAD_LIMIT=1")
+      "TSAN_OPTIONS=suppressions=${ssm_sanitizer_files}/tsan.supp:ignore_noninstrumented_modules=1:history_size=7:halt_on_error=0:second_deadlock_stack=1:log_path=${ssm_sanitizer_reports}/tsan:log_exe_name=1")
 else()
   set(ssm_sanitizer_environment
       "ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:log_path=${ssm_sanitizer_reports}/asan:log_exe_name=1"

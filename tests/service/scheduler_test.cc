@@ -194,6 +194,34 @@ TEST_F(SchedulerTest, AheadOfRealTimeStreamRunsAsFastAsTheEngine) {
   EXPECT_LT(wall_s, 0.25 * kChunks * kFastChunkSamples / kSampleRate);
 }
 
+// The batch wait (--batch-wait-ms) is for chunks of other streams: once every open stream has
+// a chunk ready, waiting cannot add to the step, so it starts at once. While an open stream has
+// none, the step waits for it up to batch_wait.
+TEST_F(SchedulerTest, BatchWaitEndsOnceEveryOpenStreamHasAChunkReady) {
+  SchedulerOptions options = TestOptions();
+  options.batch_wait = std::chrono::milliseconds(600);
+  options.realtime_lead = std::chrono::hours(1);
+  Scheduler scheduler(engine_.get(), options, nullptr);
+  const int a = Open(scheduler, Priority::kRealTime);
+  const int b = Open(scheduler, Priority::kRealTime);
+  auto answered_within = [&](size_t results) {
+    const Clock::time_point start = Clock::now();
+    EXPECT_TRUE(recorder_.WaitFor(results));
+    return std::chrono::duration<double>(Clock::now() - start).count();
+  };
+  // Both streams ready: no wait. (The engine step itself takes a few milliseconds.)
+  scheduler.Submit(a, testing::RandomInput(rng_, model_->config(), kOnTimeChunkSamples));
+  scheduler.Submit(b, testing::RandomInput(rng_, model_->config(), kOnTimeChunkSamples));
+  EXPECT_LT(answered_within(2), 0.3);
+  // Only one of the two: the step waits the batch wait for the other.
+  scheduler.Submit(a, testing::RandomInput(rng_, model_->config(), kOnTimeChunkSamples));
+  EXPECT_GT(answered_within(3), 0.5);
+  // The other stream closed: the one left needs no wait.
+  scheduler.Close(b, nullptr);
+  scheduler.Submit(a, testing::RandomInput(rng_, model_->config(), kOnTimeChunkSamples));
+  EXPECT_LT(answered_within(4), 0.3);
+}
+
 // With one chunk per step (--max-batch-streams 1) a file is not starved by a stream that always
 // has an on-time chunk queued: it gets the place once it has waited kMaxBackgroundDeferral (1 s).
 TEST_F(SchedulerTest, WithOneStreamPerStepFilesStillProgressNextToLiveStreams) {

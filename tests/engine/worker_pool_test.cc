@@ -1,0 +1,139 @@
+// The worker pool the cpu kernels' parallel loops run on (kernels/base/worker_pool.h): every index
+// once, parts really taken by other threads, a loop inside a loop on the caller alone, callers
+// on many threads at once, and idle workers that sleep rather than spin.
+#include "kernels/base/worker_pool.h"
+
+#include <gtest/gtest.h>
+#include <sys/resource.h>
+
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <vector>
+
+namespace ssm {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ProcessCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+         1e-6 * double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+}
+
+TEST(WorkerPoolTest, ParallelForCallsEveryIndexOnceInContiguousParts) {
+  for (int threads : {1, 2, 3, 7}) {
+    for (int64_t n : {0, 1, 2, 5, 97, 1000}) {
+      std::vector<std::atomic<int>> calls(static_cast<size_t>(n));
+      std::atomic<int> parts{0};
+      ParallelFor(threads, n, [&](int64_t begin, int64_t end) {
+        ASSERT_LT(begin, end);
+        parts.fetch_add(1);
+        for (int64_t i = begin; i < end; ++i) calls[size_t(i)].fetch_add(1);
+      });
+      for (int64_t i = 0; i < n; ++i) EXPECT_EQ(calls[size_t(i)].load(), 1) << i;
+      EXPECT_LE(parts.load(), std::min<int64_t>(4 * threads, n)) << threads << " " << n;
+    }
+  }
+}
+
+TEST(WorkerPoolTest, TaskQueueHandsOutEveryIndexOnce) {
+  for (int threads : {1, 2, 5}) {
+    const int64_t n = 333;
+    std::vector<std::atomic<int>> calls(n);
+    TaskQueue queue(n);
+    ParallelRun(threads, [&](int, int) {
+      for (int64_t i; queue.Next(&i);) calls[size_t(i)].fetch_add(1);
+    });
+    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(calls[size_t(i)].load(), 1) << i;
+  }
+}
+
+// Parts that take a while: over a few loops the woken worker takes some of them, on its own
+// thread, while the caller takes the others.
+TEST(WorkerPoolTest, WokenWorkersTakePartsOnTheirOwnThreads) {
+  bool parallel = false;
+  for (int loop = 0; loop < 50 && !parallel; ++loop) {
+    std::mutex mutex;
+    std::set<std::thread::id> ids;
+    ParallelRun(2, [&](int part, int parts) {
+      ASSERT_EQ(parts, 2);
+      ASSERT_LT(part, 2);
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      std::lock_guard<std::mutex> lock(mutex);
+      ids.insert(std::this_thread::get_id());
+    });
+    parallel = ids.size() == 2;
+  }
+  EXPECT_TRUE(parallel) << "no loop ran on two threads";
+}
+
+TEST(WorkerPoolTest, ALoopInsideALoopRunsOnItsCallerAlone) {
+  std::mutex mutex;
+  std::vector<std::pair<std::thread::id, std::thread::id>> inner;  // (outer part's, inner's)
+  ParallelRun(2, [&](int, int) {
+    const std::thread::id outer = std::this_thread::get_id();
+    ParallelRun(2, [&](int, int parts) {
+      EXPECT_EQ(parts, 2);
+      std::lock_guard<std::mutex> lock(mutex);
+      inner.emplace_back(outer, std::this_thread::get_id());
+    });
+  });
+  ASSERT_EQ(inner.size(), 4u);
+  for (const auto& [outer, thread] : inner) EXPECT_EQ(outer, thread);
+}
+
+// Engines of several models step on their own threads: loops from many callers at once all
+// finish with every index once, each on the pool or on its caller alone.
+TEST(WorkerPoolTest, CallersOnManyThreadsAtOnce) {
+  constexpr int kCallers = 4, kLoops = 300, kN = 257;
+  std::vector<int64_t> sums(kCallers, 0);
+  std::vector<std::thread> callers;
+  for (int c = 0; c < kCallers; ++c) {
+    callers.emplace_back([&, c] {
+      for (int loop = 0; loop < kLoops; ++loop) {
+        std::vector<int64_t> values(kN, 0);
+        ParallelFor(3, kN, [&](int64_t begin, int64_t end) {
+          for (int64_t i = begin; i < end; ++i) values[size_t(i)] = i + loop;
+        });
+        for (int64_t v : values) sums[c] += v;
+      }
+    });
+  }
+  for (auto& t : callers) t.join();
+  const int64_t expected =
+      int64_t(kLoops) * (kN * (kN - 1) / 2) + int64_t(kN) * (int64_t(kLoops) * (kLoops - 1) / 2);
+  for (int c = 0; c < kCallers; ++c) EXPECT_EQ(sums[c], expected) << c;
+}
+
+// With no spin at all every loop wakes sleeping workers and waits asleep for them.
+TEST(WorkerPoolTest, SleepingWorkersWakeForEveryLoop) {
+  WorkerPool& pool = WorkerPool::Process();
+  const int spin = pool.spin_us();
+  pool.set_spin_us(0);
+  for (int loop = 0; loop < 200; ++loop) {
+    std::vector<int> values(64, 0);
+    ParallelFor(2, 64, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) values[size_t(i)] = int(i) * loop;
+    });
+    for (int i = 0; i < 64; ++i) ASSERT_EQ(values[size_t(i)], i * loop);
+    if (loop % 20 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  pool.set_spin_us(spin);
+}
+
+// Between steps the workers sleep: an idle process with a started pool uses almost no CPU.
+TEST(WorkerPoolTest, IdleWorkersSleepAfterTheirSpin) {
+  ParallelFor(4, 4, [](int64_t, int64_t) {});                  // at least 3 workers started
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // past their spin
+  const double before = ProcessCpuSeconds();
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const double used = ProcessCpuSeconds() - before;
+  EXPECT_LT(used, 0.1) << "idle workers used " << used << " s of CPU in 0.5 s";
+}
+
+}  // namespace
+}  // namespace ssm
