@@ -201,15 +201,17 @@ void Engine::Step(const std::vector<ChunkInput>& chunks, StepResult* result) {
   StepImpl(chunks, /*offline=*/false, result);
 }
 
-void Engine::SetStepThreads(const std::vector<ChunkInput>& chunks) {
+double Engine::StepMflop(const std::vector<ChunkInput>& chunks) const {
   const ModelConfig& c = model_->config();
   const double values_per_frame =
       frontend_->takes_samples() ? double(c.frontend.hop_length) : double(c.d_in);
   double values = 0;
   for (const ChunkInput& in : chunks) values += double(in.count);
-  const double mflop =
-      values / values_per_frame * (model_->flops_per_frame() + frontend_flops_per_frame_) / 1e6;
-  const int threads = mflop < options_.parallel_min_mflop ? 1 : options_.threads;
+  return values / values_per_frame * (model_->flops_per_frame() + frontend_flops_per_frame_) / 1e6;
+}
+
+void Engine::SetStepThreads(const std::vector<ChunkInput>& chunks) {
+  const int threads = StepMflop(chunks) < options_.parallel_min_mflop ? 1 : options_.threads;
   backend_->SetThreads(threads > 0 ? threads : int(std::thread::hardware_concurrency()));
   frontend_threads_ = threads;
 }

@@ -102,6 +102,10 @@ class Engine {
   // chunked; a chunk with a non-finite output fails (see ChunkOutput), so none is ever returned.
   // Not thread-safe: one caller at a time (the scheduler).
   void Step(const std::vector<ChunkInput>& chunks, StepResult* result);
+  // The estimated work of a step on `chunks` (their frames x the model's FLOPs per frame, plus
+  // the log-mel's FFT), MFLOP; below EngineOptions::parallel_min_mflop it runs on one thread.
+  // Reads only the chunks' counts.
+  double StepMflop(const std::vector<ChunkInput>& chunks) const;
 
   // Whole inputs through the model, segment by segment with carried state, many inputs per
   // pass. Returns each input's outputs, (frames, d_out). Needs free stream slots. See
