@@ -664,8 +664,9 @@ TEST_F(ServerTest, HealthCheckSaysServing) {
 // A bad configuration is refused before anything starts: exit code 2 and a message naming the flag.
 TEST_F(ServerTest, InvalidFlagsExitWithCodeTwo) {
   const std::string out = *dir_ + "/stderr.txt";
-  for (const std::string flags : {"--max-streams 0", "--batch-wait-ms -1", "--listen nowhere",
-                                  "--device gpu", "--no-such-flag"}) {
+  for (const std::string flags :
+       {"--max-streams 0", "--batch-wait-ms -1", "--listen nowhere", "--device gpu",
+        "--no-such-flag", "--parallel-min-mflop -1", "--worker-spin-us 100001"}) {
     const std::string command = testing::DefaultServerBinary() + " --model " + *dir_ + "/audio " +
                                 flags + " > /dev/null 2> " + out;
     const int status = std::system(command.c_str());
