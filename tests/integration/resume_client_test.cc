@@ -385,12 +385,17 @@ TEST_F(ResumeClientTest, EveryCutAllIsOneResumeForResetsAndCloses) {
   ASSERT_TRUE(stream.ok()) << stream.status().ToString();
   size_t cuts = 0;
   for (size_t i = 0; i < kChunks; ++i) {
-    ASSERT_TRUE((*stream)->SendSamples(samples.data() + i * kHop, kHop).ok()) << "chunk " << i;
-    if (i % 40 == 20 && cuts < kCuts) {
-      // Cut once the previous cut's resume is done and outputs flow on the new call.
+    const bool cut_now = i % 40 == 20 && cuts < kCuts;
+    int64_t frames = 0;
+    if (cut_now) {
+      // Cut once the previous cut's resume is done and outputs flow on the new call. The count
+      // is read before this chunk goes out: a server may answer it before the next read.
       ASSERT_TRUE(WaitFor([&] { return (*stream)->stats().resumes == cuts; }));
-      const int64_t frames = got.Frames();
-      ASSERT_TRUE(WaitFor([&] { return got.Frames() > frames; }));
+      frames = got.Frames();
+    }
+    ASSERT_TRUE((*stream)->SendSamples(samples.data() + i * kHop, kHop).ok()) << "chunk " << i;
+    if (cut_now) {
+      ASSERT_TRUE(WaitFor([&] { return got.Frames() > frames; })) << "cut " << cuts;
       proxy_->CutAll(cuts % 2 == 0 ? FaultProxy::CutKind::kReset : FaultProxy::CutKind::kClose);
       ++cuts;
     }
