@@ -325,7 +325,8 @@ int main(int argc, char** argv) {
                  "Most streams advanced by one engine step")
       ->capture_default_str();
   app.add_option("--batch-wait-ms", config.batch_wait_ms,
-                 "How long a step waits for more ready streams, milliseconds")
+                 "Longest a step waits for more ready streams, milliseconds (it starts sooner once "
+                 "every open stream has a chunk ready)")
       ->capture_default_str();
   app.add_option("--threads", config.threads, "Compute threads per engine (0 = all cores)")
       ->capture_default_str();

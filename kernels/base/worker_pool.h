@@ -36,6 +36,13 @@ class WorkerPool {
   // busy with other threads): a loop never waits for a worker that has not started on it. When
   // the pool is busy, the caller runs every part.
   void Run(int parts, int threads, Body body, void* context);
+  // The same for a callable: body(p, parts).
+  template <class F>
+  void Run(int parts, int threads, F& body) {
+    Run(
+        parts, threads, [](void* c, int part, int count) { (*static_cast<F*>(c))(part, count); },
+        const_cast<void*>(static_cast<const void*>(&body)));
+  }
 
   // How long an idle worker spins before it sleeps, and the caller before it sleeps waiting for
   // the parts that workers took (default 50 us).
@@ -78,14 +85,11 @@ class WorkerPool {
 // process's pool (threads <= 1: on the caller alone). Parts may share a thread.
 template <class F>
 void ParallelRun(int threads, F&& body) {
-  using Fn = std::remove_reference_t<F>;
   if (threads <= 1) {
     body(0, 1);
     return;
   }
-  WorkerPool::Process().Run(
-      threads, threads, [](void* c, int part, int parts) { (*static_cast<Fn*>(c))(part, parts); },
-      const_cast<void*>(static_cast<const void*>(&body)));
+  WorkerPool::Process().Run(threads, threads, body);
 }
 
 // Calls body(begin, end) over contiguous parts of [0, n) on up to `threads` threads. A few parts
@@ -101,10 +105,7 @@ void ParallelFor(int threads, int64_t n, F&& body) {
   const int parts = int(
       std::min<int64_t>({n, int64_t(threads) * kPartsPerThread, int64_t(WorkerPool::kMaxParts)}));
   auto part_body = [&](int part, int count) { body(n * part / count, n * (part + 1) / count); };
-  using Fn = decltype(part_body);
-  WorkerPool::Process().Run(
-      parts, threads, [](void* c, int part, int count) { (*static_cast<Fn*>(c))(part, count); },
-      &part_body);
+  WorkerPool::Process().Run(parts, threads, part_body);
 }
 
 // Indices [0, n) handed out one at a time to the threads of a ParallelRun, each taking the next

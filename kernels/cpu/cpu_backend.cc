@@ -1,9 +1,9 @@
 // The cpu backend: fast ops on host memory, threads = cores unless told otherwise.
 #include <algorithm>
-#include <thread>
 
 #include "kernels/base/host_buffer.h"
 #include "kernels/base/rotary.h"
+#include "kernels/base/worker_pool.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/reference/ops.h"
 
@@ -13,9 +13,7 @@ namespace {
 class CpuBackend final : public HostMemoryBackend {
  public:
   explicit CpuBackend(int threads)
-      : max_threads_(threads > 0 ? threads
-                                 : int(std::max(1u, std::thread::hardware_concurrency()))),
-        threads_(max_threads_) {}
+      : max_threads_(threads > 0 ? threads : WorkerPool::Cores()), threads_(max_threads_) {}
   std::string name() const override { return "cpu"; }
   void SetThreads(int threads) override { threads_ = std::clamp(threads, 1, max_threads_); }
 

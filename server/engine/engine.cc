@@ -4,7 +4,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <thread>
+
+#include "kernels/base/worker_pool.h"
 
 namespace ssm {
 
@@ -28,8 +29,8 @@ Status EngineOptions::Validate() const {
 std::string EngineOptions::ToString() const {
   return fmt::format(
       "backend={} threads={} max_streams={} max_batch_frames={} parallel_min_mflop={}", backend,
-      threads == 0 ? int(std::thread::hardware_concurrency()) : threads, max_streams,
-      max_batch_frames, parallel_min_mflop);
+      threads == 0 ? WorkerPool::Cores() : threads, max_streams, max_batch_frames,
+      parallel_min_mflop);
 }
 
 namespace {
@@ -67,7 +68,7 @@ StatusOr<std::unique_ptr<Engine>> Engine::Create(std::shared_ptr<const Model> mo
   e->frontend_threads_ = options.threads;
   SSM_ASSIGN_OR_RETURN(e->frontend_,
                        CreateFrontend(c, HostLogMel(backend->name(), &e->frontend_threads_)));
-  if (c.frontend.type == "log_mel") {  // a real FFT of n_fft points, the power and the filters
+  if (c.frontend.is_log_mel()) {  // a real FFT of n_fft points, the power and the filters
     const double n = c.frontend.n_fft;
     e->frontend_flops_per_frame_ = 2.5 * n * std::log2(n) + 2.0 * n;
   }
@@ -212,7 +213,7 @@ double Engine::StepMflop(const std::vector<ChunkInput>& chunks) const {
 
 void Engine::SetStepThreads(const std::vector<ChunkInput>& chunks) {
   const int threads = StepMflop(chunks) < options_.parallel_min_mflop ? 1 : options_.threads;
-  backend_->SetThreads(threads > 0 ? threads : int(std::thread::hardware_concurrency()));
+  backend_->SetThreads(threads > 0 ? threads : WorkerPool::Cores());
   frontend_threads_ = threads;
 }
 

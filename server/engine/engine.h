@@ -21,7 +21,7 @@ namespace ssm {
 
 struct EngineOptions {
   std::string backend = "cpu";  // "reference" | "cpu" | "cuda" (see ResolveDevice for "auto")
-  int threads = 0;              // compute threads; 0 = one per core
+  int threads = 0;              // compute threads; 0 = one per core it may run on
   int max_streams = 256;        // state pool slots, allocated at start
   int max_batch_frames = 2048;  // frames per engine pass; bounds scratch memory
   // A step whose estimated work is below this many MFLOP runs on one thread (docs/design.md §4);
