@@ -92,15 +92,17 @@ void CallReactor::OnReadDone(bool ok) {
 }
 
 Status CallReactor::ParseRequestLocked() {
-  const std::string which = messages_read_ == 1
-                                ? std::string("the first request message (`open`)")
-                                : fmt::format("request message #{}", messages_read_);
+  // Formatted only for an error, not for every message on the hot path.
+  const auto which = [this] {
+    return messages_read_ == 1 ? std::string("the first request message (`open`)")
+                               : fmt::format("request message #{}", messages_read_);
+  };
   const size_t bytes = read_buffer_.Length();
   if (bytes > shared_->max_request_bytes)
     return ResourceExhaustedError(fmt::format(
         "{} is {} bytes, more than the server's limit of {} bytes (set by --max-chunk-ms); "
         "send shorter chunks",
-        which, bytes, shared_->max_request_bytes));
+        which(), bytes, shared_->max_request_bytes));
   request_.Clear();
   const grpc::Status parsed =
       grpc::SerializationTraits<pb::StreamRequest>::Deserialize(&read_buffer_, &request_);
@@ -108,7 +110,7 @@ Status CallReactor::ParseRequestLocked() {
     return InvalidArgumentError(fmt::format(
         "{} ({} bytes) could not be parsed as ssmserve.v1.StreamRequest (truncated or corrupt "
         "protobuf)",
-        which, bytes));
+        which(), bytes));
   return OkStatus();
 }
 
