@@ -254,6 +254,10 @@ void Authenticator::WatchLoop() {
   }
   const auto period = std::chrono::duration_cast<Clock::duration>(
       std::chrono::duration<double>(options_.watch_period_s));
+  // A change is read once the file has looked the same for one more period: a file written in
+  // place (truncated, then filled) is otherwise read half written, and an empty or cut file
+  // would revoke the keys it had not reached yet until the next look.
+  FileStamp seen;
   std::unique_lock<std::mutex> lock(watch_mu_);
   while (!watch_cv_.wait_for(lock, period, [this] { return stop_; })) {
     lock.unlock();
@@ -263,10 +267,11 @@ void Authenticator::WatchLoop() {
       std::lock_guard<std::mutex> state(mu_);
       changed = !(now == stamp_);
     }
-    if (changed) {
+    if (changed && now == seen) {
       log::Info("keys file {} changed: reloading", options_.keys_file);
       (void)Reload();
     }
+    seen = now;
     lock.lock();
   }
 }

@@ -4,12 +4,13 @@
 // with its models and limits. Each admitted Stream or ProcessFile call holds a CallLease, which
 // counts it against its key's concurrent-stream limit until the call ends.
 //
-// Reloading (SIGHUP, or the file changed; a watcher thread looks every watch_period_s): a key
-// whose line is gone or whose credential changed is revoked. Its new calls are refused at once
-// and its open calls see Identity::Check fail on their next idle sweep (UNAUTHENTICATED). A key
-// whose line changed otherwise keeps its calls and counters under its new models and limits; a
-// call on a model the key may no longer use ends with PERMISSION_DENIED. A file that does not
-// parse is not loaded: the keys in force stay, the error is logged and counted.
+// Reloading (SIGHUP, or the file changed and then stayed the same for one more watch_period_s;
+// a watcher thread looks every period): a key whose line is gone or whose credential changed is
+// revoked. Its new calls are refused at once and its open calls see Identity::Check fail on their
+// next idle sweep (UNAUTHENTICATED). A key whose line changed otherwise keeps its calls and
+// counters under its new models and limits; a call on a model the key may no longer use ends with
+// PERMISSION_DENIED. A file that does not parse is not loaded: the keys in force stay, the error is
+// logged and counted.
 //
 // Without --auth-keys every caller is the anonymous identity (id ""), which may use every model
 // without limits; only the server-wide open rate applies.

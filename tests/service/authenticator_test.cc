@@ -137,6 +137,31 @@ TEST_F(AuthenticatorTest, TheFileIsWatchedForChanges) {
   EXPECT_TRUE((*created)->AuthenticateSecret("s2").ok());
 }
 
+// A file being rewritten in place is read only once it has settled: while it keeps changing
+// (here truncated and refilled every 5 ms, so an empty file is seen about half the time, as a
+// slow editor or `cat > keys` can leave it), its keys stay in force. Before the watcher waited
+// for a file to settle, some look read it empty and revoked alice.
+TEST_F(AuthenticatorTest, AFileBeingRewrittenIsReadOnceItSettles) {
+  const std::string keys = Line("alice", "s1", "* - -");
+  Write(keys);
+  auto created = Authenticator::Create({path_.string(), 0, 0.05}, nullptr);
+  ASSERT_TRUE(created.ok());
+  auto alice = *(*created)->AuthenticateSecret("s1");
+  const auto churn_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(600);
+  for (int i = 0; std::chrono::steady_clock::now() < churn_end; ++i) {
+    Write(i % 2 == 0 ? std::string() : keys + "# rewrite " + std::to_string(i) + "\n");
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    ASSERT_FALSE(alice->revoked()) << "after rewrite " << i;
+  }
+  Write(keys + Line("bob", "s2", "* - -"));
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (!(*created)->AuthenticateSecret("s2").ok() && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE((*created)->AuthenticateSecret("s2").ok());
+  EXPECT_FALSE(alice->revoked());
+  EXPECT_TRUE((*created)->AuthenticateSecret("s1").ok());
+}
+
 TEST_F(AuthenticatorTest, WithoutKeysEveryoneIsAnonymousAndOnlyTheServerRateApplies) {
   auto created = Authenticator::Create({"", 3, 1}, nullptr);
   ASSERT_TRUE(created.ok());
