@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""The host-path benchmark scripts (tests/bench/host_path.py, held_streams.py) run end to end.
+
+A small load (a few streams, about two seconds each) on the real ssm-server, ssm-loadgen and
+ssm-bench of --bin-dir with the shipped default model; checks that every point is reported with
+consistent figures, that a light load counts as held, and that a load which cannot be held
+(p99 limit far below any real latency) stops the search. Speed is not judged here.
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MODEL = os.path.join(ROOT, "models", "speech-activity")
+SHORT = ["--duration", "2", "--ramp", "0.5", "--engine-seconds", "0.5"]
+
+
+def run(script, args):
+    out = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "bench", script)] + args,
+                         capture_output=True, text=True, timeout=240)
+    if out.returncode != 0:
+        raise SystemExit(f"{script} failed ({out.returncode}):\n{out.stderr[-3000:]}")
+    return [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+
+
+def expect(cond, what):
+    if not cond:
+        raise SystemExit(f"FAIL: {what}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--bin-dir", required=True)
+    args = p.parse_args()
+    bins = ["--bin-dir", args.bin_dir]
+
+    rows = run("host_path.py", bins + ["--model", MODEL, "--grid", "4x100"] + SHORT)
+    expect(len(rows) == 1, f"host_path.py: one row for one point, got {len(rows)}")
+    r = rows[0]
+    expect(r["streams"] == 4 and r["chunk_ms"] == 100, f"host_path.py: the point asked for: {r}")
+    expect(r["streams_held"] == 4 and r["chunks"] > 0 and not r["errors"],
+           f"host_path.py: 4 streams answered without errors: {r}")
+    expect(r["server_cpu_us_per_chunk"] > 0 and r["engine_cpu_us_per_chunk"] > 0,
+           f"host_path.py: positive CPU figures: {r}")
+    expect(abs(r["host_cpu_us_per_chunk"] -
+               (r["server_cpu_us_per_chunk"] - r["engine_cpu_us_per_chunk"])) < 0.2,
+           f"host_path.py: host = server - engine: {r}")
+
+    lines = run("held_streams.py", bins + ["--model", MODEL, "--streams", "2,4",
+                                           "--engine-streams", "8"] + SHORT)
+    expect(len(lines) == 4, f"held_streams.py: engine, two points, summary; got {lines}")
+    engine, points, summary = lines[0], lines[1:3], lines[3]
+    expect(engine["engine_realtime_streams"] > 0, f"held_streams.py: engine figure: {engine}")
+    expect([q["streams"] for q in points] == [2, 4], f"held_streams.py: points: {points}")
+    expect(all(q["held"] and q["latency_ms"]["p99"] < 100 for q in points),
+           f"held_streams.py: 2 and 4 streams are held on an idle server: {points}")
+    expect(summary["largest_held"] == 4, f"held_streams.py: largest held: {summary}")
+    expect(abs(summary["ratio"] - 4 / summary["engine_realtime_streams"]) < 1e-3,
+           f"held_streams.py: ratio = held / engine: {summary}")
+
+    lines = run("held_streams.py", bins + ["--model", MODEL, "--streams", "2,4", "--p99-ms",
+                                           "0.001", "--engine-streams", "8"] + SHORT)
+    expect(len(lines) == 3 and not lines[1]["held"] and lines[2]["largest_held"] == 0,
+           f"held_streams.py: a p99 limit no load meets stops at the first point: {lines}")
+    print("bench tools check: OK")
+
+
+if __name__ == "__main__":
+    main()
