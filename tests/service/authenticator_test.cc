@@ -144,10 +144,12 @@ TEST_F(AuthenticatorTest, TheFileIsWatchedForChanges) {
 TEST_F(AuthenticatorTest, AFileBeingRewrittenIsReadOnceItSettles) {
   const std::string keys = Line("alice", "s1", "* - -");
   Write(keys);
-  auto created = Authenticator::Create({path_.string(), 0, 0.05}, nullptr);
+  // Looks 200 ms apart: only a writer stalled that long between two rewrites lets a look see
+  // the same empty file twice.
+  auto created = Authenticator::Create({path_.string(), 0, 0.2}, nullptr);
   ASSERT_TRUE(created.ok());
   auto alice = *(*created)->AuthenticateSecret("s1");
-  const auto churn_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(600);
+  const auto churn_end = std::chrono::steady_clock::now() + std::chrono::milliseconds(1000);
   for (int i = 0; std::chrono::steady_clock::now() < churn_end; ++i) {
     Write(i % 2 == 0 ? std::string() : keys + "# rewrite " + std::to_string(i) + "\n");
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
