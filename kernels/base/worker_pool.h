@@ -29,6 +29,8 @@ class WorkerPool {
   static WorkerPool& Process();
   // The cores this process may run on (its CPU affinity), at least 1.
   static int Cores();
+  // A thread count as asked for: `threads` when positive, else (0, "all") Cores().
+  static int ThreadsOrCores(int threads) { return threads > 0 ? threads : Cores(); }
 
   // Calls body(context, p, parts) once for each part p in [0, parts) on up to `threads` threads
   // (the caller's among them) and returns when all have returned. Threads take the next part not

@@ -13,7 +13,7 @@ namespace {
 class CpuBackend final : public HostMemoryBackend {
  public:
   explicit CpuBackend(int threads)
-      : max_threads_(threads > 0 ? threads : WorkerPool::Cores()), threads_(max_threads_) {}
+      : max_threads_(WorkerPool::ThreadsOrCores(threads)), threads_(max_threads_) {}
   std::string name() const override { return "cpu"; }
   void SetThreads(int threads) override { threads_ = std::clamp(threads, 1, max_threads_); }
 

@@ -58,7 +58,7 @@ void FrameLogMel(const LogMelPlan& plan, const float* samples, Workspace& ws, fl
 void LogMel(const LogMelPlan& plan, const float* samples, int n_frames, float* out, int threads) {
   if (n_frames <= 0) return;
   const int hop = plan.params.hop_length, n_mels = plan.params.n_mels;
-  if (threads <= 0) threads = WorkerPool::Cores();
+  threads = WorkerPool::ThreadsOrCores(threads);
   ParallelFor(threads, n_frames, [&](int64_t begin, int64_t end) {
     Workspace& ws = ThreadWorkspace(plan.params.n_fft);
     for (int64_t t = begin; t < end; ++t) {

@@ -26,13 +26,6 @@ Status EngineOptions::Validate() const {
   return OkStatus();
 }
 
-std::string EngineOptions::ToString() const {
-  return fmt::format(
-      "backend={} threads={} max_streams={} max_batch_frames={} parallel_min_mflop={}", backend,
-      threads == 0 ? WorkerPool::Cores() : threads, max_streams, max_batch_frames,
-      parallel_min_mflop);
-}
-
 namespace {
 
 std::unique_ptr<Buffer> Upload(Backend& backend, const std::vector<float>& host) {
@@ -213,7 +206,7 @@ double Engine::StepMflop(const std::vector<ChunkInput>& chunks) const {
 
 void Engine::SetStepThreads(const std::vector<ChunkInput>& chunks) {
   const int threads = StepMflop(chunks) < options_.parallel_min_mflop ? 1 : options_.threads;
-  backend_->SetThreads(threads > 0 ? threads : WorkerPool::Cores());
+  backend_->SetThreads(WorkerPool::ThreadsOrCores(threads));
   frontend_threads_ = threads;
 }
 

@@ -29,7 +29,6 @@ struct EngineOptions {
   double parallel_min_mflop = 200;
 
   Status Validate() const;
-  std::string ToString() const;
 };
 
 // One stream's new input: samples (log_mel models) or whole frames of d_in floats.

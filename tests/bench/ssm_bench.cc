@@ -96,7 +96,7 @@ int Main(const Args& args) {
   const bool audio = e.frontend().takes_samples();
   const size_t values_per_frame = audio ? size_t(c.frontend.hop_length) : size_t(c.d_in);
   const double flops = (*model)->flops_per_frame();
-  const int threads = args.threads > 0 ? args.threads : WorkerPool::Cores();
+  const int threads = WorkerPool::ThreadsOrCores(args.threads);
 
   const double eigen_peak_before = bench::MeasureEigenGemmGflops(1024, 5, threads);
   const double own_peak_before = bench::MeasureBackendLinearGflops(1024, 5, threads);
