@@ -24,17 +24,12 @@ import host_path  # noqa: E402  (the same server and engine runs)
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bin-dir", default="build/bin")
     p.add_argument("--model", required=True, help="model directory")
     p.add_argument("--streams", required=True, help="stream counts to try, rising, comma separated")
     p.add_argument("--chunk-ms", type=int, default=100)
     p.add_argument("--p99-ms", type=float, default=100, help="latency p99 a held load stays under")
     p.add_argument("--engine-streams", type=int, default=1024, help="ssm-bench --streams")
-    p.add_argument("--duration", type=float, default=12, help="ssm-loadgen --duration")
-    p.add_argument("--ramp", type=float, default=3, help="ssm-loadgen --ramp-s")
-    p.add_argument("--engine-seconds", type=float, default=3, help="ssm-bench --seconds")
-    p.add_argument("--server-arg", action="append", default=[],
-                   help="one more ssm-server argument, e.g. --server-arg=--threads=1 (repeat)")
+    host_path.add_run_arguments(p, duration=12, engine_seconds=3)
     args = p.parse_args()
     counts = [int(v) for v in args.streams.split(",")]
     if any(n <= 0 for n in counts) or counts != sorted(counts):

@@ -86,17 +86,23 @@ def server_point(args, model, streams, chunk_ms):
     return report, server_cpu, usage.ru_utime + usage.ru_stime, elapsed
 
 
+def add_run_arguments(p, duration, engine_seconds):
+    """The arguments engine_point and server_point read, on parser `p`."""
+    p.add_argument("--bin-dir", default="build/bin")
+    p.add_argument("--duration", type=float, default=duration, help="ssm-loadgen --duration")
+    p.add_argument("--ramp", type=float, default=3, help="ssm-loadgen --ramp-s")
+    p.add_argument("--engine-seconds", type=float, default=engine_seconds,
+                   help="ssm-bench --seconds")
+    p.add_argument("--server-arg", action="append", default=[],
+                   help="one more ssm-server argument, e.g. --server-arg=--threads=1 (repeat)")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--bin-dir", default="build/bin")
     p.add_argument("--model", action="append", required=True, help="model directory (repeat)")
     p.add_argument("--grid", default="100x100,500x100,500x20,500x500",
                    help="points STREAMSxCHUNK_MS, comma separated")
-    p.add_argument("--duration", type=float, default=15, help="ssm-loadgen --duration")
-    p.add_argument("--ramp", type=float, default=3, help="ssm-loadgen --ramp-s")
-    p.add_argument("--engine-seconds", type=float, default=5, help="ssm-bench --seconds")
-    p.add_argument("--server-arg", action="append", default=[],
-                   help="one more ssm-server argument, e.g. --server-arg=--threads=1 (repeat)")
+    add_run_arguments(p, duration=15, engine_seconds=5)
     args = p.parse_args()
     points = [tuple(int(v) for v in g.split("x")) for g in args.grid.split(",")]
     cores = os.cpu_count()
