@@ -23,6 +23,8 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "python"))
+sys.path.insert(0, HERE)
+import sources  # noqa: E402
 import ssm_torch  # noqa: E402
 
 SR = 16000
@@ -34,7 +36,11 @@ LABEL_DB = 35.0       # frames within 35 dB of the utterance's loudest frame are
 LABEL_MIN_GAP = 10    # fill non-speech gaps shorter than 100 ms (within and between words)
 LABEL_MIN_RUN = 3     # drop speech islands shorter than 30 ms
 
-TRAIN_NOISES = ["white", "pink", "hum", "clicks", "music"]
+SYNTHETIC_NOISES = ["white", "pink", "hum", "clicks", "tones"]
+# recorded backgrounds: game music, and babble of overlapped recorded voices (sources.py); for
+# training they come from the training tracks and speakers, for evaluation from held-out ones
+RECORDED_NOISES = ["music", "babble"]
+TRAIN_NOISES = SYNTHETIC_NOISES + RECORDED_NOISES
 HELDOUT_NOISES = ["brown", "machine"]
 ALL_NOISES = TRAIN_NOISES + HELDOUT_NOISES
 
@@ -149,6 +155,44 @@ def synthesize_all(specs, workers=2):
 
 
 # ----------------------------------------------------------------------------------------------
+# Recorded speech and music (sources.py)
+# ----------------------------------------------------------------------------------------------
+
+def phrases(groups, n, seed):
+    """n phrases of recorded speech: a speaker group drawn uniformly, then 1-4 of its recordings
+    at +-4 dB of one another, joined by 80-600 ms pauses."""
+    rng = np.random.default_rng(seed)
+    names = sorted(groups)
+    out = []
+    for _ in range(n):
+        g = groups[names[rng.integers(len(names))]]
+        parts = []
+        for j in range(int(rng.integers(1, 5))):
+            if j:
+                parts.append(np.zeros(int(rng.uniform(0.08, 0.6) * SR), np.float32))
+            r = g[rng.integers(len(g))]
+            parts.append(r * np.float32(10 ** (rng.uniform(-4, 4) / 20) / (np.abs(r).max() + 1e-9)))
+        out.append(np.concatenate(parts))
+    return out
+
+
+def recorded_sets(n_phrases, seed, cache=None):
+    """{side: {"phrases": [...], "recordings": [...], "music": [...]}} for side "train" and
+    "heldout" (sources.py's split), or None when the packages are not fetched."""
+    if not sources.available(cache):
+        return None
+    rec = sources.recordings(cache)
+    mf = sources.music_files(cache)
+    out = {}
+    for i, side in enumerate(("train", "heldout")):
+        groups = rec[side]
+        out[side] = {"phrases": phrases(groups, n_phrases, seed + i),
+                     "recordings": [y for g in sorted(groups) for y in groups[g]],
+                     "music": sources.music(mf[side])}
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
 # Backgrounds
 # ----------------------------------------------------------------------------------------------
 
@@ -160,10 +204,42 @@ def _shaped_noise(rng, n, exponent):
     return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
 
 
-def make_noise(kind, n, rng):
-    """n samples of background `kind`, unit RMS (float64)."""
+def _excerpt(rng, x, n):
+    """n samples of x from a random offset (x repeated when shorter)."""
+    if x.size < n + 1:
+        x = np.tile(x, n // max(1, x.size) + 2)
+    a = int(rng.integers(0, x.size - n))
+    return x[a:a + n].astype(np.float64)
+
+
+def make_babble(rng, n, utterances):
+    """5-10 talkers, each a run of utterances with 50-500 ms pauses, at +-3 dB of one another."""
+    x = np.zeros(n)
+    for _ in range(int(rng.integers(5, 11))):
+        parts, total = [], 0
+        while total < n + SR:
+            u = utterances[rng.integers(len(utterances))].astype(np.float64)
+            u = u / (np.sqrt(np.mean(u ** 2)) + 1e-12)
+            gap = np.zeros(int(rng.uniform(0.05, 0.5) * SR))
+            parts += [u, gap]
+            total += u.size + gap.size
+        x += 10 ** (rng.uniform(-3, 3) / 20) * _excerpt(rng, np.concatenate(parts), n)
+    return x
+
+
+def make_noise(kind, n, rng, recorded=None):
+    """n samples of background `kind`, unit RMS (float64). recorded: {"music": [tracks],
+    "babble": [utterances]}, needed by the recorded kinds."""
     t = np.arange(n) / SR
-    if kind == "white":
+    if kind in RECORDED_NOISES:
+        if not recorded or not recorded.get(kind):
+            raise ValueError(f"background {kind!r} needs recorded sources (sources.py --fetch)")
+        pool = recorded[kind]
+        if kind == "music":
+            x = _excerpt(rng, pool[rng.integers(len(pool))], n)
+        else:
+            x = make_babble(rng, n, pool)
+    elif kind == "white":
         x = rng.standard_normal(n)
     elif kind == "pink":
         x = _shaped_noise(rng, n, 1.0)
@@ -184,7 +260,7 @@ def make_noise(kind, n, rng):
             burst = rng.standard_normal(L) * np.exp(-np.arange(L) / rng.uniform(3, 40))
             burst *= 10 ** rng.uniform(-0.5, 1.0)
             x[pos:pos + L] += burst[:n - pos]
-    elif kind == "music":
+    elif kind == "tones":                  # music-like: harmonic notes with vibrato and decay
         x = np.zeros(n)
         for _ in range(int(rng.integers(1, 4))):                     # voices
             pos = 0
@@ -262,35 +338,129 @@ def clean_up(mask):
     return m
 
 
+def random_eq(x, rng, max_db=12.0):
+    """A random smooth spectral EQ: 2-6 Gaussian bumps of +-max_db on a log-frequency axis."""
+    n = x.size
+    f = np.maximum(np.fft.rfftfreq(n, 1.0 / SR), 20.0)
+    lf = np.log2(f)
+    gain_db = np.zeros_like(f)
+    for _ in range(int(rng.integers(2, 7))):
+        gain_db += rng.uniform(-max_db, max_db) * np.exp(
+            -0.5 * ((lf - rng.uniform(np.log2(50), np.log2(7000))) / rng.uniform(0.2, 1.5)) ** 2)
+    return np.fft.irfft(np.fft.rfft(x) * 10 ** (gain_db / 20), n)
+
+
 def augment_noise(x, rng):
-    """Training-only variety for a background: a random smooth spectral EQ (Gaussian bumps on a
-    log-frequency axis, +-12 dB) with probability 0.5, and a slow level modulation (0.1-3 Hz,
-    depth up to 0.6) with probability 0.3. Unit RMS out."""
+    """Training-only variety for a background: random_eq with probability 0.5, a slow level
+    modulation (0.1-3 Hz, depth up to 0.6) with probability 0.3, and a low-pass at 1-5 kHz (a
+    band-limited noise) with probability 0.2. Unit RMS out."""
     n = x.size
     if rng.random() < 0.5:
-        f = np.maximum(np.fft.rfftfreq(n, 1.0 / SR), 20.0)
-        lf = np.log2(f)
-        gain_db = np.zeros_like(f)
-        for _ in range(int(rng.integers(2, 7))):
-            gain_db += rng.uniform(-12, 12) * np.exp(
-                -0.5 * ((lf - rng.uniform(np.log2(50), np.log2(7000))) / rng.uniform(0.2, 1.5)) ** 2)
-        x = np.fft.irfft(np.fft.rfft(x) * 10 ** (gain_db / 20), n)
+        x = random_eq(x, rng)
     if rng.random() < 0.3:
         t = np.arange(n) / SR
         x = x * (1 + rng.uniform(0, 0.6) * np.sin(2 * np.pi * rng.uniform(0.1, 3) * t
                                                    + rng.uniform(0, 2 * np.pi)))
+    if rng.random() < 0.2:
+        x = band_filter(x, hi=rng.uniform(1000, 5000))
     return x / (np.sqrt(np.mean(x ** 2)) + 1e-12)
 
 
+# ----------------------------------------------------------------------------------------------
+# Channels: what lies between the talker and the server
+# ----------------------------------------------------------------------------------------------
+
+CHANNELS = ["wideband", "lowpass", "telephone"]
+CODECS = ["pcm16", "u-law", "a-law", "gsm"]
+_CODEC_ARGS = {"pcm16": ["-t", "raw", "-e", "signed-integer", "-b", "16"],
+               "u-law": ["-t", "raw", "-e", "u-law", "-b", "8"],
+               "a-law": ["-t", "raw", "-e", "a-law", "-b", "8"],
+               "gsm": ["-t", "gsm"]}
+_F32 = ["-t", "raw", "-e", "floating-point", "-b", "32", "-c", "1"]
+
+
+def band_filter(x, lo=None, hi=None):
+    """Zero-phase FFT filter passing lo..hi Hz; the edges are raised-cosine on a log-frequency
+    axis, 0.6 octave wide below lo and 0.2 octave wide above hi (a codec's steep top)."""
+    n = x.size
+    f = np.maximum(np.fft.rfftfreq(n, 1.0 / SR), 1.0)
+    g = np.ones_like(f)
+
+    def edge(u):
+        return 0.5 - 0.5 * np.cos(np.pi * np.clip(u, 0.0, 1.0))
+    if lo:
+        g *= edge((np.log2(f) - np.log2(lo)) / 0.6 + 0.5)
+    if hi:
+        g *= edge((np.log2(hi) - np.log2(f)) / 0.2 + 0.5)
+    return np.fft.irfft(np.fft.rfft(x) * g, n)
+
+
+def narrowband(x, codec):
+    """x (16 kHz) through an 8 kHz link: sox resamples it to 8 kHz and encodes it with codec,
+    then decodes and resamples back to 16 kHz (no dither, repeatable). Same length as x."""
+    enc = subprocess.run(["sox", "-R"] + _F32 + ["-r", str(SR), "-"] + ["-D"]
+                         + _CODEC_ARGS[codec] + ["-r", "8000", "-c", "1", "-"],
+                         input=np.clip(x, -1.0, 1.0).astype("<f4").tobytes(),
+                         capture_output=True, check=True).stdout
+    dec = subprocess.run(["sox", "-R"] + _CODEC_ARGS[codec] + ["-r", "8000", "-c", "1", "-"]
+                         + _F32 + ["-r", str(SR), "-"], input=enc, capture_output=True,
+                         check=True).stdout
+    y = np.frombuffer(dec, dtype="<f4").astype(np.float64)
+    out = np.zeros(x.size)
+    out[:min(x.size, y.size)] = y[:x.size]
+    return out
+
+
+def telephone(x, rng, codec=None):
+    """A telephone line: band-pass with edges drawn from 200-400 Hz and 3.1-3.6 kHz, then an
+    8 kHz link through codec (drawn from CODECS when None). Returns (signal, codec)."""
+    codec = codec or CODECS[rng.integers(len(CODECS))]
+    y = band_filter(x, lo=rng.uniform(200, 400), hi=rng.uniform(3100, 3600))
+    peak = np.abs(y).max()
+    scale = 0.95 / peak if peak > 0.95 else 1.0        # the codecs clip at full scale
+    return narrowband(y * scale, codec) / scale, codec
+
+
+def reverb(x, rng):
+    """A synthetic room: exponentially decaying noise (RT60 0.2-0.9 s) after a direct path
+    -3 to +12 dB over the reverberant energy."""
+    rt60 = rng.uniform(0.2, 0.9)
+    L = int(rt60 * SR)
+    t = np.arange(L) / SR
+    h = rng.standard_normal(L) * 10 ** (-3.0 * t / rt60)
+    h[0] = np.sqrt(np.sum(h[1:] ** 2)) * 10 ** (rng.uniform(-3, 12) / 20)
+    m = 1 << int(np.ceil(np.log2(x.size + L)))
+    return np.fft.irfft(np.fft.rfft(x, m) * np.fft.rfft(h, m), m)[:x.size]
+
+
+def apply_channel(x, rng, channel):
+    """x through channel: "wideband" (as it is), "lowpass" (cut-off drawn from 3.4-8 kHz, a
+    band-limited microphone or link) or "telephone". Returns (signal, info)."""
+    if channel == "wideband":
+        return x, {}
+    if channel == "lowpass":
+        hi = rng.uniform(3400, 8000)
+        return band_filter(x, hi=hi), {"cutoff": round(hi)}
+    if channel == "telephone":
+        y, codec = telephone(x, rng)
+        return y, {"codec": codec}
+    raise ValueError(channel)
+
+
 def make_clip(rng, utterances, noises, n_samples, snr_db=None, noise_kind=None,
-              speech_prob=0.75, clean_prob=0.12, augment=True):
+              speech_prob=0.75, clean_prob=0.12, augment=True, recorded=None, channel=None):
     """One clip: (pcm16 samples, frame labels (bool), info dict).
 
-    utterances: list of float32 arrays to draw from; noises: background kinds to draw from.
-    snr_db / noise_kind fixed them (evaluation); otherwise drawn at random (training):
+    utterances: list of float32 arrays to draw from; noises: background kinds to draw from;
+    recorded: sources for the recorded backgrounds (make_noise).
+    snr_db / noise_kind / channel fix them (evaluation); otherwise drawn at random (training):
     speech present with speech_prob, 1-3 utterances at random positions, random levels, a clean
-    clip (no added noise) with clean_prob, otherwise SNR uniform in [-5, 30] dB; augment: a
-    second background and augment_noise (training only; evaluation clips use augment=False)."""
+    clip (no added noise) with clean_prob, otherwise SNR uniform in [-5, 30] dB. augment
+    (training only; evaluation clips use augment=False): a second background, augment_noise,
+    reverberation of the speech (p 0.2), a channel when none is given (telephone 0.3, lowpass
+    0.2, wideband 0.5), microphone colouration (random_eq +-10 dB and a 50-250 Hz high-pass, p
+    0.4) and a slow level change (+-10 dB over the clip, p 0.2). The SNR is set before the
+    channel, on the wideband signals; the labels come from the clean, dry utterances."""
     T = ssm_torch.n_frames(n_samples, FRONTEND)
     speech = np.zeros(n_samples)
     labels = np.zeros(T, bool)
@@ -310,6 +480,8 @@ def make_clip(rng, utterances, noises, n_samples, snr_db=None, noise_kind=None,
             speech += seg
             pos += u.size + int(rng.uniform(0.2, 2.0) * SR)
         labels = clean_up(labels)
+        if augment and rng.random() < 0.2:
+            speech = reverb(speech, rng)
     # speech level, then the background at the SNR (speech power over its labelled frames)
     level_db = rng.uniform(-40, -3)            # peak of the speech, dBFS
     if has_speech and labels.any():
@@ -331,10 +503,10 @@ def make_clip(rng, utterances, noises, n_samples, snr_db=None, noise_kind=None,
         snr = None if snr_db == "clean" else float(snr_db)
     noise = np.zeros(n_samples)
     if kind != "silence" and (snr is not None or p_speech is None):
-        noise = make_noise(kind, n_samples, rng)
+        noise = make_noise(kind, n_samples, rng, recorded)
         if augment and rng.random() < 0.3:             # training: a second background
             k2 = noises[rng.integers(len(noises))]
-            noise += 10 ** (rng.uniform(-15, 0) / 20) * make_noise(k2, n_samples, rng)
+            noise += 10 ** (rng.uniform(-15, 0) / 20) * make_noise(k2, n_samples, rng, recorded)
             noise /= np.sqrt(np.mean(noise ** 2)) + 1e-12
         if augment:
             noise = augment_noise(noise, rng)
@@ -343,14 +515,24 @@ def make_clip(rng, utterances, noises, n_samples, snr_db=None, noise_kind=None,
         else:
             noise *= 10 ** (rng.uniform(-70, -10) / 20)   # noise-only clip at a random level
     x = speech + noise
+    if channel is None:
+        r = rng.random() if augment else 1.0
+        channel = "telephone" if r < 0.3 else "lowpass" if r < 0.5 else "wideband"
+    chan_info = {}
+    if x.any():
+        x, chan_info = apply_channel(x, rng, channel)
+    if augment and rng.random() < 0.4:                 # microphone colouration
+        x = band_filter(random_eq(x, rng, 10.0), lo=rng.uniform(50, 250))
+    if augment and rng.random() < 0.2:                 # a slow level change over the clip
+        x = x * 10 ** (np.linspace(0.0, rng.uniform(-10, 10), n_samples) / 20)
     peak = np.abs(x).max()
     if peak > 0.99:
         x *= 0.99 / peak
     pcm = np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16)
-    return pcm, labels, {"snr": "clean" if snr is None and p_speech is not None else
-                         (None if p_speech is None else round(snr, 1)),
-                         "noise": kind if noise.any() else "silence",
-                         "speech": bool(labels.any())}
+    return pcm, labels, dict({"snr": "clean" if snr is None and p_speech is not None else
+                              (None if p_speech is None else round(snr, 1)),
+                              "noise": kind if noise.any() else "silence",
+                              "speech": bool(labels.any()), "channel": channel}, **chan_info)
 
 
 def pcm_to_float(pcm):
@@ -385,31 +567,6 @@ def heldout_utterances(n, seed=EVAL_SEED):
     specs = speech_specs(n, seed, sp["heldout_languages"],
                          sp["heldout_variants"] + sp["train_variants"])
     return synthesize_all(specs)
-
-
-def eval_clips(per_cell, utterances, seed=EVAL_SEED, noises=ALL_NOISES, snrs=EVAL_SNRS,
-               seconds=EVAL_SECONDS, n_noise_only=None):
-    """Yields (name, pcm16, labels, info): per_cell clips for every (noise, SNR) cell (for
-    "clean" only per_cell clips in all, not one set per noise), then noise-only and silent
-    clips."""
-    rng = np.random.default_rng(seed + 1)
-    n = int(seconds * SR)
-    i = 0
-    for snr in snrs:
-        kinds = ["silence"] if snr == "clean" else noises
-        reps = per_cell * (2 if snr == "clean" else 1)
-        for kind in kinds:
-            for _ in range(reps):
-                pcm, lab, info = make_clip(rng, utterances, noises, n, snr_db=snr,
-                                           noise_kind=kind, augment=False)
-                yield f"clip{i:04d}", pcm, lab, info
-                i += 1
-    for kind in noises + ["silence"]:
-        for _ in range(n_noise_only if n_noise_only is not None else max(1, per_cell // 2)):
-            pcm, lab, info = make_clip(rng, utterances, noises, n, snr_db=None,
-                                       noise_kind=kind, speech_prob=0.0, augment=False)
-            yield f"clip{i:04d}", pcm, lab, info
-            i += 1
 
 
 def save_set(out_dir, clips):

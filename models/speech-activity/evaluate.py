@@ -41,8 +41,15 @@ sys.path.insert(0, HERE)
 import data  # noqa: E402
 
 TUNE_SEED = 4242
-PER_CELL = 8           # eval clips per (background, SNR) cell
-N_TUNE = 160           # tune clips
+SET_VERSION = 2        # bumped whenever the sets change; part of their directory names
+PER_CELL = 3           # eval clips per (voices, channel, background, SNR) cell
+N_TUNE = 200           # tune clips
+VOICES = ["synthetic", "recorded"]
+CHANNELS = ["wideband", "telephone"]
+# speech-free clips per channel and background kind (the music and babble false-alarm rows get
+# more)
+N_EMPTY = {"music": 16, "babble": 8}
+N_EMPTY_OTHER = 3
 GAP_MERGE = 30         # frames (300 ms)
 MIN_SEG = 5            # frames (50 ms)
 TOL = 20               # frames (200 ms) onset/offset tolerance
@@ -56,29 +63,73 @@ def log(msg):
 # Sets
 # ----------------------------------------------------------------------------------------------
 
-def build_sets(work):
-    """Writes (once) work/eval and work/tune; returns their indexes."""
+def eval_clips(rec, per_cell):
+    """The held-out set: held-out espeak voices ("synthetic") and held-out recorded speakers
+    ("recorded"), each wideband and over a telephone line, in every background at every SNR
+    (recorded music and babble from held-out tracks and speakers), then speech-free clips."""
+    synth = data.heldout_utterances(300)
+    utts = {"synthetic": synth, "recorded": rec["phrases"]}
+    recorded = {"music": rec["music"], "babble": rec["recordings"] + synth}
+    rng = np.random.default_rng(data.EVAL_SEED + 1)
+    n = int(data.EVAL_SECONDS * data.SR)
+    i = 0
+    for voices in VOICES:
+        for channel in CHANNELS:
+            for snr in data.EVAL_SNRS:
+                kinds = ["silence"] if snr == "clean" else data.ALL_NOISES
+                for kind in kinds:
+                    for _ in range(per_cell * (2 if snr == "clean" else 1)):
+                        pcm, lab, info = data.make_clip(
+                            rng, utts[voices], data.ALL_NOISES, n, snr_db=snr, noise_kind=kind,
+                            augment=False, recorded=recorded, channel=channel)
+                        yield f"clip{i:04d}", pcm, lab, dict(info, voices=voices)
+                        i += 1
+    for channel in CHANNELS:
+        for kind in data.ALL_NOISES + ["silence"]:
+            for _ in range(N_EMPTY.get(kind, N_EMPTY_OTHER)):
+                pcm, lab, info = data.make_clip(
+                    rng, synth, data.ALL_NOISES, n, noise_kind=kind, speech_prob=0.0,
+                    augment=False, recorded=recorded, channel=channel)
+                yield f"clip{i:04d}", pcm, lab, dict(info, voices=None)
+                i += 1
+
+
+def tune_clips(rec):
+    """Training voices (espeak and recorded), training backgrounds, either channel."""
+    sp = data.split_voices()
+    specs = data.speech_specs(200, TUNE_SEED, sp["train_languages"], sp["train_variants"])
+    synth = data.synthesize_all(specs)
+    utts = synth + rec["phrases"][:200]
+    recorded = {"music": rec["music"], "babble": rec["recordings"] + synth}
+    rng = np.random.default_rng(TUNE_SEED)
+    n = int(data.EVAL_SECONDS * data.SR)
+    for i in range(N_TUNE):
+        channel = CHANNELS[rng.integers(len(CHANNELS))]
+        pcm, lab, info = data.make_clip(rng, utts, data.TRAIN_NOISES, n, augment=False,
+                                        recorded=recorded, channel=channel)
+        yield f"clip{i:04d}", pcm, lab, info
+
+
+def build_sets(work, sources_dir):
+    """Writes (once) work/eval-vN and work/tune-vN; returns their directories and indexes."""
     out = {}
+    rec = None
     for name in ("eval", "tune"):
-        d = os.path.join(work, name)
+        d = os.path.join(work, f"{name}-v{SET_VERSION}")
         idx_path = os.path.join(d, "index.json")
         if os.path.exists(idx_path):
             with open(idx_path) as f:
-                out[name] = json.load(f)
+                out[name] = (d, json.load(f))
             continue
-        if name == "eval":
-            utts = data.heldout_utterances(300)
-            clips = data.eval_clips(PER_CELL, utts)
-        else:
-            sp = data.split_voices()
-            specs = data.speech_specs(200, TUNE_SEED, sp["train_languages"], sp["train_variants"])
-            utts = data.synthesize_all(specs)
-            rng = np.random.default_rng(TUNE_SEED)
-            n = int(data.EVAL_SECONDS * data.SR)
-            clips = ((f"clip{i:04d}",) + data.make_clip(rng, utts, data.TRAIN_NOISES, n)
-                     for i in range(N_TUNE))
-        out[name] = data.save_set(d, clips)
-        log(f"wrote {len(out[name])} {name} clips to {d}")
+        if rec is None:
+            rec = data.recorded_sets(300, data.EVAL_SEED, sources_dir)
+            if rec is None:
+                raise SystemExit("the recorded speech and music are not fetched: run "
+                                 "models/speech-activity/sources.py --fetch")
+        clips = eval_clips(rec["heldout"], PER_CELL) if name == "eval" else tune_clips(
+            rec["train"])
+        out[name] = (d, data.save_set(d, clips))
+        log(f"wrote {len(out[name][1])} {name} clips to {d}")
     return out
 
 
@@ -211,6 +262,8 @@ def tune_threshold(scores, labels, grid):
 
 
 def evaluate(scores, th, labels, index):
+    """Every row of the report for one system: frame and segment metrics over speech clips by
+    channel, voices, SNR and background; false alarms on the speech-free clips by kind."""
     preds = [s >= th for s in scores]
     res = {}
 
@@ -220,22 +273,42 @@ def evaluate(scores, th, labels, index):
         minutes = sum(labels[i].size for i in sel) / 100.0 / 60.0
         return {**prf(fc), **seg_metrics(sc, minutes), "clips": len(sel)}
 
+    def false_alarms(sel):
+        fp = sum(int(preds[i].sum()) for i in sel)
+        return {"frame_fp_rate": fp / max(1, sum(preds[i].size for i in sel)),
+                "clips_with_fa": sum(1 for i in sel if len(segments(preds[i]))),
+                "clips": len(sel)}
+
     speech = [i for i, c in enumerate(index) if c["speech"]]
+    up_to_0 = {"clean", 20, 10, 5, 0}
     res["all"] = agg(speech)
-    # the issue's SNR range (clean to 0 dB); -5 dB is an extra stress condition
-    res["clean to 0 dB"] = agg([i for i in speech if index[i]["snr"] != -5])
-    for snr in data.EVAL_SNRS:
-        res[f"snr {snr}"] = agg([i for i in speech if index[i]["snr"] == snr])
-    for kind in data.ALL_NOISES:
-        res[f"noise {kind}"] = agg([i for i in speech if index[i]["noise"] == kind])
-    res["seen noises"] = agg([i for i in speech if index[i]["noise"] in data.TRAIN_NOISES])
-    res["held-out noises"] = agg([i for i in speech if index[i]["noise"] in data.HELDOUT_NOISES])
+    for ch in CHANNELS:
+        sp = [i for i in speech if index[i]["channel"] == ch]
+        res[f"{ch} all"] = agg(sp)
+        res[f"{ch} clean to 0 dB"] = agg([i for i in sp if index[i]["snr"] in up_to_0])
+        for snr in data.EVAL_SNRS:
+            res[f"{ch} snr {snr}"] = agg([i for i in sp if index[i]["snr"] == snr])
+            for v in VOICES:
+                res[f"{ch} {v} snr {snr}"] = agg([i for i in sp if index[i]["snr"] == snr
+                                                  and index[i]["voices"] == v])
+        for v in VOICES:
+            res[f"{ch} {v} clean to 0 dB"] = agg([i for i in sp if index[i]["snr"] in up_to_0
+                                                  and index[i]["voices"] == v])
+        for kind in data.ALL_NOISES:
+            res[f"{ch} noise {kind}"] = agg([i for i in sp if index[i]["noise"] == kind])
+    for kind in data.RECORDED_NOISES:
+        res[f"{kind} 0 to 20 dB"] = agg([i for i in speech if index[i]["noise"] == kind
+                                         and index[i]["snr"] in (0, 5, 10, 20)])
+    res["-5 dB"] = agg([i for i in speech if index[i]["snr"] == -5])
     empty = [i for i, c in enumerate(index) if not c["speech"]]
-    fp = sum(int(preds[i].sum()) for i in empty)
-    nfr = sum(preds[i].size for i in empty)
-    res["no-speech clips"] = {"frame_fp_rate": fp / max(1, nfr),
-                              "clips_with_fa": sum(1 for i in empty if len(segments(preds[i]))),
-                              "clips": len(empty)}
+    groups = {"music": ["music"], "babble": ["babble"],
+              "other noises": [k for k in data.ALL_NOISES if k not in data.RECORDED_NOISES],
+              "silence": ["silence"]}
+    for g, kinds in groups.items():
+        res[f"only {g}"] = false_alarms([i for i in empty if index[i]["noise"] in kinds])
+        for ch in CHANNELS:
+            res[f"{ch} only {g}"] = false_alarms([i for i in empty if index[i]["noise"] in kinds
+                                                  and index[i]["channel"] == ch])
     return res
 
 
@@ -243,88 +316,104 @@ def evaluate(scores, th, labels, index):
 # Report
 # ----------------------------------------------------------------------------------------------
 
-def report(results, index):
+def _table(lines, head, rows):
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "---|" * len(head))
+    lines.extend("| " + " | ".join(r) + " |" for r in rows)
+    lines.append("")
+
+
+def report(results):
     names = list(results)
-    lines = []
-    lines.append("| system | frame acc | precision | recall | F1 | F1 clean to 0 dB | segment F1 "
-                 "| detection | false alarms/min |")
-    lines.append("|---|---|---|---|---|---|---|---|---|")
-    for n in names:
-        a, b = results[n]["all"], results[n]["clean to 0 dB"]
-        lines.append(f"| {n} | {a['acc']:.3f} | {a['p']:.3f} | {a['r']:.3f} | **{a['f1']:.3f}** "
-                     f"| **{b['f1']:.3f}** | {a['seg_f1']:.3f} | {a['det']:.3f} "
-                     f"| {a['fa_min']:.2f} |")
-    lines.append("")
-    cols = [f"snr {s}" for s in data.EVAL_SNRS]
-    lines.append("Frame F1 by SNR (dB):")
-    lines.append("")
-    lines.append("| system | " + " | ".join(c[4:] for c in cols) + " |")
-    lines.append("|---|" + "---|" * len(cols))
-    for n in names:
-        lines.append(f"| {n} | " + " | ".join(f"{results[n][c]['f1']:.3f}" for c in cols) + " |")
-    lines.append("")
-    cols = [f"noise {k}" for k in data.ALL_NOISES] + ["seen noises", "held-out noises"]
-    lines.append("Frame F1 by background (SNR 20 to -5 dB; brown and machine are held out):")
-    lines.append("")
-    lines.append("| system | " + " | ".join(c.replace("noise ", "") for c in cols) + " |")
-    lines.append("|---|" + "---|" * len(cols))
-    for n in names:
-        lines.append(f"| {n} | " + " | ".join(f"{results[n][c]['f1']:.3f}" for c in cols) + " |")
-    lines.append("")
-    lines.append("Segment F1 by SNR (dB):")
-    lines.append("")
-    cols = [f"snr {s}" for s in data.EVAL_SNRS]
-    lines.append("| system | " + " | ".join(c[4:] for c in cols) + " |")
-    lines.append("|---|" + "---|" * len(cols))
-    for n in names:
-        lines.append(f"| {n} | " + " | ".join(f"{results[n][c]['seg_f1']:.3f}" for c in cols)
-                     + " |")
-    lines.append("")
-    lines.append("Clips without speech (noise only and digital silence):")
-    lines.append("")
-    lines.append("| system | frames wrongly speech | clips with a false alarm |")
-    lines.append("|---|---|---|")
-    for n in names:
-        e = results[n]["no-speech clips"]
-        lines.append(f"| {n} | {e['frame_fp_rate']:.4f} | {e['clips_with_fa']} / {e['clips']} |")
-    return "\n".join(lines)
+    snrs = [str(s) for s in data.EVAL_SNRS]
+    lines = ["The aims (frame F1; false alarms as the share of speech-free frames marked speech):",
+             ""]
+    _table(lines, ["system", "wideband, clean to 0 dB", "telephone, clean to 0 dB",
+                   "music 0-20 dB", "babble 0-20 dB", "-5 dB", "music only: false alarms",
+                   "babble only: false alarms", "other noises only: false alarms"],
+           [[n, f"**{r['wideband clean to 0 dB']['f1']:.3f}**",
+             f"**{r['telephone clean to 0 dB']['f1']:.3f}**",
+             f"**{r['music 0 to 20 dB']['f1']:.3f}**", f"{r['babble 0 to 20 dB']['f1']:.3f}",
+             f"{r['-5 dB']['f1']:.3f}", f"**{100 * r['only music']['frame_fp_rate']:.2f} %**",
+             f"{100 * r['only babble']['frame_fp_rate']:.2f} %",
+             f"{100 * r['only other noises']['frame_fp_rate']:.2f} %"]
+            for n, r in results.items()])
+    lines += ["Every speech clip (all channels, voices and SNRs):", ""]
+    _table(lines, ["system", "frame acc", "precision", "recall", "F1", "segment F1", "detection",
+                   "false alarms/min"],
+           [[n, f"{a['acc']:.3f}", f"{a['p']:.3f}", f"{a['r']:.3f}", f"{a['f1']:.3f}",
+             f"{a['seg_f1']:.3f}", f"{a['det']:.3f}", f"{a['fa_min']:.2f}"]
+            for n, a in ((n, results[n]["all"]) for n in names)])
+    lines += ["Frame F1 by SNR (dB), channel and voices:", ""]
+    rows = []
+    for ch in CHANNELS:
+        for v in VOICES:
+            for n in names:
+                rows.append([n, ch, v] + [f"{results[n][f'{ch} {v} snr {s}']['f1']:.3f}"
+                                          for s in data.EVAL_SNRS]
+                            + [f"{results[n][f'{ch} {v} clean to 0 dB']['f1']:.3f}"])
+    _table(lines, ["system", "channel", "voices"] + snrs + ["clean to 0"], rows)
+    lines += ["Frame F1 by background (SNR 20 to -5 dB; brown and machine noise are never "
+              "trained on, and the music and babble come from held-out tracks and speakers):", ""]
+    rows = [[n, ch] + [f"{results[n][f'{ch} noise {k}']['f1']:.3f}" for k in data.ALL_NOISES]
+            for ch in CHANNELS for n in names]
+    _table(lines, ["system", "channel"] + data.ALL_NOISES, rows)
+    lines += ["Segment F1 by SNR (dB):", ""]
+    rows = [[n, ch] + [f"{results[n][f'{ch} snr {s}']['seg_f1']:.3f}" for s in data.EVAL_SNRS]
+            for ch in CHANNELS for n in names]
+    _table(lines, ["system", "channel"] + snrs, rows)
+    lines += ["Clips without speech: the share of frames wrongly marked speech, and the clips "
+              "with a false-alarm segment:", ""]
+    rows = []
+    for ch in CHANNELS:
+        for n in names:
+            row = [n, ch]
+            for g in ("music", "babble", "other noises", "silence"):
+                e = results[n][f"{ch} only {g}"]
+                row.append(f"{100 * e['frame_fp_rate']:.2f} % ({e['clips_with_fa']}/{e['clips']})")
+            rows.append(row)
+    _table(lines, ["system", "channel", "music", "babble", "other noises", "silence"], rows)
+    return "\n".join(lines).rstrip() + "\n"
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=os.path.join(ROOT, "models", "speech-activity"))
-    ap.add_argument("--work", default="/tmp/ssm-speech-activity-eval")
+    ap.add_argument("--work", default="/tmp/ssm-speech-activity-eval",
+                    help="where the sets are written (once) and kept")
     ap.add_argument("--ssm-run", default=os.path.join(ROOT, "build", "bin", "ssm-run"))
+    ap.add_argument("--sources", default=data.sources.default_cache(),
+                    help="where sources.py --fetch put the packages (default %(default)s)")
     ap.add_argument("--no-silero", action="store_true")
     ap.add_argument("--json", help="also write all numbers to this file")
     args = ap.parse_args()
 
-    sets = build_sets(args.work)
-    ev, tu = os.path.join(args.work, "eval"), os.path.join(args.work, "tune")
-    ev_lab, tu_lab = load_labels(ev, sets["eval"]), load_labels(tu, sets["tune"])
-    n_sp = sum(1 for c in sets["eval"] if c["speech"])
-    log(f"eval: {len(sets['eval'])} clips ({n_sp} with speech, "
+    sets = build_sets(args.work, args.sources)
+    (ev, ev_idx), (tu, tu_idx) = sets["eval"], sets["tune"]
+    ev_lab, tu_lab = load_labels(ev, ev_idx), load_labels(tu, tu_idx)
+    n_sp = sum(1 for c in ev_idx if c["speech"])
+    log(f"eval: {len(ev_idx)} clips ({n_sp} with speech, "
         f"{sum(l.size for l in ev_lab) / 6000:.1f} min, "
-        f"{np.mean(np.concatenate(ev_lab)):.3f} speech frames); tune: {len(sets['tune'])} clips")
+        f"{np.mean(np.concatenate(ev_lab)):.3f} speech frames); tune: {len(tu_idx)} clips")
 
     results, thresholds = {}, {}
     log("ssmserve model (ssm-run)")
-    p_model = run_model(args.ssm_run, args.model, ev, sets["eval"])
-    results["speech-activity (ssmserve, p >= 0.5)"] = evaluate(p_model, 0.5, ev_lab, sets["eval"])
+    p_model = run_model(args.ssm_run, args.model, ev, ev_idx)
+    results["speech-activity (ssmserve, p >= 0.5)"] = evaluate(p_model, 0.5, ev_lab, ev_idx)
 
     log("energy baseline")
-    th, f = tune_threshold(energy_db(tu, sets["tune"]), tu_lab, np.arange(-90.0, 0.0, 0.5))
+    th, f = tune_threshold(energy_db(tu, tu_idx), tu_lab, np.arange(-90.0, 0.0, 0.5))
     thresholds["energy_dbfs"] = th
-    results[f"energy >= {th:.1f} dBFS (tuned)"] = evaluate(energy_db(ev, sets["eval"]), th,
-                                                           ev_lab, sets["eval"])
+    results[f"energy >= {th:.1f} dBFS (tuned)"] = evaluate(energy_db(ev, ev_idx), th, ev_lab,
+                                                           ev_idx)
     if not args.no_silero:
         log("Silero VAD")
-        p_sil = run_silero(ev, sets["eval"])
-        results["Silero VAD (p >= 0.5)"] = evaluate(p_sil, 0.5, ev_lab, sets["eval"])
-        th, f = tune_threshold(run_silero(tu, sets["tune"]), tu_lab, np.arange(0.02, 0.99, 0.02))
+        p_sil = run_silero(ev, ev_idx)
+        results["Silero VAD (p >= 0.5)"] = evaluate(p_sil, 0.5, ev_lab, ev_idx)
+        th, f = tune_threshold(run_silero(tu, tu_idx), tu_lab, np.arange(0.02, 0.99, 0.02))
         thresholds["silero"] = th
-        results[f"Silero VAD (p >= {th:.2f}, tuned)"] = evaluate(p_sil, th, ev_lab, sets["eval"])
-    print(report(results, sets["eval"]))
+        results[f"Silero VAD (p >= {th:.2f}, tuned)"] = evaluate(p_sil, th, ev_lab, ev_idx)
+    print(report(results), end="")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "thresholds": thresholds}, f, indent=1)

@@ -4,8 +4,11 @@
     nice -n 5 /usr/bin/python3 models/speech-activity/train.py --out models/speech-activity
     /usr/bin/python3 models/speech-activity/train.py --smoke --out /tmp/sa-smoke   # ~1 min
 
-Data (data.py): espeak-ng utterances of the training voices, mixed into 4 s clips with the
-training backgrounds at random SNRs and levels, quantised to PCM16, through the exact log-mel
+Data (data.py): espeak-ng utterances of the training voices and phrases of the training
+speakers' recordings (sources.py; fetch them once with `sources.py --fetch`), mixed into 4 s
+clips with the training backgrounds (synthetic, recorded music, babble) at random SNRs and levels,
+through random channels (telephone with codecs, low-pass, colouration, reverberation), quantised
+to PCM16, through the exact log-mel
 frontend of the engine (ssm_torch.log_mel, float32). Model: docs/design.md §3 (ssm_torch.SSMModel),
 trained with per-frame cross-entropy on the head's logits; the exported config has a softmax head.
 A fixed per-feature normalisation (mean/std of the training features) is used during training
@@ -75,12 +78,12 @@ def init_mamba(model, cfg, gen):
             m.out_proj.weight.div_(math.sqrt(cfg["n_layer"]))
 
 
-def make_pool(rng, utts, n, seconds):
+def make_pool(rng, utts, n, seconds, noises, recorded):
     """n training clips: (features (n, T, 80) float32, labels (n, T) int64)."""
     ns = int(seconds * data.SR)
     pcms, labs = [], []
     for _ in range(n):
-        pcm, lab, _ = data.make_clip(rng, utts, data.TRAIN_NOISES, ns)
+        pcm, lab, _ = data.make_clip(rng, utts, noises, ns, recorded=recorded)
         pcms.append(pcm)
         labs.append(lab)
     x = torch.from_numpy(np.stack([data.pcm_to_float(p) for p in pcms]))
@@ -103,6 +106,8 @@ def main():
     ap.add_argument("--out", required=True, help="model directory to write")
     ap.add_argument("--smoke", action="store_true", help="tiny data, few steps (recipe check)")
     ap.add_argument("--steps", type=int, help="override the number of steps")
+    ap.add_argument("--sources", default=data.sources.default_cache(),
+                    help="where sources.py --fetch put the packages (default %(default)s)")
     args = ap.parse_args()
     hp = dict(SMOKE if args.smoke else FULL)
     if args.steps:
@@ -115,10 +120,27 @@ def main():
 
     sp = data.split_voices()
     specs = data.speech_specs(hp["n_utt"], SEED, sp["train_languages"], sp["train_variants"])
-    utts = data.synthesize_all(specs)
-    log(f"{len(utts)} training utterances ({sum(u.size for u in utts) / data.SR / 60:.1f} min) "
+    synth = data.synthesize_all(specs)
+    log(f"{len(synth)} synthetic utterances ({sum(u.size for u in synth) / data.SR / 60:.1f} min) "
         f"from {len(sp['train_languages'])} languages x {len(sp['train_variants'])} variants")
-    feats, labels = make_pool(rng, utts, hp["pool"], hp["seconds"])
+    sets = data.recorded_sets(hp["n_utt"], SEED, args.sources)
+    if sets is not None:
+        tr = sets["train"]
+        utts = synth + tr["phrases"]
+        recorded = {"music": tr["music"], "babble": tr["recordings"] + synth}
+        noises = data.TRAIN_NOISES
+        log(f"{len(tr['phrases'])} recorded phrases from {len(tr['recordings'])} recordings, "
+            f"{len(tr['music'])} music tracks")
+    elif args.smoke:
+        # the packages are not fetched: the recipe check runs on synthetic speech and
+        # backgrounds only (the recorded kinds are left out)
+        utts, recorded, noises = synth, None, data.SYNTHETIC_NOISES
+        log("recorded sources not fetched: smoke run on synthetic data only")
+    else:
+        raise SystemExit("the recorded speech and music are not fetched: run "
+                         "models/speech-activity/sources.py --fetch (about 420 MB from Debian's "
+                         "package mirror)")
+    feats, labels = make_pool(rng, utts, hp["pool"], hp["seconds"], noises, recorded)
     mean = feats.mean((0, 1)).double().numpy()
     std = feats.std((0, 1)).double().clamp(min=1e-3).numpy()
     mean_t, std_t = torch.from_numpy(mean).float(), torch.from_numpy(std).float()
@@ -149,7 +171,7 @@ def main():
         if cursor + bs > len(order):
             # refresh part of the pool with new clips (new noise, placements, levels), reshuffle
             k = hp["refresh"]
-            f_new, l_new = make_pool(rng, utts, k, hp["seconds"])
+            f_new, l_new = make_pool(rng, utts, k, hp["seconds"], noises, recorded)
             idx = torch.from_numpy(rng.choice(feats.shape[0], k, replace=False))
             feats[idx], labels[idx] = f_new, l_new
             order = rng.permutation(feats.shape[0])
@@ -179,6 +201,7 @@ def main():
     ssm_torch.write_model_dir(args.out, CONFIG, tensors)
     with open(os.path.join(args.out, "training.json"), "w") as f:
         json.dump({"seed": SEED, "hyperparameters": hp, "utterances": len(utts),
+                   "recorded_sources": sets is not None,
                    "final_running_loss": round(run_loss, 5),
                    "final_running_frame_accuracy": round(run_acc, 5),
                    "torch": torch.__version__}, f, indent=1)

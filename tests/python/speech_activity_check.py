@@ -50,17 +50,22 @@ torch.set_num_threads(1)
 
 
 def clips(tmp):
-    """Three held-out 4 s clips: clean speech, speech in held-out brown noise at 5 dB, speech in
-    music at 10 dB; and one noise-only clip (held-out machine noise)."""
+    """Four held-out 4 s clips: clean speech, speech in held-out brown noise at 5 dB, speech in
+    music-like tones at 10 dB, speech in pink noise at 10 dB over a telephone line; and one
+    noise-only clip (held-out machine noise)."""
     utts = data.heldout_utterances(6, seed=SEED)
     rng = np.random.default_rng(SEED)
     n = 4 * data.SR
     out = []
-    for name, snr, kind, p in (("clean", "clean", "silence", 1.0), ("brown 5 dB", 5, "brown", 1.0),
-                               ("music 10 dB", 10, "music", 1.0),
-                               ("machine only", None, "machine", 0.0)):
-        pcm, lab, info = data.make_clip(rng, utts, data.ALL_NOISES, n, snr_db=snr,
-                                        noise_kind=kind, speech_prob=p, augment=False)
+    for name, snr, kind, p, channel in (
+            ("clean", "clean", "silence", 1.0, "wideband"),
+            ("brown 5 dB", 5, "brown", 1.0, "wideband"),
+            ("tones 10 dB", 10, "tones", 1.0, "wideband"),
+            ("pink 10 dB telephone", 10, "pink", 1.0, "telephone"),
+            ("machine only", None, "machine", 0.0, "wideband")):
+        pcm, lab, info = data.make_clip(rng, utts, data.SYNTHETIC_NOISES, n, snr_db=snr,
+                                        noise_kind=kind, speech_prob=p, augment=False,
+                                        channel=channel)
         path = os.path.join(tmp, name.replace(" ", "_") + ".wav")
         data.write_wav(path, pcm)
         out.append((name, path, pcm, lab, info))
