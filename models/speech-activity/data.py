@@ -1,5 +1,6 @@
-"""Synthetic speech-activity data for the speech-activity recipe: espeak-ng speech in many
-voices mixed with generated backgrounds, labelled per 10 ms frame of the ssmserve log-mel frontend.
+"""Speech-activity data for the speech-activity recipe: espeak-ng speech in many voices and
+recorded speech (sources.py), mixed with generated and recorded backgrounds, passed through
+random channels, labelled per 10 ms frame of the ssmserve log-mel frontend.
 
 Everything is deterministic: numpy Generators seeded from fixed numbers, espeak-ng (1.51) and sox
 called with fixed arguments. Voices and background types are split into a training part and a
