@@ -21,6 +21,24 @@ struct GatedRmsNormArgs {
   const float* w = nullptr;  // (C)
   float* out = nullptr;      // (rows, C), ld_out; may alias x when ld_out == ld_x
   int ld_out = 0;
+
+  // The norm in place on x (rows, C) with leading dimension C, gated by z (nullptr: no gate).
+  static GatedRmsNormArgs InPlace(float* x, int channels, int group_size, bool norm_before_gate,
+                                  float eps, const float* z, int ld_z, const float* w) {
+    GatedRmsNormArgs a;
+    a.channels = channels;
+    a.group_size = group_size;
+    a.norm_before_gate = norm_before_gate;
+    a.eps = eps;
+    a.x = x;
+    a.ld_x = channels;
+    a.z = z;
+    a.ld_z = ld_z;
+    a.w = w;
+    a.out = x;
+    a.ld_out = channels;
+    return a;
+  }
 };
 
 }  // namespace ssm

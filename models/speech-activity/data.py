@@ -177,15 +177,18 @@ def phrases(groups, n, seed):
     return out
 
 
-def recorded_sets(n_phrases, seed, cache=None):
-    """{side: {"phrases": [...], "recordings": [...], "music": [...]}} for side "train" and
-    "heldout" (sources.py's split), or None when the packages are not fetched."""
+def recorded_sets(n_phrases, seed, cache=None, sides=("train", "heldout")):
+    """{side: {"phrases": [...], "recordings": [...], "music": [...]}} for each of `sides`
+    ("train", "heldout": sources.py's split), or None when the packages are not fetched. A side
+    is the same whether or not the other is built."""
     if not sources.available(cache):
         return None
-    rec = sources.recordings(cache)
+    rec = sources.recordings(cache, sides=sides)
     mf = sources.music_files(cache)
     out = {}
     for i, side in enumerate(("train", "heldout")):
+        if side not in sides:
+            continue
         groups = rec[side]
         out[side] = {"phrases": phrases(groups, n_phrases, seed + i),
                      "recordings": [y for g in sorted(groups) for y in groups[g]],

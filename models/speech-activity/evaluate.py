@@ -384,9 +384,18 @@ def main():
     ap.add_argument("--ssm-run", default=os.path.join(ROOT, "build", "bin", "ssm-run"))
     ap.add_argument("--sources", default=data.sources.default_cache(),
                     help="where sources.py --fetch put the packages (default %(default)s)")
+    ap.add_argument("--compare", action="append", default=[], metavar="LABEL=DIR",
+                    help="also run the model in DIR on the same clips, in rows named "
+                         "'speech-activity, LABEL' (repeatable; e.g. previous=/tmp/old-model)")
     ap.add_argument("--no-silero", action="store_true")
     ap.add_argument("--json", help="also write all numbers to this file")
     args = ap.parse_args()
+    compare = []
+    for c in args.compare:
+        label, sep, path = c.partition("=")
+        if not sep or not label or not os.path.isfile(os.path.join(path, "config.json")):
+            ap.error(f"--compare {c!r}: expected LABEL=DIR with DIR a model directory")
+        compare.append((label, path))
 
     sets = build_sets(args.work, args.sources)
     (ev, ev_idx), (tu, tu_idx) = sets["eval"], sets["tune"]
@@ -399,7 +408,13 @@ def main():
     results, thresholds = {}, {}
     log("ssmserve model (ssm-run)")
     p_model = run_model(args.ssm_run, args.model, ev, ev_idx)
-    results["speech-activity (ssmserve, p >= 0.5)"] = evaluate(p_model, 0.5, ev_lab, ev_idx)
+    name = ("speech-activity, this model (p >= 0.5)" if compare else
+            "speech-activity (ssmserve, p >= 0.5)")
+    results[name] = evaluate(p_model, 0.5, ev_lab, ev_idx)
+    for label, path in compare:
+        log(f"{label} model (ssm-run, {path})")
+        results[f"speech-activity, {label} (p >= 0.5)"] = evaluate(
+            run_model(args.ssm_run, path, ev, ev_idx), 0.5, ev_lab, ev_idx)
 
     log("energy baseline")
     th, f = tune_threshold(energy_db(tu, tu_idx), tu_lab, np.arange(-90.0, 0.0, 0.5))

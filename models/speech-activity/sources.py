@@ -4,7 +4,7 @@ The packages are fetched with `apt-get download` at pinned versions, checked aga
 SHA-256 sums and unpacked with `dpkg-deb -x` into a cache directory (nothing is installed). Their
 Ogg Vorbis files are decoded by sox to 16 kHz mono float32.
 
-    /usr/bin/python3 models/speech-activity/sources.py --fetch     # ~420 MB of packages, once
+    /usr/bin/python3 models/speech-activity/sources.py --fetch     # ~645 MB of packages, once
 
 Speech (single words, letters, syllables and short game lines, each recorded by one person):
   ktuberling-data  usr/share/ktuberling/sounds/<lang>/*.ogg            GPL-2+
@@ -13,12 +13,16 @@ Speech (single words, letters, syllables and short game lines, each recorded by 
   warzone2100-data base.wz: audio/tutorial, audio/memressp/* (English)  GPL-2+
 Music (instrumental game soundtracks):
   hedgewars-data   usr/share/games/hedgewars/Data/Music/*.ogg         GPL-2
+  extremetuxracer-data usr/share/games/etr/music/*.ogg                GPL-2+
+  xmoto-data       usr/share/games/xmoto/Textures/Musics/*.ogg         GPL-2+
+  lincity-ng-data  usr/share/games/lincity-ng/music/default/*.ogg      GPL-2+
   wesnoth-1.16-music usr/share/games/wesnoth/1.16/data/core/music/*.ogg  GPL-2
 
 Split (deterministic, by sorted name): a language of ktuberling or klettres is held out when its
 index in the sorted union of both packages' languages is 1 mod 4, so one speaker is never on both
 sides; a hedgewars voice is held out when its index is 1 mod 4; warzone2100 is training only.
-Music: hedgewars tracks train, wesnoth tracks are held out (another composer and style).
+Music: the hedgewars, extremetuxracer, xmoto and lincity-ng tracks train; the wesnoth tracks
+are held out (other composers and styles).
 Not used at all: the asterisk sound and music-on-hold packages, alsa-utils' voice files and the
 festival voices, which are kept for evaluation that is independent of this recipe.
 """
@@ -47,10 +51,19 @@ PACKAGES = {
                          "53ad292569e0bf9d16de1642d13629f29ed5dfb68896787e4c65ac60edc07d3d"),
     "wesnoth-1.16-music": ("1:1.16.9-1",
                            "f9bc3cde92b4ab30db5d7b85f89b4bcc3d788dd92602956d0347250850bf59bb"),
+    "extremetuxracer-data": ("0.8.2-1",
+                             "8ce6c82e6fb89549d284f43f6c4b0a9d82e6c0e5da753bee0ef419276a21470c"),
+    "xmoto-data": ("0.6.1+repack-9",
+                   "458966c8291579df7dd215a3ebf48cb89fc94e94fe871d124b542eb6233c0e66"),
+    "lincity-ng-data": ("2.9~git20150314-5",
+                        "8f5e85bd42879abdc7099b035d7a3d7468eceb6b93b52a12270c28f3f3c792f9"),
 }
 
 HEDGEWARS = "usr/share/games/hedgewars/Data"
 WESNOTH_MUSIC = "usr/share/games/wesnoth/1.16/data/core/music"
+# training music beside hedgewars': three more games, five more composers
+TRAIN_MUSIC_DIRS = ("usr/share/games/etr/music", "usr/share/games/xmoto/Textures/Musics",
+                    "usr/share/games/lincity-ng/music/default")
 WARZONE_DIRS = ("audio/tutorial/", "audio/memressp/")
 # hedgewars voices left out: "Robot" is processed (vocoded) speech
 EXCLUDED_VOICES = {"Robot"}
@@ -113,13 +126,15 @@ def fetch(cache=None, log=print):
     return cache
 
 
-def decode(path, start=None, seconds=None):
-    """float32 mono samples at 16 kHz of an audio file (sox: channels averaged, resampled)."""
-    cmd = ["sox", path, "-t", "raw", "-e", "floating-point", "-b", "32", "-r", str(SR), "-c", "1",
-           "-"]
+def decode(src, start=None, seconds=None):
+    """float32 mono samples at 16 kHz of an audio file, or of the bytes of an Ogg file (sox:
+    channels averaged, resampled)."""
+    data = src if isinstance(src, bytes) else None
+    cmd = ["sox"] + (["-t", "ogg", "-"] if data is not None else [src])
+    cmd += ["-t", "raw", "-e", "floating-point", "-b", "32", "-r", str(SR), "-c", "1", "-"]
     if start is not None:
         cmd += ["trim", str(start), str(seconds)]
-    raw = subprocess.run(cmd, capture_output=True, check=True).stdout
+    raw = subprocess.run(cmd, input=data, capture_output=True, check=True).stdout
     return np.frombuffer(raw, dtype="<f4").astype(np.float32)
 
 
@@ -132,13 +147,6 @@ def _warzone_files(cache):
             if n.endswith(".ogg") and n.startswith(WARZONE_DIRS):
                 out.append((n, z.read(n)))
     return out
-
-
-def _decode_bytes(blob):
-    raw = subprocess.run(["sox", "-t", "ogg", "-", "-t", "raw", "-e", "floating-point", "-b", "32",
-                          "-r", str(SR), "-c", "1", "-"], input=blob, capture_output=True,
-                         check=True).stdout
-    return np.frombuffer(raw, dtype="<f4").astype(np.float32)
 
 
 def _lang(name):
@@ -232,24 +240,31 @@ def _load(item):
     return group, prepare(decode(path))
 
 
-def recordings(cache=None, workers=2):
+def recordings(cache=None, workers=2, sides=("train", "heldout")):
     """{"train": {group: [arrays]}, "heldout": {group: [arrays]}, "dropped": n} of every usable
-    speech recording (warzone2100 in "train")."""
+    speech recording (warzone2100 in "train"); only the recordings of `sides` are decoded (the
+    others' entries stay empty)."""
     cache = cache or default_cache()
     files = speech_files(cache)
+    train_g, held_g = split_groups({g for g, _ in files})
+
+    def side_of(group):
+        return "heldout" if group in held_g else "train"
+
+    files = [(g, p) for g, p in files if side_of(g) in sides]
     with concurrent.futures.ThreadPoolExecutor(workers) as ex:
         loaded = list(ex.map(_load, files))
-    with concurrent.futures.ThreadPoolExecutor(workers) as ex:
-        wz = list(ex.map(lambda nb: ("warzone2100/en", prepare(_decode_bytes(nb[1]))),
-                         _warzone_files(cache)))
-    train_g, held_g = split_groups({g for g, _ in loaded})
+    wz = []
+    if "train" in sides:
+        with concurrent.futures.ThreadPoolExecutor(workers) as ex:
+            wz = list(ex.map(lambda nb: ("warzone2100/en", prepare(decode(nb[1]))),
+                             _warzone_files(cache)))
     out = {"train": {}, "heldout": {}, "dropped": 0}
     for g, y in loaded + wz:
         if y is None:
             out["dropped"] += 1
             continue
-        side = "heldout" if g in held_g else "train"
-        out[side].setdefault(g, []).append(y)
+        out[side_of(g)].setdefault(g, []).append(y)
     return out
 
 
@@ -257,11 +272,13 @@ def music_files(cache=None):
     """{"train": [paths], "heldout": [paths]} of the music tracks, sorted."""
     cache = cache or default_cache()
     r = root(cache)
-    hw = os.path.join(r, HEDGEWARS, "Music")
-    wn = os.path.join(r, WESNOTH_MUSIC)
-    return {"train": [os.path.join(hw, f) for f in sorted(os.listdir(hw)) if f.endswith(".ogg")],
-            "heldout": [os.path.join(wn, f) for f in sorted(os.listdir(wn))
-                        if f.endswith(".ogg") and f not in EXCLUDED_TRACKS]}
+
+    def tracks(d):
+        d = os.path.join(r, d)
+        return [os.path.join(d, f) for f in sorted(os.listdir(d))
+                if f.endswith(".ogg") and f not in EXCLUDED_TRACKS]
+    return {"train": [p for d in (HEDGEWARS + "/Music",) + TRAIN_MUSIC_DIRS for p in tracks(d)],
+            "heldout": tracks(WESNOTH_MUSIC)}
 
 
 def music(paths, workers=2):

@@ -18,6 +18,7 @@ Deterministic: fixed seeds, fixed data, torch.set_num_threads(2); rerunning give
 """
 
 import argparse
+import ctypes
 import json
 import math
 import os
@@ -45,9 +46,11 @@ CONFIG = {
     "d_out": 2, "head_activation": "softmax", "labels": ["background", "speech"],
 }
 
+# speech_prob: the share of training clips with speech (the rest hold backgrounds only)
 FULL = dict(n_utt=2400, pool=3000, refresh=1000, seconds=4.0, batch=16, steps=2400,
-            lr=3e-3, warmup=50)
-SMOKE = dict(n_utt=24, pool=32, refresh=16, seconds=2.0, batch=8, steps=12, lr=3e-3, warmup=3)
+            lr=3e-3, warmup=50, speech_prob=0.75)
+SMOKE = dict(n_utt=24, pool=32, refresh=16, seconds=2.0, batch=8, steps=12, lr=3e-3, warmup=3,
+             speech_prob=0.75)
 
 
 def log(msg):
@@ -78,12 +81,13 @@ def init_mamba(model, cfg, gen):
             m.out_proj.weight.div_(math.sqrt(cfg["n_layer"]))
 
 
-def make_pool(rng, utts, n, seconds, noises, recorded):
+def make_pool(rng, utts, n, seconds, noises, recorded, speech_prob):
     """n training clips: (features (n, T, 80) float32, labels (n, T) int64)."""
     ns = int(seconds * data.SR)
     pcms, labs = [], []
     for _ in range(n):
-        pcm, lab, _ = data.make_clip(rng, utts, noises, ns, recorded=recorded)
+        pcm, lab, _ = data.make_clip(rng, utts, noises, ns, recorded=recorded,
+                                     speech_prob=speech_prob)
         pcms.append(pcm)
         labs.append(lab)
     x = torch.from_numpy(np.stack([data.pcm_to_float(p) for p in pcms]))
@@ -101,6 +105,19 @@ def fold_normalisation(tensors, mean, std):
     return tensors
 
 
+def keep_freed_memory():
+    """Large tensors (a layer's states are ~40 MB a batch) are freed and allocated again every
+    step; glibc returns such blocks to the kernel (mmap, trimming), and every reuse then faults
+    its pages in afresh, which made the elementwise products of the scan several times slower.
+    Keep the memory in the heap instead (M_MMAP_MAX = 0, M_TRIM_THRESHOLD = INT_MAX)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-4, 0)
+    libc.mallopt(-1, 2 ** 31 - 1)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--out", required=True, help="model directory to write")
@@ -112,6 +129,7 @@ def main():
     hp = dict(SMOKE if args.smoke else FULL)
     if args.steps:
         hp["steps"] = args.steps
+    keep_freed_memory()
     torch.set_num_threads(2)
     torch.manual_seed(SEED)
     gen = torch.Generator().manual_seed(SEED)
@@ -123,12 +141,14 @@ def main():
     synth = data.synthesize_all(specs)
     log(f"{len(synth)} synthetic utterances ({sum(u.size for u in synth) / data.SR / 60:.1f} min) "
         f"from {len(sp['train_languages'])} languages x {len(sp['train_variants'])} variants")
-    sets = data.recorded_sets(hp["n_utt"], SEED, args.sources)
+    sets = data.recorded_sets(hp["n_utt"], SEED, args.sources, sides=("train",))
     if sets is not None:
         tr = sets["train"]
         utts = synth + tr["phrases"]
         recorded = {"music": tr["music"], "babble": tr["recordings"] + synth}
-        noises = data.TRAIN_NOISES
+        # the recorded backgrounds (music, babble) are drawn twice as often as each synthetic
+        # kind: they are where the false alarms were
+        noises = data.SYNTHETIC_NOISES + 2 * data.RECORDED_NOISES
         log(f"{len(tr['phrases'])} recorded phrases from {len(tr['recordings'])} recordings, "
             f"{len(tr['music'])} music tracks")
     elif args.smoke:
@@ -138,9 +158,10 @@ def main():
         log("recorded sources not fetched: smoke run on synthetic data only")
     else:
         raise SystemExit("the recorded speech and music are not fetched: run "
-                         "models/speech-activity/sources.py --fetch (about 420 MB from Debian's "
+                         "models/speech-activity/sources.py --fetch (about 645 MB from Debian's "
                          "package mirror)")
-    feats, labels = make_pool(rng, utts, hp["pool"], hp["seconds"], noises, recorded)
+    feats, labels = make_pool(rng, utts, hp["pool"], hp["seconds"], noises, recorded,
+                              hp["speech_prob"])
     mean = feats.mean((0, 1)).double().numpy()
     std = feats.std((0, 1)).double().clamp(min=1e-3).numpy()
     mean_t, std_t = torch.from_numpy(mean).float(), torch.from_numpy(std).float()
@@ -171,7 +192,8 @@ def main():
         if cursor + bs > len(order):
             # refresh part of the pool with new clips (new noise, placements, levels), reshuffle
             k = hp["refresh"]
-            f_new, l_new = make_pool(rng, utts, k, hp["seconds"], noises, recorded)
+            f_new, l_new = make_pool(rng, utts, k, hp["seconds"], noises, recorded,
+                                     hp["speech_prob"])
             idx = torch.from_numpy(rng.choice(feats.shape[0], k, replace=False))
             feats[idx], labels[idx] = f_new, l_new
             order = rng.permutation(feats.shape[0])

@@ -17,7 +17,6 @@ import signal
 import statistics
 import subprocess
 import threading
-import time
 import urllib.request
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

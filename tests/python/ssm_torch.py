@@ -141,45 +141,48 @@ class _SelectiveScan(torch.autograd.Function):
     a_t = exp(Delta_t A) and inputs b_t = (Delta_t s_t) (x) B_t are formed for all t at once; the
     time loop is one multiply-add per frame, H_t = a_t H_{t-1} + b_t. The backward pass runs the
     adjoint recurrence G_t = dL/dH_t + a_{t+1} G_{t+1} from the last frame to the first; every
-    other gradient is a product with the stored states."""
+    other gradient is a product with the stored states. The states are held as (Bt, T, N, E),
+    E innermost, so that every sum runs over a dimension that is not the innermost short N
+    (torch's CPU reductions over a short innermost dimension are several times slower)."""
 
     @staticmethod
     def forward(ctx, s, delta, A, B, C):
         T = s.shape[1]
-        a = torch.exp(delta.unsqueeze(-1) * A)                             # (Bt, T, E, N)
-        Hs = (delta * s).unsqueeze(-1) * B.unsqueeze(2)                    # b_t, then H_t
+        At = A.t().contiguous()                                            # (N, E)
+        a = torch.exp(delta.unsqueeze(2) * At)                             # (Bt, T, N, E)
+        Hs = B.unsqueeze(-1) * (delta * s).unsqueeze(2)                    # b_t, then H_t
         for t in range(1, T):
             torch.addcmul(Hs[:, t], a[:, t], Hs[:, t - 1], out=Hs[:, t])
-        y = (Hs * C.unsqueeze(2)).sum(-1)
-        ctx.save_for_backward(s, delta, A, B, C, a, Hs)
+        y = (Hs * C.unsqueeze(-1)).sum(2)
+        ctx.save_for_backward(s, delta, At, B, C, a, Hs)
         return y
 
     @staticmethod
     def backward(ctx, gy):
-        s, delta, A, B, C, a, Hs = ctx.saved_tensors
+        s, delta, At, B, C, a, Hs = ctx.saved_tensors
         T = s.shape[1]
         gy = gy.contiguous()
-        G = gy.unsqueeze(-1) * C.unsqueeze(2)                              # dL/dH_t (direct)
+        G = C.unsqueeze(-1) * gy.unsqueeze(2)                              # dL/dH_t (direct)
         for t in range(T - 2, -1, -1):
             torch.addcmul(G[:, t], a[:, t + 1], G[:, t + 1], out=G[:, t])
-        gC = (Hs * gy.unsqueeze(-1)).sum(2)
+        gC = (Hs * gy.unsqueeze(2)).sum(-1)
         du = delta * s
-        gB = (G * du.unsqueeze(-1)).sum(2)
-        g_du = (G * B.unsqueeze(2)).sum(-1)
+        gB = (G * du.unsqueeze(2)).sum(-1)
+        g_du = (G * B.unsqueeze(-1)).sum(2)
         g_delta = g_du * s
-        gA = torch.zeros_like(A)
+        gA = torch.zeros_like(At)
         if T > 1:
             gx = G[:, 1:] * Hs[:, :-1] * a[:, 1:]                          # dL/d(Delta_t A)
-            g_delta[:, 1:] += (gx * A).sum(-1)
-            gA = (gx * delta[:, 1:].unsqueeze(-1)).sum((0, 1))
-        return g_du * delta, g_delta, gA, gB, gC
+            g_delta[:, 1:] += (gx * At).sum(2)
+            gA = (gx * delta[:, 1:].unsqueeze(2)).sum((0, 1))
+        return g_du * delta, g_delta, gA.t(), gB, gC
 
 
 def linear(layer, x):
     """layer(x) for an nn.Linear. float32 inputs go through a 1x1 conv1d (oneDNN), the same
     sum of products as F.linear; Debian's torch uses the generic reference BLAS for matmul,
     which is an order of magnitude slower for training."""
-    if x.dtype != torch.float32 or x.dim() < 2 or x.numel() < (1 << 16):
+    if x.dtype != torch.float32 or x.dim() < 2 or x.shape[:-1].numel() < 1024:
         return layer(x)
     lead, d = x.shape[:-1], x.shape[-1]
     xt = x.reshape(1, -1, d).transpose(1, 2)                              # (1, d, rows)

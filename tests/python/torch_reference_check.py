@@ -13,8 +13,10 @@ with models/speech-activity/):
      checked too) and evaluated in float64. The mixer is the obvious recurrence, one step per
      frame; the log-mel frontend is framed by hand (torch.stft centres, the spec does not).
   3. Before comparing anything, the reference checks itself: the time loop against a
-     closed-form (vectorised) scan, conv1d against the literal causal sum, the mel filterbank
-     and the DFT against hand computations, the safetensors file against a re-read.
+     closed-form (vectorised) scan, and its backward pass (used for training) against finite
+     differences and the closed form's gradients, conv1d against the literal causal sum, the
+     mel filterbank and the DFT against hand computations, the safetensors file against a
+     re-read.
   4. `ssm-run` is run on random inputs, offline and streamed in odd chunk sizes, and its
      output must match the reference: max|a - b| / max(1e-6, max|b|) <= 1e-4, same frame count.
 
@@ -45,7 +47,7 @@ except ImportError:
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ssm_torch import (expected_tensors, load_model, log_mel, mel_filterbank,  # noqa: E402
-                       n_frames, read_safetensors, write_model_dir)
+                       n_frames, read_safetensors, selective_scan, write_model_dir)
 
 REL_TOL = 1e-4          # C++ (float32) vs this reference (float64), relative to max|reference|
 SELF_TOL = 1e-10        # reference vs its own alternative formulations (all float64)
@@ -222,6 +224,26 @@ def self_check(tmp):
         full, pre = model(u), model(u[:11])
         err = (full[:11] - pre).abs().max().item()
         expect(err < SELF_TOL, f"[{key}] prefix outputs equal (causal), err {err:.1e}")
+
+    # The scan's hand-written backward pass (what the speech-activity recipe trains with)
+    # against finite differences, and its gradients against autograd through the closed form.
+    gen = torch.Generator().manual_seed(SEED)
+    Bt, T, E, N = 2, 6, 3, 4
+    args = [torch.randn(Bt, T, E, generator=gen, dtype=DTYPE),
+            0.1 + torch.rand(Bt, T, E, generator=gen, dtype=DTYPE),
+            -0.2 - torch.rand(E, N, generator=gen, dtype=DTYPE),
+            torch.randn(Bt, T, N, generator=gen, dtype=DTYPE),
+            torch.randn(Bt, T, N, generator=gen, dtype=DTYPE)]
+    args = [a.requires_grad_() for a in args]
+    expect(torch.autograd.gradcheck(selective_scan, args, raise_exception=False),
+           "scan backward == finite differences (gradcheck)")
+    gy = torch.randn(Bt, T, E, generator=gen, dtype=DTYPE)
+    g1 = torch.autograd.grad((selective_scan(*args) * gy).sum(), args)
+    s, delta, A, B, C = args
+    y2 = torch.stack([scan_closed_form(s[b], delta[b], A, B[b], C[b]) for b in range(Bt)])
+    g2 = torch.autograd.grad((y2 * gy).sum(), args)
+    grad_err = max(((a - b).abs().max() / b.abs().max()).item() for a, b in zip(g1, g2))
+    expect(grad_err < SELF_TOL, f"scan gradients == closed form's (rel err {grad_err:.1e})")
 
     # Log-mel: filterbank against a scalar hand computation with the math module.
     fe = cfgs["c"]["frontend"]

@@ -133,18 +133,9 @@ class GatedLinearMixer final : public Mixer {
       backend_->GatedLinearScan(batch, scan);
     }
     if (norm_w_) {
-      GatedRmsNormArgs norm;
-      norm.channels = Vt_;
-      norm.group_size = Vh_;
-      norm.norm_before_gate = true;  // rmsnorm(o) * w * swish(g), fla's FusedRMSNormGated
-      norm.eps = eps_;
-      norm.x = o;
-      norm.ld_x = Vt_;
-      norm.z = gate_ ? g : nullptr;
-      norm.ld_z = in_width_;
-      norm.w = norm_w_->data();
-      norm.out = o;
-      norm.ld_out = Vt_;
+      // rmsnorm(o) * w * swish(g), fla's FusedRMSNormGated: the norm before the gate
+      const auto norm = GatedRmsNormArgs::InPlace(o, Vt_, Vh_, /*norm_before_gate=*/true, eps_,
+                                                  gate_ ? g : nullptr, in_width_, norm_w_->data());
       backend_->GatedRmsNorm(norm, rows);
     }
     backend_->Linear(*o_proj_, o, Vt_, rows, out, d_model_);

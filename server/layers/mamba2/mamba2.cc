@@ -100,18 +100,9 @@ class Mamba2Mixer final : public Mixer {
       backend_->SsdScan(batch, scan);
     }
 
-    GatedRmsNormArgs norm;
-    norm.channels = E_;
-    norm.group_size = E_ / G_;
-    norm.norm_before_gate = norm_before_gate_;
-    norm.eps = eps_;
-    norm.x = y;
-    norm.ld_x = E_;
-    norm.z = zxbcdt;  // the z columns
-    norm.ld_z = in_width_;
-    norm.w = norm_w_->data();
-    norm.out = y;
-    norm.ld_out = E_;
+    // gated by the z columns of zxbcdt
+    const auto norm = GatedRmsNormArgs::InPlace(y, E_, E_ / G_, norm_before_gate_, eps_, zxbcdt,
+                                                in_width_, norm_w_->data());
     backend_->GatedRmsNorm(norm, rows);
 
     backend_->Linear(*out_proj_, y, E_, rows, out, d_model_);
