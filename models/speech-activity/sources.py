@@ -61,8 +61,9 @@ PACKAGES = {
 
 HEDGEWARS = "usr/share/games/hedgewars/Data"
 WESNOTH_MUSIC = "usr/share/games/wesnoth/1.16/data/core/music"
-# training music beside hedgewars': three more games, five more composers
-TRAIN_MUSIC_DIRS = ("usr/share/games/etr/music", "usr/share/games/xmoto/Textures/Musics",
+# the training music: four games' soundtracks
+TRAIN_MUSIC_DIRS = (HEDGEWARS + "/Music", "usr/share/games/etr/music",
+                    "usr/share/games/xmoto/Textures/Musics",
                     "usr/share/games/lincity-ng/music/default")
 WARZONE_DIRS = ("audio/tutorial/", "audio/memressp/")
 # hedgewars voices left out: "Robot" is processed (vocoded) speech
@@ -246,7 +247,7 @@ def recordings(cache=None, workers=2, sides=("train", "heldout")):
     others' entries stay empty)."""
     cache = cache or default_cache()
     files = speech_files(cache)
-    train_g, held_g = split_groups({g for g, _ in files})
+    _, held_g = split_groups({g for g, _ in files})
 
     def side_of(group):
         return "heldout" if group in held_g else "train"
@@ -277,7 +278,7 @@ def music_files(cache=None):
         d = os.path.join(r, d)
         return [os.path.join(d, f) for f in sorted(os.listdir(d))
                 if f.endswith(".ogg") and f not in EXCLUDED_TRACKS]
-    return {"train": [p for d in (HEDGEWARS + "/Music",) + TRAIN_MUSIC_DIRS for p in tracks(d)],
+    return {"train": [p for d in TRAIN_MUSIC_DIRS for p in tracks(d)],
             "heldout": tracks(WESNOTH_MUSIC)}
 
 
