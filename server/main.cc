@@ -168,6 +168,7 @@ int Serve(const ServerConfig& config, const sigset_t& signals) {
   if (metrics.enabled()) {
     HttpOptions http_options;
     http_options.serving = [&serving] { return serving.load(); };
+    http_options.before_scrape = [&metrics] { metrics.Refresh(); };
     if (config.tls.enabled()) {  // the same certificate as the gRPC port
       http_options.tls_cert = config.tls.cert;
       http_options.tls_key = config.tls.key;

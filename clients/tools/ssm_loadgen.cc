@@ -53,6 +53,7 @@ struct Args {
   client::ConnectOptions connect;
   int chunk_ms = 100;
   int threads = 0;
+  std::string phases = "random";  // when in a chunk period each stream sends: random or even
   bool json = false;
   uint32_t seed = 1;
   double chaos_disconnect_s = 0;  // 0: no interruptions
@@ -79,6 +80,7 @@ struct Signal {
   std::vector<float> values;  // samples, or frames of values_per_row floats
   int64_t rows = 0;
   int values_per_row = 1;
+  bool audio = false;  // samples for a log_mel model, else frames (a frame may be one value)
   bool fits_s16 = false;
 };
 
@@ -96,6 +98,7 @@ Signal SyntheticSignal(const pb::ModelInfo& model, uint32_t seed) {
     return s;
   }
   const double rate = model.sample_rate();
+  s.audio = true;
   s.rows = int64_t(8 * rate);
   s.values.resize(size_t(s.rows));
   const double tones_hz[] = {220.0, 1000.0, 2500.0};
@@ -121,6 +124,7 @@ struct StreamState {
   std::atomic<bool> opened{false};  // `stream` is set (the chaos thread reads it)
   int64_t sent = 0;                 // chunks sent
   bool stopped = false;             // a send failed: the call has ended
+  Status send_error;                // why, when the call had not ended (refused locally)
   // Written by this stream's output callback only (gRPC runs one at a time), read after the end.
   std::vector<double> round_trip_ms;
   double max_lag_ms = 0;
@@ -143,9 +147,8 @@ class LoadGenerator {
         model_(std::move(model)),
         signal_(std::move(signal)),
         format_(format) {
-    const double rows_per_s = signal_.values_per_row == 1
-                                  ? double(model_.sample_rate())
-                                  : (model_.frame_rate() > 0 ? model_.frame_rate() : 100);
+    const double rows_per_s = signal_.audio ? double(model_.sample_rate())
+                                            : (model_.frame_rate() > 0 ? model_.frame_rate() : 100);
     chunk_rows_ = std::max<int64_t>(1, std::llround(rows_per_s * args.chunk_ms / 1000.0));
     chunk_ = std::chrono::duration_cast<Clock::duration>(
         std::chrono::duration<double>(double(chunk_rows_) / rows_per_s));
@@ -255,10 +258,9 @@ const float* LoadGenerator::ChunkRows(const StreamState& s, int64_t k,
 }
 
 Status LoadGenerator::SendNext(StreamState& s, std::vector<float>& scratch) {
-  const int per_row = signal_.values_per_row;
   const float* data = ChunkRows(s, s.sent, scratch);
-  return per_row == 1 ? s.stream->SendSamples(data, size_t(chunk_rows_))
-                      : s.stream->SendFrames(data, size_t(chunk_rows_));
+  return signal_.audio ? s.stream->SendSamples(data, size_t(chunk_rows_))
+                       : s.stream->SendFrames(data, size_t(chunk_rows_));
 }
 
 void LoadGenerator::Pace(size_t first, size_t step) {
@@ -278,10 +280,11 @@ void LoadGenerator::Pace(size_t first, size_t step) {
     if (!s.stream) {
       Open(s);
       s.opened.store(true);
-    } else if (SendNext(s, scratch).ok()) {
+    } else if (Status sent = SendNext(s, scratch); sent.ok()) {
       ++s.sent;
     } else {
-      s.stopped = true;  // refused or failed; Close() reports why
+      s.stopped = true;  // refused or failed; Close() reports why, or else send_error
+      s.send_error = std::move(sent);
       continue;
     }
     due.push({s.start + chunk_ * (s.sent + 1), i});
@@ -297,10 +300,16 @@ nlohmann::ordered_json LoadGenerator::Run() {
   // (the first one) is its control.
   const size_t classes =
       args_.chaos_disconnect_s > 0 ? std::max<size_t>(1, streams_.size() / 10) : streams_.size();
+  // Phases: evenly spaced starts put streams whose starts are a whole number of chunks apart in
+  // step (with --ramp-s 2, 100 streams of 100 ms chunks send in 5 groups of 20, at once), which
+  // batches far better than separate clients would; random phases spread them as those do.
+  std::mt19937_64 phase_rng(args_.seed);
+  std::uniform_real_distribution<double> phase(0.0, std::chrono::duration<double>(chunk_).count());
   for (size_t i = 0; i < streams_.size(); ++i) {
-    const double ramp = args_.streams > 1 ? args_.ramp_s * double(i) / double(args_.streams) : 0;
+    double at = args_.streams > 1 ? args_.ramp_s * double(i) / double(args_.streams) : 0;
+    if (args_.phases == "random") at += phase(phase_rng);
     streams_[i].start =
-        start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(ramp));
+        start_ + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(at));
     const uint64_t signal_class = i % classes;
     streams_[i].offset =
         int64_t((signal_class * 7919 * uint64_t(chunk_rows_)) % uint64_t(signal_.rows));
@@ -331,7 +340,8 @@ nlohmann::ordered_json LoadGenerator::Run() {
       ++errors_["NOT_STARTED"];
       continue;
     }
-    const Status status = s.stream->Close();
+    Status status = s.stream->Close();
+    if (status.ok()) status = s.send_error;  // the call went well, a chunk was refused here
     const bool opened = s.stream->WaitOpened().ok();
     if (status.ok() && opened) {
       ++streams_held_;
@@ -372,6 +382,7 @@ nlohmann::ordered_json LoadGenerator::Report(double elapsed_s) {
       {"server", args_.server},
       {"model", model_.name()},
       {"chunk_ms", args_.chunk_ms},
+      {"phases", args_.phases},
       {"duration_s", args_.duration_s},
       {"elapsed_s", elapsed_s},
       {"streams_requested", args_.streams},
@@ -522,12 +533,13 @@ int Run(const Args& args) {
       return 1;
     }
     signal.values_per_row = input->is_audio() ? 1 : model->d_in();
+    signal.audio = input->is_audio();
     signal.rows = input->rows;
     signal.fits_s16 = input->fits_s16;
     signal.values = std::move(input->values);
   }
   auto format = client::ChoosePayloadFormat(
-      args.format, signal.values_per_row == 1 && model->frontend() == "log_mel", signal.fits_s16);
+      args.format, signal.audio && model->frontend() == "log_mel", signal.fits_s16);
   if (!format.ok()) {
     std::fprintf(stderr, "ssm-loadgen: error: %s\n", format.status().message().c_str());
     return 1;
@@ -576,7 +588,16 @@ int main(int argc, char** argv) {
   app.add_option("--threads", args.threads, "Pacer threads (0: min(streams, 4))")
       ->check(CLI::NonNegativeNumber)
       ->capture_default_str();
-  app.add_option("--seed", args.seed, "Seed of the synthetic signal")->capture_default_str();
+  app.add_option("--phases", args.phases,
+                 "When in a chunk period each stream sends: random (each stream starts at its "
+                 "ramp time plus a random part of one chunk, from --seed, so streams send at "
+                 "unrelated moments as separate clients do) or even (exactly at the ramp times, "
+                 "--ramp-s/N apart: streams a whole number of chunks apart then send in step, "
+                 "which the server batches better than it can real clients)")
+      ->check(CLI::IsMember({"random", "even"}))
+      ->capture_default_str();
+  app.add_option("--seed", args.seed, "Seed of the synthetic signal and of the random phases")
+      ->capture_default_str();
   app.add_option("--chaos-disconnect-s", args.chaos_disconnect_s,
                  "Interrupt each stream's call at random times, this many seconds apart on "
                  "average (it resumes); one stream in ten is a never-interrupted control whose "

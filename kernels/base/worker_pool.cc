@@ -1,6 +1,8 @@
 #include "kernels/base/worker_pool.h"
 
+#include <pthread.h>
 #include <sched.h>
+#include <time.h>
 
 #include <chrono>
 #include <condition_variable>
@@ -39,6 +41,10 @@ bool SpinUntil(int spin_us, Done done) {
 // are each stored before the other is read (sequentially consistent), so either the worker sees
 // the new loop before it sleeps, or the caller sees it asleep and wakes it under the mutex.
 struct alignas(64) WorkerPool::Slot {
+  // The worker thread's CPU clock (when has_cpu_clock), set before the slot is published
+  // (WorkerPool::clocks_).
+  clockid_t cpu_clock{};
+  bool has_cpu_clock = false;
   std::atomic<uint64_t> go{0};
   std::atomic<bool> sleeping{false};
   std::mutex mutex;
@@ -69,8 +75,27 @@ void WorkerPool::Grow(int threads) {
   for (; started_ < threads; ++started_) {
     Slot* slot = new Slot;
     slots_[started_] = slot;
-    std::thread(&WorkerPool::WorkerLoop, this, slot).detach();
+    std::thread worker(&WorkerPool::WorkerLoop, this, slot);
+    // The thread runs until the process exits, so its clock stays valid after detach.
+    slot->has_cpu_clock = pthread_getcpuclockid(worker.native_handle(), &slot->cpu_clock) == 0;
+    worker.detach();
+    clocks_.store(started_ + 1, std::memory_order_release);
   }
+}
+
+double WorkerPool::WorkerCpuSeconds() const {
+  const int workers = clocks_.load(std::memory_order_acquire);
+  double seconds = 0;
+  for (int w = 1; w < workers; ++w) {
+    timespec t{};
+    if (slots_[w]->has_cpu_clock && clock_gettime(slots_[w]->cpu_clock, &t) == 0)
+      seconds += double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+  }
+  return seconds;
+}
+
+double WorkerPool::WorkerIdleSpinSeconds() const {
+  return 1e-9 * double(idle_spin_ns_.load(std::memory_order_relaxed));
 }
 
 // The loop word and why a thread can trust what it read. Run stores body_, context_ and
@@ -106,7 +131,12 @@ void WorkerPool::WorkerLoop(Slot* slot) {
   uint64_t seen = 0;
   for (;;) {
     const auto handed = [&] { return slot->go.load(std::memory_order_seq_cst) != seen; };
-    if (!SpinUntil(spin_us(), handed)) {
+    const Clock::time_point spin_start = Clock::now();
+    const bool woken = SpinUntil(spin_us(), handed);
+    idle_spin_ns_.fetch_add(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now() - spin_start).count(),
+        std::memory_order_relaxed);
+    if (!woken) {
       std::unique_lock<std::mutex> lock(slot->mutex);
       slot->sleeping.store(true, std::memory_order_seq_cst);
       slot->wake.wait(lock, handed);

@@ -51,6 +51,14 @@ class WorkerPool {
   void set_spin_us(int us) { spin_us_.store(std::max(0, us), std::memory_order_relaxed); }
   int spin_us() const { return spin_us_.load(std::memory_order_relaxed); }
 
+  // CPU seconds the pool's worker threads (not the callers of Run) have used since they started,
+  // every thread's clock read now; and the wall seconds they spent spinning while idle, waiting
+  // for the next loop, counted as each spin ends (so a spin in progress is not yet in it). The
+  // server exports both (ssm_worker_pool_*_seconds_total) so that the engine's CPU can be told
+  // from the rest of the process. Thread-safe.
+  double WorkerCpuSeconds() const;
+  double WorkerIdleSpinSeconds() const;
+
   static constexpr int kMaxThreads = 256;
   static constexpr int kMaxParts = 65535;
 
@@ -72,6 +80,9 @@ class WorkerPool {
   std::atomic<bool> busy_{false};  // a loop is running
   Slot* slots_[kMaxThreads] = {};  // slots_[w] for worker thread w >= 1, made by Grow
   int started_ = 1;                // threads including the caller's; written only while busy
+  // Workers whose slot (with its CPU clock) may be read by any thread: slots_[1 .. clocks_ - 1].
+  std::atomic<int> clocks_{1};
+  std::atomic<int64_t> idle_spin_ns_{0};
   // The current loop: (generation << 32) | (parts << 16) | next part to take. A thread reads
   // body_ and context_ after loading it and keeps them only if its compare-exchange of the next
   // part succeeds, which proves they belong to that loop (docs in the .cc).

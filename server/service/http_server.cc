@@ -105,6 +105,7 @@ MHD_Result Handle(void* server, MHD_Connection* connection, const char* url, con
                        MHD_RESPMEM_PERSISTENT);
     }
     // Serialised in the event thread: about 10 KB, a whole loopback scrape takes under 1 ms.
+    if (http.options_.before_scrape) http.options_.before_scrape();
     const std::string body = prometheus::TextSerializer().Serialize(http.registry_->Collect());
     return Respond(connection, MHD_HTTP_OK, kMetricsContentType, body, MHD_RESPMEM_MUST_COPY);
   }

@@ -38,6 +38,9 @@ struct HttpOptions {
   std::function<bool(std::string_view key)> authorize;
   // Whether the server takes calls, for /healthz; unset: always.
   std::function<bool()> serving;
+  // Called before each /metrics scrape is collected (series read rather than counted); may be
+  // unset.
+  std::function<void()> before_scrape;
 };
 
 class HttpServer {

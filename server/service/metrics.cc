@@ -1,5 +1,9 @@
 #include "server/service/metrics.h"
 
+#include <algorithm>
+
+#include "kernels/base/worker_pool.h"
+
 namespace ssm {
 
 namespace {
@@ -139,6 +143,10 @@ Metrics::Metrics(const std::string& version, const std::string& backend, const s
                            registry_.get())),
       engine_step_(Build(prometheus::BuildHistogram(), "ssm_engine_step_seconds",
                          "Duration of one batched engine step", registry_.get())),
+      engine_cpu_(Build(prometheus::BuildCounter(), "ssm_engine_cpu_seconds_total",
+                        "CPU seconds the scheduler's thread spent in engine steps (the worker "
+                        "pool's threads: ssm_worker_pool_cpu_seconds_total)",
+                        registry_.get())),
       batch_streams_(Build(prometheus::BuildHistogram(), "ssm_batch_streams",
                            "Chunks (streams) per engine step", registry_.get())),
       batch_frames_(Build(prometheus::BuildHistogram(), "ssm_batch_frames",
@@ -221,6 +229,28 @@ Metrics::Metrics(const std::string& version, const std::string& backend, const s
   m.checkpoint_bytes = &Build(prometheus::BuildCounter(), "ssm_checkpoint_bytes_total",
                               "Bytes of the stream checkpoints written", r)
                             .Add({});
+  pool_cpu_ = &Build(prometheus::BuildCounter(), "ssm_worker_pool_cpu_seconds_total",
+                     "CPU seconds of the worker pool's threads (engine work only; the "
+                     "scheduler threads' share is ssm_engine_cpu_seconds_total)",
+                     r)
+                   .Add({});
+  pool_idle_spin_ = &Build(prometheus::BuildCounter(), "ssm_worker_pool_idle_spin_seconds_total",
+                           "Seconds the worker pool's threads spun idle for the next loop "
+                           "(--worker-spin-us), part of ssm_worker_pool_cpu_seconds_total",
+                           r)
+                         .Add({});
+}
+
+void Metrics::Refresh() {
+  if (!enabled_) return;
+  const WorkerPool& pool = WorkerPool::Process();
+  std::lock_guard<std::mutex> lock(refresh_mu_);
+  // Each counter is raised to the pool's figure: the difference since the last scrape.
+  const double cpu_s = pool.WorkerCpuSeconds(), spin_s = pool.WorkerIdleSpinSeconds();
+  if (cpu_s > pool_cpu_s_) pool_cpu_->Increment(cpu_s - pool_cpu_s_);
+  if (spin_s > pool_idle_spin_s_) pool_idle_spin_->Increment(spin_s - pool_idle_spin_s_);
+  pool_cpu_s_ = std::max(pool_cpu_s_, cpu_s);
+  pool_idle_spin_s_ = std::max(pool_idle_spin_s_, spin_s);
 }
 
 ModelMetrics* Metrics::AddModel(const std::string& model, const std::string& backend, int capacity,
@@ -241,6 +271,7 @@ ModelMetrics* Metrics::AddModel(const std::string& model, const std::string& bac
   m->frames = &frames_.Add(labels);
   m->chunk_latency = &chunk_latency_.Add(labels, SecondsBuckets());
   m->engine_step = &engine_step_.Add({{"model", model}, {"backend", backend}}, SecondsBuckets());
+  m->engine_cpu = &engine_cpu_.Add(labels);
   m->batch_streams = &batch_streams_.Add(labels, PowersOfTwo(1024));
   m->batch_frames = &batch_frames_.Add(labels, PowersOfTwo(16384));
   m->queue_depth = &queue_depth_.Add(labels);

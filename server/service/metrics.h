@@ -11,7 +11,11 @@
 // - ProcessFile calls only: ssm_offline_files_total, ssm_offline_frames_total,
 //   ssm_offline_file_seconds (open -> final OK status; only successful files).
 // - Both: streams opened/active/closed, state slots, errors, and every engine step (the step
-//   histograms, ssm_queue_depth, ssm_realtime_factor).
+//   histograms, ssm_queue_depth, ssm_realtime_factor, ssm_engine_cpu_seconds_total).
+// - Server-wide: ssm_worker_pool_cpu_seconds_total and ssm_worker_pool_idle_spin_seconds_total,
+//   the worker pool's threads, which run only engine work (read at each scrape). With
+//   ssm_engine_cpu_seconds_total they are the engine's CPU; the process's CPU beyond it is the
+//   host path (gRPC, reactors, scheduler), docs/design.md §4.
 #pragma once
 
 #include <prometheus/counter.h>
@@ -24,6 +28,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "common/status.h"
@@ -52,6 +57,7 @@ struct ModelMetrics {
   prometheus::Counter* frames;
   prometheus::Histogram* chunk_latency;  // seconds
   prometheus::Histogram* engine_step;    // seconds per Engine::Step
+  prometheus::Counter* engine_cpu;       // CPU seconds of the scheduler's thread in Engine::Step
   prometheus::Histogram* batch_streams;  // chunks per step
   prometheus::Histogram* batch_frames;   // output frames per step
   prometheus::Gauge* queue_depth;        // chunks submitted and not yet in a step
@@ -138,6 +144,10 @@ class Metrics {
   // The parked-stream series; nullptr when disabled.
   ResumeMetrics* resume() const { return resume_.get(); }
 
+  // Brings the series read rather than counted (the worker pool's CPU) up to date; the HTTP
+  // endpoint calls it before each scrape. Thread-safe.
+  void Refresh();
+
   // What the HTTP endpoint serves.
   std::shared_ptr<prometheus::Registry> registry() const { return registry_; }
 
@@ -155,6 +165,7 @@ class Metrics {
   prometheus::Family<prometheus::Counter>& frames_;
   prometheus::Family<prometheus::Histogram>& chunk_latency_;
   prometheus::Family<prometheus::Histogram>& engine_step_;
+  prometheus::Family<prometheus::Counter>& engine_cpu_;
   prometheus::Family<prometheus::Histogram>& batch_streams_;
   prometheus::Family<prometheus::Histogram>& batch_frames_;
   prometheus::Family<prometheus::Gauge>& queue_depth_;
@@ -169,6 +180,11 @@ class Metrics {
   std::array<prometheus::Counter*, kStatusCodes> errors_by_code_;  // by code; [0] (OK) unused
   std::map<std::string, std::unique_ptr<ModelMetrics>> models_;
   std::unique_ptr<ResumeMetrics> resume_;
+  // The worker pool's counters (nullptr when disabled) and what they were last brought up to.
+  std::mutex refresh_mu_;
+  prometheus::Counter* pool_cpu_ = nullptr;
+  prometheus::Counter* pool_idle_spin_ = nullptr;
+  double pool_cpu_s_ = 0, pool_idle_spin_s_ = 0;
 };
 
 }  // namespace ssm

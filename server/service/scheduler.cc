@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 
 namespace ssm {
 
@@ -19,6 +20,13 @@ constexpr double kStepCostDecay = 0.9;
 // How much faster than ours a client's clock may run (audio devices: about 0.01%, rarely 0.1%),
 // so that a stream kept to real time for hours is never taken for one sent ahead of it.
 constexpr double kClientClockTolerance = 0.01;
+
+// CPU seconds the calling thread has used (a system call: once per step, not per chunk).
+double ThreadCpuSeconds() {
+  timespec t{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return 0;
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
 
 }  // namespace
 
@@ -280,9 +288,11 @@ void Scheduler::DeliverResults(std::vector<BatchItem>* batch) {
   inputs.reserve(batch->size());
   for (const BatchItem& item : *batch)
     inputs.push_back({item.stream, item.chunk.values.data(), item.chunk.values.size()});
+  const double cpu_start = metrics_ != nullptr ? ThreadCpuSeconds() : 0;
   const Clock::time_point start = Clock::now();
   engine_->Step(inputs, &step_);
   const double step_s = std::chrono::duration<double>(Clock::now() - start).count();
+  if (metrics_ != nullptr) metrics_->engine_cpu->Increment(ThreadCpuSeconds() - cpu_start);
   RecordStepCost(*batch, step_s);
   RecordStep(*batch, step_s);
   const size_t d_out = size_t(engine_->d_out());

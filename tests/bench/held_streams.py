@@ -44,8 +44,8 @@ def main():
                       "engine_realtime_streams": round(engine_streams, 1)}), flush=True)
     held = 0
     for n in counts:
-        report, server_cpu, loadgen_cpu, _ = host_path.server_point(args, args.model, n,
-                                                                    args.chunk_ms)
+        report, server_cpu, loadgen_cpu, _, _ = host_path.server_point(args, args.model, n,
+                                                                       args.chunk_ms)
         chunks = max(1, report["chunks_answered"])
         p99 = report["latency_ms"]["p99"]
         ok = report["streams_held"] == n and not report["errors"] and p99 < args.p99_ms

@@ -1,10 +1,11 @@
 // The worker pool the cpu kernels' parallel loops run on (kernels/base/worker_pool.h): every index
 // once, parts really taken by other threads, a loop inside a loop on the caller alone, callers
-// on many threads at once, and idle workers that sleep rather than spin.
+// on many threads at once, idle workers that sleep rather than spin, and their CPU counted.
 #include "kernels/base/worker_pool.h"
 
 #include <gtest/gtest.h>
 #include <sys/resource.h>
+#include <time.h>
 
 #include <chrono>
 #include <mutex>
@@ -16,6 +17,12 @@ namespace ssm {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+double ThreadCpuSeconds() {
+  timespec t{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+}
 
 double ProcessCpuSeconds() {
   rusage usage{};
@@ -133,6 +140,41 @@ TEST(WorkerPoolTest, IdleWorkersSleepAfterTheirSpin) {
   std::this_thread::sleep_for(std::chrono::milliseconds(500));
   const double used = ProcessCpuSeconds() - before;
   EXPECT_LT(used, 0.1) << "idle workers used " << used << " s of CPU in 0.5 s";
+}
+
+// The workers' CPU clocks (what the server exports as ssm_worker_pool_cpu_seconds_total): at
+// least the CPU that parts run on workers measured on their own threads, at most what the whole
+// process used; and the idle spin that follows a loop is counted once it ends.
+TEST(WorkerPoolTest, WorkerCpuAndIdleSpinAreCounted) {
+  WorkerPool& pool = WorkerPool::Process();
+  const int spin = pool.spin_us();
+  pool.set_spin_us(2000);
+  ParallelRun(2, [](int, int) {});  // the worker started, before the figures are read
+  const double cpu_before = pool.WorkerCpuSeconds(), spin_before = pool.WorkerIdleSpinSeconds();
+  const double process_before = ProcessCpuSeconds();
+  const std::thread::id caller = std::this_thread::get_id();
+  std::mutex mutex;
+  double on_workers = 0;  // CPU seconds of the parts that ran on a worker
+  for (int loop = 0; loop < 50 && on_workers == 0; ++loop) {
+    ParallelRun(2, [&](int, int) {
+      const double start = ThreadCpuSeconds();
+      volatile double x = 1;
+      while (ThreadCpuSeconds() - start < 0.005) x = x * 1.000001 + 1e-9;  // 5 ms of CPU
+      if (std::this_thread::get_id() == caller) return;
+      std::lock_guard<std::mutex> lock(mutex);
+      on_workers += ThreadCpuSeconds() - start;
+    });
+  }
+  ASSERT_GT(on_workers, 0) << "no part ran on a worker";
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // past the workers' spin
+  const double worker_cpu = pool.WorkerCpuSeconds() - cpu_before;
+  const double idle_spin = pool.WorkerIdleSpinSeconds() - spin_before;
+  const double process = ProcessCpuSeconds() - process_before;
+  pool.set_spin_us(spin);
+  EXPECT_GE(worker_cpu, on_workers);
+  EXPECT_LE(worker_cpu, process + 0.001);  // rusage counts in microseconds
+  EXPECT_GE(idle_spin, 0.002) << "the spin after the last loop is 2 ms at least";
+  EXPECT_LE(idle_spin, worker_cpu + 0.01) << "idle spin is CPU the workers used";
 }
 
 }  // namespace

@@ -24,6 +24,7 @@
 #include "common/io/audio_file.h"
 #include "common/io/npy.h"
 #include "common/io/resample.h"
+#include "tests/integration/http_get.h"
 #include "tests/integration/server_process.h"
 
 namespace ssm {
@@ -284,26 +285,38 @@ constexpr char kFrameConfig[] = R"({
   "d_out": 2, "head_activation": "sigmoid"
 })";
 
+// One value per frame (a single sensor channel): frames that look like samples.
+constexpr char kSensorConfig[] = R"({
+  "format": "ssmserve/v1",
+  "frontend": {"type": "none", "frame_rate": 50},
+  "d_in": 1, "d_model": 8, "n_layer": 1,
+  "layer": {"type": "mamba", "d_state": 4, "d_conv": 4, "expand": 2, "dt_rank": 1},
+  "norm": {"type": "rmsnorm", "eps": 1e-5},
+  "d_out": 1, "head_activation": "sigmoid"
+})";
+
 class ClientsTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     std::string pattern = ::testing::TempDir() + "/ssm_clients_test_XXXXXX";
     ASSERT_NE(mkdtemp(pattern.data()), nullptr);
     dir_ = new std::string(pattern);
-    for (const auto& [name, config] :
-         {std::pair<std::string, const char*>{"audio", kAudioConfig}, {"frames", kFrameConfig}}) {
+    for (const auto& [name, config] : {std::pair<std::string, const char*>{"audio", kAudioConfig},
+                                       {"frames", kFrameConfig},
+                                       {"sensor", kSensorConfig}}) {
       std::ofstream(Path(name + ".json")) << config;
       const CommandResult r = RunCommand(kBin + "/ssm-model random --config " +
                                          Path(name + ".json") + " --seed 7 --out " + Path(name));
       ASSERT_EQ(r.exit_code, 0) << r.output;
     }
     std::string error;
-    server_ = testing::ServerProcess::Start(
-                  kBin + "/ssm-server",
-                  {"--model", "audio=" + Path("audio"), "--model", "frames=" + Path("frames"),
-                   "--listen", "127.0.0.1:0", "--threads", "2"},
-                  &error)
-                  .release();
+    server_ =
+        testing::ServerProcess::Start(
+            kBin + "/ssm-server",
+            {"--model", "audio=" + Path("audio"), "--model", "frames=" + Path("frames"), "--model",
+             "sensor=" + Path("sensor"), "--listen", "127.0.0.1:0", "--threads", "2"},
+            &error)
+            .release();
     ASSERT_NE(server_, nullptr) << error;
   }
   static void TearDownTestSuite() {
@@ -418,7 +431,7 @@ TEST_F(ClientsTest, LibraryStreamAndProcessFileMatchOfflineRun) {
   auto models = (*client)->ListModels();
   ASSERT_TRUE(models.ok()) << models.status().ToString();
   EXPECT_EQ(models->default_model(), "audio");
-  EXPECT_EQ(models->models_size(), 2);
+  EXPECT_EQ(models->models_size(), 3);
   auto info = (*client)->GetModelInfo("audio");
   ASSERT_TRUE(info.ok());
   auto input = client::ReadClientInput(kSpeech, *info);
@@ -534,6 +547,50 @@ TEST_F(ClientsTest, LoadgenHoldsEightStreamsWithoutFrameErrors) {
   for (const char* p : {"p50", "p90", "p99", "max"})
     EXPECT_GT(report["latency_ms"][p].get<double>(), 0) << p;
   EXPECT_GE(report["max_lag_ms"].get<double>(), 0);
+}
+
+// A frame model with one value per frame is sent frames, paced at its frame rate (they were
+// once taken for audio samples: every send was refused and nothing was reported).
+TEST_F(ClientsTest, LoadgenDrivesAFrameModelWithOneValuePerFrame) {
+  const CommandResult r = RunCommand(kBin + "/ssm-loadgen --server " + Address() +
+                                     " --model sensor --streams 4 --duration 2 --json 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json report = nlohmann::json::parse(r.output);
+  EXPECT_EQ(report["streams_held"], 4);
+  EXPECT_TRUE(report["errors"].empty()) << report["errors"].dump();
+  // 100 ms chunks of 5 frames at 50 frames/s: about 20 per stream in 2 s.
+  EXPECT_GE(report["chunks_sent"].get<int64_t>(), 4 * 15);
+  EXPECT_EQ(report["chunks_answered"], report["chunks_sent"]);
+  EXPECT_EQ(report["frames"].get<int64_t>(), 5 * report["chunks_answered"].get<int64_t>());
+}
+
+// Streams that open together send in step with --phases even (every step carries all eight
+// chunks) and at unrelated moments with --phases random, the default (as separate clients
+// would: a step rarely finds more than one or two ready). Read from the server's batch sizes.
+TEST_F(ClientsTest, LoadgenPhasesAreRandomUnlessEvenIsAsked) {
+  const auto mean_batch = [&](const std::string& phases) {
+    const auto batches = [&] {
+      const std::string text = testing::HttpGet(server_->metrics_port(), "/metrics").body;
+      return std::pair<double, double>(
+          testing::Sample(text, "ssm_batch_streams_sum{model=\"sensor\"}"),
+          testing::Sample(text, "ssm_batch_streams_count{model=\"sensor\"}"));
+    };
+    const auto [sum_before, count_before] = batches();
+    const CommandResult r = RunCommand(kBin + "/ssm-loadgen --server " + Address() +
+                                       " --model sensor --streams 8 --duration 2 --ramp-s 0 " +
+                                       "--phases " + phases + " --json 2>/dev/null");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    const nlohmann::json report = nlohmann::json::parse(r.output);
+    EXPECT_EQ(report["phases"], phases);
+    EXPECT_EQ(report["streams_held"], 8);
+    const auto [sum, count] = batches();
+    EXPECT_GT(count, count_before);
+    return (sum - sum_before) / std::max(1.0, count - count_before);
+  };
+  EXPECT_GT(mean_batch("even"), 4);
+  EXPECT_LT(mean_batch("random"), 3);
+  EXPECT_NE(
+      RunCommand(kBin + "/ssm-loadgen --server " + Address() + " --phases sometimes").exit_code, 0);
 }
 
 TEST_F(ClientsTest, PythonClientMatchesOfflineRun) {

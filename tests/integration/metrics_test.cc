@@ -12,6 +12,8 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -83,6 +85,18 @@ class MetricsTest : public ::testing::Test {
 
 std::string* MetricsTest::dir_ = nullptr;
 
+// User + system CPU seconds of process `pid` so far, from /proc/PID/stat.
+double ProcessCpuSeconds(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::istringstream fields(stat.substr(stat.rfind(')') + 2));  // after "pid (comm) "
+  std::string field;
+  double ticks = 0;
+  for (int i = 0; i < 13 && fields >> field; ++i)
+    if (i >= 11) ticks += std::stod(field);  // utime and stime, fields 14 and 15 of stat
+  return ticks / double(sysconf(_SC_CLK_TCK));
+}
+
 pb::StreamRequest OpenRequest(const std::string& label = "") {
   pb::StreamRequest r;
   r.mutable_open()->set_model("audio");
@@ -152,6 +166,13 @@ TEST_F(MetricsTest, CountersMatchWhatTheClientSawAndStreamsReturnToZero) {
   EXPECT_EQ(Sample(after, "ssm_batch_frames_sum{model=\"audio\"}"), double(frames));
   EXPECT_GE(Sample(after, "ssm_engine_step_seconds_count{backend=\"cpu\",model=\"audio\"}"), 1);
   EXPECT_EQ(Sample(after, "ssm_queue_depth{model=\"audio\"}"), 0);
+  // The engine's CPU: the scheduler thread's in its steps, within what the whole process used;
+  // with --threads 1 no step uses the worker pool, so its threads never start.
+  const double engine_cpu = Sample(after, "ssm_engine_cpu_seconds_total{model=\"audio\"}");
+  EXPECT_GT(engine_cpu, 0);
+  EXPECT_LE(engine_cpu, ProcessCpuSeconds(server_->pid()) + 0.02);  // /proc counts in ticks
+  EXPECT_EQ(Sample(after, "ssm_worker_pool_cpu_seconds_total"), 0);
+  EXPECT_EQ(Sample(after, "ssm_worker_pool_idle_spin_seconds_total"), 0);
   const double used = Sample(after, "ssm_state_slots{model=\"audio\",state=\"used\"}");
   const double free = Sample(after, "ssm_state_slots{model=\"audio\",state=\"free\"}");
   EXPECT_EQ(used, 0);

@@ -44,9 +44,25 @@ def main():
            f"host_path.py: 4 streams answered without errors: {r}")
     expect(r["server_cpu_us_per_chunk"] > 0 and r["engine_cpu_us_per_chunk"] > 0,
            f"host_path.py: positive CPU figures: {r}")
+    expect(0 < r["in_server_engine_cpu_us_per_chunk"] <= r["server_cpu_us_per_chunk"] + 20,
+           f"host_path.py: the engine's CPU the server counts, within the server's: {r}")
+    expect(0 <= r["pool_idle_spin_us_per_chunk"] <= r["in_server_engine_cpu_us_per_chunk"] + 1,
+           f"host_path.py: the pool's idle spin, within the engine's CPU: {r}")
     expect(abs(r["host_cpu_us_per_chunk"] -
+               (r["server_cpu_us_per_chunk"] - r["in_server_engine_cpu_us_per_chunk"])) < 0.2,
+           f"host_path.py: host = server - in-server engine: {r}")
+    # /proc counts CPU in clock ticks per thread: each thread's figure may be a tick short, and
+    # threads that came and went during the run count only in the process's.
+    threads = r["server_threads"]
+    tick_us = 1e6 / os.sysconf("SC_CLK_TCK") / r["chunks"]
+    slack = tick_us * (sum(t["threads"] for t in threads.values()) + 3)
+    threads_us = sum(t["cpu_us_per_chunk"] for t in threads.values())
+    server_us = r["server_cpu_us_per_chunk"]
+    expect(threads and abs(threads_us - server_us) <= 0.1 * server_us + slack,
+           f"host_path.py: the threads' CPU adds up to the server's: {r}")
+    expect(abs(r["host_vs_bench_cpu_us_per_chunk"] -
                (r["server_cpu_us_per_chunk"] - r["engine_cpu_us_per_chunk"])) < 0.2,
-           f"host_path.py: host = server - engine: {r}")
+           f"host_path.py: host vs bench = server - engine alone: {r}")
 
     # A generous p99 limit: other tests may share the machine, and speed is not judged here.
     lines = run("held_streams.py", bins + ["--model", MODEL, "--streams", "2,4", "--p99-ms",
