@@ -5,7 +5,8 @@
 // take mu_ briefly). Every Engine call except OpenStream (Step, CloseStream) happens on the worker,
 // so a stream is never closed while a step uses it. Result and close callbacks run on the worker
 // with no lock held; they must not block. The worker updates the model's step metrics
-// (ssm_engine_step_seconds, ssm_batch_*, ssm_queue_depth, ssm_realtime_factor).
+// (ssm_engine_step_seconds, ssm_batch_*, ssm_queue_depth, ssm_realtime_factor,
+// ssm_engine_cpu_seconds_total: its own CPU clock around each step).
 #pragma once
 
 #include <chrono>

@@ -152,6 +152,7 @@ TEST(WorkerPoolTest, WorkerCpuAndIdleSpinAreCounted) {
   ParallelRun(2, [](int, int) {});  // the worker started, before the figures are read
   const double cpu_before = pool.WorkerCpuSeconds(), spin_before = pool.WorkerIdleSpinSeconds();
   const double process_before = ProcessCpuSeconds();
+  const Clock::time_point start = Clock::now();
   const std::thread::id caller = std::this_thread::get_id();
   std::mutex mutex;
   double on_workers = 0;  // CPU seconds of the parts that ran on a worker
@@ -170,11 +171,14 @@ TEST(WorkerPoolTest, WorkerCpuAndIdleSpinAreCounted) {
   const double worker_cpu = pool.WorkerCpuSeconds() - cpu_before;
   const double idle_spin = pool.WorkerIdleSpinSeconds() - spin_before;
   const double process = ProcessCpuSeconds() - process_before;
+  const double elapsed = std::chrono::duration<double>(Clock::now() - start).count();
   pool.set_spin_us(spin);
   EXPECT_GE(worker_cpu, on_workers);
   EXPECT_LE(worker_cpu, process + 0.001);  // rusage counts in microseconds
   EXPECT_GE(idle_spin, 0.002) << "the spin after the last loop is 2 ms at least";
-  EXPECT_LE(idle_spin, worker_cpu + 0.01) << "idle spin is CPU the workers used";
+  // Wall time (a spinning worker may lose its core): at most the test's for the one worker woken,
+  // plus the spin after the warm-up loop, which may end after the first reading.
+  EXPECT_LE(idle_spin, elapsed + 0.003);
 }
 
 }  // namespace
