@@ -2,12 +2,13 @@
 
 #include <pthread.h>
 #include <sched.h>
-#include <time.h>
 
 #include <chrono>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
+
+#include "kernels/base/cpu_time.h"
 
 namespace ssm {
 namespace {
@@ -87,9 +88,7 @@ double WorkerPool::WorkerCpuSeconds() const {
   const int workers = clocks_.load(std::memory_order_acquire);
   double seconds = 0;
   for (int w = 1; w < workers; ++w) {
-    timespec t{};
-    if (slots_[w]->has_cpu_clock && clock_gettime(slots_[w]->cpu_clock, &t) == 0)
-      seconds += double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
+    if (slots_[w]->has_cpu_clock) seconds += CpuClockSeconds(slots_[w]->cpu_clock);
   }
   return seconds;
 }

@@ -4,7 +4,8 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <ctime>
+
+#include "kernels/base/cpu_time.h"
 
 namespace ssm {
 
@@ -20,13 +21,6 @@ constexpr double kStepCostDecay = 0.9;
 // How much faster than ours a client's clock may run (audio devices: about 0.01%, rarely 0.1%),
 // so that a stream kept to real time for hours is never taken for one sent ahead of it.
 constexpr double kClientClockTolerance = 0.01;
-
-// CPU seconds the calling thread has used (a system call: once per step, not per chunk).
-double ThreadCpuSeconds() {
-  timespec t{};
-  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t) != 0) return 0;
-  return double(t.tv_sec) + 1e-9 * double(t.tv_nsec);
-}
 
 }  // namespace
 

@@ -41,11 +41,17 @@ import urllib.request
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
+def read_stat(path):
+    """(name, user + system CPU seconds) from a /proc stat file: a process's or a thread's."""
+    with open(path) as f:
+        head, fields = f.read().rsplit(")", 1)  # "pid (comm" and what follows
+    fields = fields.split()
+    return head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
 def cpu_seconds(pid):
     """User + system CPU seconds of process `pid` so far (all its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()  # after "pid (comm)"
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime, stime
+    return read_stat(f"/proc/{pid}/stat")[1]
 
 
 ENGINE_SERIES = ("ssm_engine_cpu_seconds_total", "ssm_worker_pool_cpu_seconds_total",
@@ -57,16 +63,13 @@ def thread_stats(pid):
     stats = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                head, fields = f.read().rsplit(")", 1)
+            name, cpu = read_stat(f"/proc/{pid}/task/{tid}/stat")
             with open(f"/proc/{pid}/task/{tid}/status") as f:
                 # voluntary_ctxt_switches and nonvoluntary_ctxt_switches
                 switches = sum(int(line.split()[1]) for line in f if "ctxt_switches:" in line)
         except (FileNotFoundError, ProcessLookupError):
             continue  # the thread ended meanwhile
-        fields = fields.split()
-        stats[tid] = (head.split("(", 1)[1], (int(fields[11]) + int(fields[12])) / CLOCK_TICKS,
-                      switches)
+        stats[tid] = (name, cpu, switches)
     return stats
 
 

@@ -13,6 +13,7 @@
 #include <random>
 #include <thread>
 
+#include "kernels/base/cpu_time.h"
 #include "kernels/base/worker_pool.h"
 #include "server/engine/engine.h"
 #include "tests/bench/gemm_peak.h"
@@ -58,13 +59,6 @@ double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, size_t(p / 100.0 * double(v.size())))];
-}
-
-// CPU seconds of the whole process (every thread, user and system) so far.
-double ProcessCpuSeconds() {
-  timespec ts{};
-  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
-  return double(ts.tv_sec) + 1e-9 * double(ts.tv_nsec);
 }
 
 double PeakRssMiB() {
