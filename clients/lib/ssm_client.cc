@@ -144,6 +144,12 @@ std::unique_ptr<Stream> Client::StartStream(const StreamOptions& options) {
       new Stream(StartStreamCall(impl_->channel, StreamRpc::kStream, with_key)));
 }
 
+std::unique_ptr<StreamGroup> Client::StartStreamGroup(const StreamGroupOptions& options) {
+  StreamGroupOptions with_key = options;
+  if (with_key.api_key.empty()) with_key.api_key = impl_->options.api_key;
+  return StartStreamGroupCall(impl_->channel, with_key);
+}
+
 StatusOr<std::unique_ptr<Stream>> Client::OpenStream(const StreamOptions& options) {
   std::unique_ptr<Stream> stream = StartStream(options);
   auto opened = stream->WaitOpened();

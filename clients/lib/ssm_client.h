@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "clients/lib/stream.h"
+#include "clients/lib/stream_group.h"
 #include "common/status.h"
 #include "ssmserve/v1/ssmserve.pb.h"
 
@@ -95,6 +96,9 @@ class Client {
   std::unique_ptr<Stream> StartStream(const StreamOptions& options);
   // StartStream + WaitOpened: a stream the server has accepted, or why not.
   StatusOr<std::unique_ptr<Stream>> OpenStream(const StreamOptions& options);
+
+  // Starts a StreamMany call carrying many streams (stream_group.h); returns at once.
+  std::unique_ptr<StreamGroup> StartStreamGroup(const StreamGroupOptions& options);
 
   // Uploads `values` (samples, or rows of values_per_row floats) through the ProcessFile rpc
   // and returns all outputs. Blocks; `progress` runs on this thread.

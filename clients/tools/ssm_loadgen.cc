@@ -9,6 +9,9 @@
 // bitwise, those of its class's control; the report counts resumes, their latency, frames lost
 // or delivered twice, and the streams whose outputs differ (docs/design.md §7).
 //
+// --streams-per-call N carries N streams on each StreamMany call (client::StreamGroup), as a
+// gateway does: every --flush-ms the chunks each call's streams have due go out in one message.
+//
 // --verify-offline DIR (the server's model directory) checks the outputs of up to
 // --verify-streams streams against offline processing in this process: each one's input is
 // rebuilt chunk by chunk as the server decoded it, run through the cpu engine, and its outputs
@@ -59,6 +62,8 @@ struct Args {
   double chaos_disconnect_s = 0;  // 0: no interruptions
   std::string verify_offline;     // model directory; "" = no offline check
   int verify_streams = 4;
+  int streams_per_call = 1;  // > 1: StreamMany calls of this many streams
+  double flush_ms = 10;      // with StreamMany: chunks are sent on this grid of times
 };
 
 // In chaos mode (and with --verify-offline), a prefix hash of a stream's outputs is kept every
@@ -136,6 +141,23 @@ struct StreamState {
   std::vector<uint64_t> prefix_hashes;  // `hash` after frames kHashEvery, 2 kHashEvery, ...
   int64_t interruptions = 0;            // Interrupt() calls that hit a running call
   size_t control = 0;  // index of the stream with the same signal, never interrupted
+  // With --streams-per-call > 1: stream `group_id` of the StreamMany call `group`, and what its
+  // callbacks saw (written by them, one at a time per call; read after the call has ended).
+  client::StreamGroup* group = nullptr;
+  size_t group_index = 0;  // in groups_
+  uint64_t group_id = 0;
+  bool group_started = false;  // its `open` is queued
+  bool group_opened = false;
+  int64_t chunks_answered = 0, frames = 0, frame_errors = 0, expected_frame = 0;
+  std::string first_frame_error;
+  bool ended = false;
+  Status end_status;
+};
+
+// A stream's counters, from its Stream or from its group's callbacks.
+struct StreamCounts {
+  int64_t chunks_sent = 0, chunks_answered = 0, frames = 0, frame_errors = 0;
+  std::string first_frame_error;
 };
 
 class LoadGenerator {
@@ -157,7 +179,7 @@ class LoadGenerator {
   nlohmann::ordered_json Run();
 
  private:
-  void Pace(size_t first, size_t step);  // drives streams first, first + step, ...
+  void Pace(size_t pacer, size_t pacers);  // drives the streams of pacer `pacer` of `pacers`
   // Chaos mode: on stream's output callback, the frames in order, their hash, gaps, repeats.
   static void Record(StreamState* s, const client::Output& out);
   void Chaos();  // interrupts the streams that are not controls until the run ends
@@ -170,6 +192,20 @@ class LoadGenerator {
   void Open(StreamState& s);
   Status SendNext(StreamState& s, std::vector<float>& scratch);
   nlohmann::ordered_json Report(double elapsed_s);
+  StreamCounts CountsOf(const StreamState& s) const;
+  bool grouped() const { return args_.streams_per_call > 1; }
+  // --streams-per-call: the StreamMany calls, each with its streams by group id.
+  struct Group {
+    explicit Group(size_t n) : members(n) {}
+    std::unique_ptr<client::StreamGroup> call;
+    std::vector<std::atomic<StreamState*>> members;  // by id, set before the `open` is flushed
+    bool touched = false;                            // by its pacer: to flush
+  };
+  void StartGroups();
+  void OnGroupOutput(StreamState* s, const client::Output& out);
+  // The time stream chunks due at `t` go out: the next point of the --flush-ms grid.
+  Clock::time_point SendTime(Clock::time_point t) const;
+  std::deque<Group> groups_;
 
   const Args& args_;
   client::Client& client_;
@@ -184,6 +220,75 @@ class LoadGenerator {
   int64_t streams_held_ = 0;
 };
 
+void LoadGenerator::StartGroups() {
+  const size_t per_call = size_t(args_.streams_per_call);
+  const size_t n = (size_t(args_.streams) + per_call - 1) / per_call;
+  for (size_t g = 0; g < n; ++g) {
+    Group& group = groups_.emplace_back(per_call);
+    client::StreamGroupOptions options;
+    options.auto_flush = false;  // the pacer flushes once per grid point
+    options.on_opened = [&group](uint64_t id, const pb::StreamOpened&) {
+      group.members[id].load()->group_opened = true;
+    };
+    options.on_output = [this, &group](uint64_t id, const client::Output& out) {
+      OnGroupOutput(group.members[id].load(), out);
+    };
+    options.on_ended = [&group](uint64_t id, const Status& status) {
+      StreamState* s = group.members[id].load();
+      s->ended = true;
+      s->end_status = status;
+    };
+    group.call = client_.StartStreamGroup(options);
+  }
+  for (size_t i = 0; i < streams_.size(); ++i) {
+    streams_[i].group_index = i / per_call;
+    streams_[i].group = groups_[i / per_call].call.get();
+  }
+}
+
+void LoadGenerator::OnGroupOutput(StreamState* s, const client::Output& out) {
+  if (recording()) Record(s, out);
+  if (out.round_trip_ms >= 0) s->round_trip_ms.push_back(out.round_trip_ms);
+  const Clock::time_point due = s->start + chunk_ * int64_t(out.sequence + 1);
+  s->max_lag_ms = std::max(s->max_lag_ms,
+                           std::chrono::duration<double, std::milli>(Clock::now() - due).count());
+  if (out.first_frame != s->expected_frame || out.values.size() != size_t(out.frames) * out.d_out) {
+    if (s->frame_errors++ == 0)
+      s->first_frame_error = fmt::format("output of chunk {}: frames from {}, expected from {}",
+                                         out.sequence, out.first_frame, s->expected_frame);
+  }
+  s->expected_frame = out.first_frame + out.frames;
+  s->frames += out.frames;
+  s->chunks_answered = std::max<int64_t>(s->chunks_answered, int64_t(out.sequence) + 1);
+}
+
+Clock::time_point LoadGenerator::SendTime(Clock::time_point t) const {
+  if (!grouped() || args_.flush_ms <= 0) return t;
+  const auto grid = std::chrono::duration_cast<Clock::duration>(
+      std::chrono::duration<double, std::milli>(args_.flush_ms));
+  const int64_t k = (t - start_ + grid - Clock::duration(1)) / grid;  // rounded up
+  return start_ + grid * std::max<int64_t>(k, 0);
+}
+
+StreamCounts LoadGenerator::CountsOf(const StreamState& s) const {
+  StreamCounts c;
+  if (s.stream) {
+    const client::StreamStats stats = s.stream->stats();
+    c.chunks_sent = int64_t(stats.chunks_sent);
+    c.chunks_answered = int64_t(stats.chunks_answered);
+    c.frames = stats.frames;
+    c.frame_errors = stats.frame_errors;
+    c.first_frame_error = stats.first_frame_error;
+  } else if (s.group != nullptr) {
+    c.chunks_sent = s.sent;
+    c.chunks_answered = s.chunks_answered;
+    c.frames = s.frames;
+    c.frame_errors = s.frame_errors;
+    c.first_frame_error = s.first_frame_error;
+  }
+  return c;
+}
+
 void LoadGenerator::Open(StreamState& s) {
   client::StreamOptions options;
   options.model = model_.name();
@@ -195,6 +300,20 @@ void LoadGenerator::Open(StreamState& s) {
   const Clock::duration chunk = chunk_;
   const bool record = recording();
   options.resume = true;
+  if (s.group != nullptr) {
+    auto id = s.group->Open(options);
+    if (!id.ok()) {
+      s.stopped = true;
+      s.send_error = id.status();
+      return;
+    }
+    s.group_id = *id;
+    s.group_started = true;
+    Group& group = groups_[s.group_index];
+    group.members[*id].store(&s);
+    group.touched = true;
+    return;
+  }
   options.on_output = [state, chunk, record](const client::Output& out) {
     if (record) Record(state, out);
     if (out.round_trip_ms >= 0) state->round_trip_ms.push_back(out.round_trip_ms);
@@ -259,27 +378,45 @@ const float* LoadGenerator::ChunkRows(const StreamState& s, int64_t k,
 
 Status LoadGenerator::SendNext(StreamState& s, std::vector<float>& scratch) {
   const float* data = ChunkRows(s, s.sent, scratch);
+  if (s.group != nullptr) {
+    groups_[s.group_index].touched = true;
+    return s.group->Send(s.group_id, data, size_t(chunk_rows_) * size_t(signal_.values_per_row));
+  }
   return signal_.audio ? s.stream->SendSamples(data, size_t(chunk_rows_))
                        : s.stream->SendFrames(data, size_t(chunk_rows_));
 }
 
-void LoadGenerator::Pace(size_t first, size_t step) {
+void LoadGenerator::Pace(size_t pacer, size_t pacers) {
   using Event = std::pair<Clock::time_point, size_t>;  // when, stream index
   std::priority_queue<Event, std::vector<Event>, std::greater<Event>> due;
-  for (size_t i = first; i < streams_.size(); i += step) due.push({streams_[i].start, i});
+  // With StreamMany, each call's streams belong to one pacer, which flushes the call.
+  const auto mine = [&](size_t i) {
+    return (grouped() ? streams_[i].group_index : i) % pacers == pacer;
+  };
+  const auto flush = [&] {
+    for (size_t g = pacer; g < groups_.size(); g += pacers)
+      if (groups_[g].touched) {
+        groups_[g].touched = false;
+        groups_[g].call->Flush();
+      }
+  };
+  for (size_t i = 0; i < streams_.size(); ++i)
+    if (mine(i)) due.push({SendTime(streams_[i].start), i});
   std::vector<float> scratch;
   while (!due.empty() && !g_interrupted) {
     const auto [when, i] = due.top();
     if (when > end_) break;
     if (Clock::now() < when) {  // short naps, so Ctrl-C is noticed
+      flush();                  // what is due now has been queued
       std::this_thread::sleep_until(std::min(when, Clock::now() + std::chrono::milliseconds(50)));
       continue;
     }
     due.pop();
     StreamState& s = streams_[i];
-    if (!s.stream) {
+    if (!s.stream && !s.group_started) {
       Open(s);
       s.opened.store(true);
+      if (s.stopped) continue;  // refused here (the group has ended)
     } else if (Status sent = SendNext(s, scratch); sent.ok()) {
       ++s.sent;
     } else {
@@ -287,8 +424,9 @@ void LoadGenerator::Pace(size_t first, size_t step) {
       s.send_error = std::move(sent);
       continue;
     }
-    due.push({s.start + chunk_ * (s.sent + 1), i});
+    due.push({SendTime(s.start + chunk_ * (s.sent + 1)), i});
   }
+  flush();
 }
 
 nlohmann::ordered_json LoadGenerator::Run() {
@@ -315,6 +453,7 @@ nlohmann::ordered_json LoadGenerator::Run() {
         int64_t((signal_class * 7919 * uint64_t(chunk_rows_)) % uint64_t(signal_.rows));
     streams_[i].control = size_t(signal_class);
   }
+  if (grouped()) StartGroups();
   const int threads = args_.threads > 0 ? args_.threads : std::min(args_.streams, 4);
   std::vector<std::thread> pacers;
   for (int t = 0; t < threads; ++t) pacers.emplace_back([this, t, threads] { Pace(t, threads); });
@@ -324,8 +463,11 @@ nlohmann::ordered_json LoadGenerator::Run() {
   if (chaos.joinable()) chaos.join();
 
   // Drain: half-close everything, then wait; a watchdog cancels what is left after drain_s.
-  for (StreamState& s : streams_)
+  for (StreamState& s : streams_) {
     if (s.stream) s.stream->CloseSend();
+    if (s.group_started && !s.stopped) (void)s.group->CloseSend(s.group_id);  // ended: nothing
+  }
+  for (Group& group : groups_) group.call->Flush();
   std::mutex mu;
   std::condition_variable cv;
   bool drained = false;  // guarded by mu
@@ -334,15 +476,21 @@ nlohmann::ordered_json LoadGenerator::Run() {
     if (!cv.wait_for(lock, std::chrono::duration<double>(args_.drain_s), [&] { return drained; }))
       for (StreamState& s : streams_)
         if (s.stream) s.stream->Cancel();
+    for (Group& group : groups_) group.call->CancelAll();
   });
+  for (Group& group : groups_) {
+    const Status status = group.call->Close();  // each stream's end came first
+    if (!status.ok())
+      std::fprintf(stderr, "ssm-loadgen: StreamMany call failed: %s\n", status.ToString().c_str());
+  }
   for (StreamState& s : streams_) {
-    if (!s.stream) {
+    if (!s.stream && !s.group_started) {
       ++errors_["NOT_STARTED"];
       continue;
     }
-    Status status = s.stream->Close();
+    Status status = s.stream ? s.stream->Close() : s.end_status;
     if (status.ok()) status = s.send_error;  // the call went well, a chunk was refused here
-    const bool opened = s.stream->WaitOpened().ok();
+    const bool opened = s.stream ? s.stream->WaitOpened().ok() : s.group_opened;
     if (status.ok() && opened) {
       ++streams_held_;
     } else {
@@ -367,10 +515,9 @@ nlohmann::ordered_json LoadGenerator::Report(double elapsed_s) {
   for (const StreamState& s : streams_) {
     latencies.insert(latencies.end(), s.round_trip_ms.begin(), s.round_trip_ms.end());
     max_lag_ms = std::max(max_lag_ms, s.max_lag_ms);
-    if (!s.stream) continue;
-    const client::StreamStats stats = s.stream->stats();
-    chunks_sent += int64_t(stats.chunks_sent);
-    chunks_answered += int64_t(stats.chunks_answered);
+    const StreamCounts stats = CountsOf(s);
+    chunks_sent += stats.chunks_sent;
+    chunks_answered += stats.chunks_answered;
     frames += stats.frames;
     frame_errors += stats.frame_errors;
     if (stats.frame_errors > 0)
@@ -383,6 +530,7 @@ nlohmann::ordered_json LoadGenerator::Report(double elapsed_s) {
       {"model", model_.name()},
       {"chunk_ms", args_.chunk_ms},
       {"phases", args_.phases},
+      {"streams_per_call", args_.streams_per_call},
       {"duration_s", args_.duration_s},
       {"elapsed_s", elapsed_s},
       {"streams_requested", args_.streams},
@@ -415,8 +563,9 @@ nlohmann::ordered_json LoadGenerator::OfflineReport() const {
   for (size_t i = 0; i < streams_.size() && verified + skipped < args_.verify_streams; ++i) {
     const StreamState& s = streams_[i];
     if (s.control != i) continue;  // with chaos: controls only (the others equal theirs)
-    const client::StreamStats stats = s.stream ? s.stream->stats() : client::StreamStats();
-    if (!s.stream || stats.chunks_answered != stats.chunks_sent || s.lost_frames > 0) {
+    const StreamCounts stats = CountsOf(s);
+    if ((!s.stream && !s.group_started) || stats.chunks_answered != stats.chunks_sent ||
+        s.lost_frames > 0) {
       ++skipped;  // not every output arrived: nothing to compare whole
       continue;
     }
@@ -613,11 +762,28 @@ int main(int argc, char** argv) {
   app.add_option("--verify-streams", args.verify_streams, "Streams checked by --verify-offline")
       ->check(CLI::Range(1, 100000))
       ->capture_default_str();
+  app.add_option("--streams-per-call", args.streams_per_call,
+                 "Carry this many streams on each StreamMany call, as a gateway does (1: one "
+                 "Stream call per stream); not with --chaos-disconnect-s")
+      ->check(CLI::Range(1, 100000))
+      ->capture_default_str();
+  app.add_option("--flush-ms", args.flush_ms,
+                 "With --streams-per-call > 1: chunks go out on a grid of this many milliseconds, "
+                 "those of a call's streams due at one point in one message (the lag in the report "
+                 "counts the wait; 0: at once, each flush as soon as it is due)")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
   app.add_flag("--json", args.json, "Print the report as one line of JSON");
   CLI11_PARSE(app, argc, argv);
   if (args.ramp_s >= args.duration_s) {
     std::fprintf(stderr, "ssm-loadgen: error: --ramp-s (%g) must be shorter than --duration (%g)\n",
                  args.ramp_s, args.duration_s);
+    return 2;
+  }
+  if (args.streams_per_call > 1 && args.chaos_disconnect_s > 0) {
+    std::fprintf(stderr,
+                 "ssm-loadgen: error: --chaos-disconnect-s interrupts Stream calls, which resume; "
+                 "it does not combine with --streams-per-call\n");
     return 2;
   }
   return ssm::Run(args);

@@ -88,6 +88,12 @@ grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* SsmService::Process
   return reactor;
 }
 
+grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* SsmService::StreamMany(
+    grpc::CallbackServerContext* context) {
+  return StartStreamMany(context, &shared_, &deferred_,
+                         [this](std::unique_ptr<CallPort> port) { StartStream(std::move(port)); });
+}
+
 grpc::ServerUnaryReactor* SsmService::ListModels(grpc::CallbackServerContext* context,
                                                  const pb::ListModelsRequest* request,
                                                  pb::ListModelsResponse* response) {

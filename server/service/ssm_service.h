@@ -12,6 +12,7 @@
 #include "server/service/metrics.h"
 #include "server/service/model_registry.h"
 #include "server/service/server_config.h"
+#include "server/service/stream_many.h"
 #include "ssmserve/v1/ssmserve.grpc.pb.h"
 
 namespace ssm {
@@ -28,11 +29,12 @@ size_t MaxReceiveMessageBytes(const ServerConfig& config, const ModelRegistry& m
 // before it is buffered (the client sees RESOURCE_EXHAUSTED, the server a cancelled call).
 size_t GrpcReceiveLimitBytes(const ServerConfig& config, const ModelRegistry& models);
 
-// Stream and ProcessFile are raw callback methods (bytes in, bytes out: the reactors parse and
-// serialize, see call_reactor.h); ListModels and GetModelInfo are typed.
-using SsmServiceBase = pb::Ssm::WithCallbackMethod_ListModels<
-    pb::Ssm::WithCallbackMethod_GetModelInfo<pb::Ssm::WithRawCallbackMethod_Stream<
-        pb::Ssm::WithRawCallbackMethod_ProcessFile<pb::Ssm::Service>>>>;
+// Stream, ProcessFile and StreamMany are raw callback methods (bytes in, bytes out: the reactors
+// parse and serialize, see call_reactor.h); ListModels and GetModelInfo are typed.
+using SsmServiceBase =
+    pb::Ssm::WithCallbackMethod_ListModels<pb::Ssm::WithCallbackMethod_GetModelInfo<
+        pb::Ssm::WithRawCallbackMethod_Stream<pb::Ssm::WithRawCallbackMethod_ProcessFile<
+            pb::Ssm::WithRawCallbackMethod_StreamMany<pb::Ssm::Service>>>>>;
 
 // Thread-safe; all state is in the reactors and CallShared. Must outlive the grpc::Server.
 class SsmService final : public SsmServiceBase {
@@ -49,6 +51,8 @@ class SsmService final : public SsmServiceBase {
       grpc::CallbackServerContext* context) override;
   grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* ProcessFile(
       grpc::CallbackServerContext* context) override;
+  grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::ByteBuffer>* StreamMany(
+      grpc::CallbackServerContext* context) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* context,
                                        const pb::ListModelsRequest* request,
                                        pb::ListModelsResponse* response) override;
@@ -58,6 +62,7 @@ class SsmService final : public SsmServiceBase {
 
  private:
   CallShared shared_;
+  DeferredTasks deferred_;  // after shared_: its tasks (StreamMany calls) use it
 };
 
 }  // namespace ssm

@@ -137,7 +137,9 @@ def server_point(args, model, streams, chunk_ms):
             load = subprocess.Popen(
                 [f"{args.bin_dir}/ssm-loadgen", "--server", address, "--streams", str(streams),
                  "--duration", str(args.duration), "--ramp-s", str(args.ramp),
-                 "--chunk-ms", str(chunk_ms), "--phases", args.phases, "--json"],
+                 "--chunk-ms", str(chunk_ms), "--phases", args.phases,
+                 "--streams-per-call", str(args.streams_per_call), "--flush-ms", str(args.flush_ms),
+                 "--json"],
                 stdout=out, stderr=err, text=True)
             _, status, usage = os.wait4(load.pid, 0)  # the load generator's own CPU
             load.returncode = os.waitstatus_to_exitcode(status)
@@ -170,6 +172,11 @@ def add_run_arguments(p, duration, engine_seconds):
     p.add_argument("--phases", choices=("random", "even"), default="random",
                    help="ssm-loadgen --phases: random (as separate clients) or even (streams in "
                         "step, which batches better)")
+    p.add_argument("--streams-per-call", type=int, default=1,
+                   help="ssm-loadgen --streams-per-call: > 1 carries that many streams on each "
+                        "StreamMany call")
+    p.add_argument("--flush-ms", type=float, default=10,
+                   help="ssm-loadgen --flush-ms (with --streams-per-call > 1)")
     p.add_argument("--server-arg", action="append", default=[],
                    help="one more ssm-server argument, e.g. --server-arg=--threads=1 (repeat)")
 
@@ -200,6 +207,7 @@ def main():
             host_us = server_us - in_server_us
             row = {
                 "model": model, "streams": streams, "chunk_ms": chunk_ms, "phases": args.phases,
+                "streams_per_call": args.streams_per_call,
                 "streams_held": report["streams_held"], "chunks": report["chunks_answered"],
                 "chunks_per_s": round(chunks / elapsed, 1),
                 "server_cpu_us_per_chunk": round(server_us, 1),
@@ -220,7 +228,11 @@ def main():
             }
             rows.append(row)
             print(json.dumps(row), flush=True)
-    print(f"\n{cores} cores; server and ssm-loadgen on the same machine; {args.phases} phases\n")
+    calls = ("one Stream call per stream" if args.streams_per_call <= 1 else
+             f"{args.streams_per_call} streams per StreamMany call, "
+             f"{args.flush_ms:g} ms flush grid")
+    print(f"\n{cores} cores; server and ssm-loadgen on the same machine; {args.phases} phases; "
+          f"{calls}\n")
     print("| model | streams × chunk | held | server µs/chunk | in-server engine (idle spin) "
           "| host µs/chunk | host chunks/s/core | engine alone (ssm-bench) | host vs bench "
           "| loadgen µs/chunk (share) | p50 / p99 ms |")

@@ -564,6 +564,31 @@ TEST_F(ClientsTest, LoadgenDrivesAFrameModelWithOneValuePerFrame) {
   EXPECT_EQ(report["frames"].get<int64_t>(), 5 * report["chunks_answered"].get<int64_t>());
 }
 
+// --streams-per-call carries the streams on StreamMany calls: each held, every chunk answered,
+// and the outputs of all of them (two calls of three and one of two) bitwise those of offline
+// processing in the load generator's own engine.
+TEST_F(ClientsTest, LoadgenOnStreamManyCallsEqualsOffline) {
+  const CommandResult r = RunCommand(kBin + "/ssm-loadgen --server " + Address() +
+                                     " --model audio --streams 8 --streams-per-call 3 "
+                                     "--duration 2 --verify-offline " +
+                                     Path("audio") + " --verify-streams 8 --json 2>/dev/null");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const nlohmann::json report = nlohmann::json::parse(r.output);
+  EXPECT_EQ(report["streams_per_call"], 3);
+  EXPECT_EQ(report["streams_held"], 8);
+  EXPECT_TRUE(report["errors"].empty()) << report["errors"].dump();
+  EXPECT_EQ(report["frame_errors"], 0);
+  EXPECT_GE(report["chunks_sent"].get<int64_t>(), 8 * 15);
+  EXPECT_EQ(report["chunks_answered"], report["chunks_sent"]);
+  EXPECT_EQ(report["offline"]["streams_verified"], 8);
+  EXPECT_EQ(report["offline"]["streams_differing"], 0);
+  EXPECT_GT(report["offline"]["frames_verified"].get<int64_t>(), 8 * 100);
+  EXPECT_EQ(RunCommand(kBin + "/ssm-loadgen --server " + Address() +
+                       " --streams-per-call 2 --chaos-disconnect-s 1 2>&1")
+                .exit_code,
+            2);
+}
+
 // Streams that open together send in step with --phases even (every step carries all eight
 // chunks) and at unrelated moments with --phases random, the default (as separate clients
 // would: a step rarely finds more than one or two ready). Read from the server's batch sizes.
