@@ -110,7 +110,10 @@ class ManyCall final : public grpc::ServerBidiReactor<grpc::ByteBuffer, grpc::By
   void PartFinish(const std::shared_ptr<Part>& part, const grpc::Status& status);
   void PartTrailer(const std::shared_ptr<Part>& part, const std::string& key,
                    const std::string& value);
-  void PartCancel(const std::shared_ptr<Part>& part, const grpc::Status& status);
+  // `deliver_here`: the caller holds no stream's lock, so the events may run on its thread (a
+  // port's Cancel); else (a resume taking the stream over, with the resuming call's lock held)
+  // they go to the delivery running or to the deferred thread.
+  void PartCancel(const std::shared_ptr<Part>& part, const grpc::Status& status, bool deliver_here);
   const CallerCredentials& credentials() const { return credentials_; }
 
   void OnReadDone(bool ok) override;
@@ -184,7 +187,9 @@ class PartCanceller final : public CallCanceller {
       std::lock_guard<std::mutex> lock(mu_);
       call = call_;
     }
-    if (call != nullptr) call->PartCancel(part_, grpc::Status(grpc::StatusCode::CANCELLED, why));
+    if (call != nullptr)
+      call->PartCancel(part_, grpc::Status(grpc::StatusCode::CANCELLED, why),
+                       /*deliver_here=*/false);
   }
   void Detach() override {
     std::lock_guard<std::mutex> lock(mu_);
@@ -211,7 +216,7 @@ class PartPort final : public CallPort {
     call_->PartTrailer(part_, key, value);
   }
   void Cancel(grpc::StatusCode code, const std::string& message) override {
-    call_->PartCancel(part_, grpc::Status(code, message));
+    call_->PartCancel(part_, grpc::Status(code, message), /*deliver_here=*/true);
   }
   std::shared_ptr<CallCanceller> MakeCanceller() override {
     return std::make_shared<PartCanceller>(call_, part_);
@@ -347,15 +352,20 @@ void ManyCall::PartTrailer(const std::shared_ptr<Part>& part, const std::string&
   part->trailers[key] = value;
 }
 
-void ManyCall::PartCancel(const std::shared_ptr<Part>& part, const grpc::Status& status) {
+void ManyCall::PartCancel(const std::shared_ptr<Part>& part, const grpc::Status& status,
+                          bool deliver_here) {
   std::shared_ptr<ManyCall> keep = shared_from_this();  // a stream's OnDone may drop the last
-  bool deliver;
+  bool deliver = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     CancelPartLocked(part, status);
-    deliver = ClaimDeliveryLocked();
+    if (deliver_here) {
+      deliver = ClaimDeliveryLocked();
+    } else {
+      EnsureDeliveryLocked();
+    }
   }
-  if (deliver) Deliver();  // no stream lock is held here: events may run
+  if (deliver) Deliver();
 }
 
 void ManyCall::CancelPartLocked(const std::shared_ptr<Part>& part, const grpc::Status& status) {
@@ -602,6 +612,9 @@ void ManyCall::OnCancel() {
 }
 
 void ManyCall::OnDone() {
+  // The lock orders this after the call's construction for ThreadSanitizer, which cannot see
+  // gRPC's own ordering (gRPC is not instrumented); Remove itself must not hold it.
+  { std::lock_guard<std::mutex> lock(mu_); }
   shared_->calls->Remove(this);
   std::shared_ptr<ManyCall> self;
   bool deliver;

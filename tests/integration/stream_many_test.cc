@@ -146,6 +146,51 @@ class StreamManyTest : public ::testing::Test {
     return c.frontend.is_log_mel() ? 1 : size_t(c.d_in);
   }
 
+  // Resumes the stream of `token` on a Stream call (retrying while the server answers
+  // UNAVAILABLE: its old call is still closing), expects it to continue at chunk
+  // `next_sequence` (chunks of 2,000 samples so far), sends the rest of `values` as one chunk,
+  // and appends the outputs.
+  void ResumeOnAStreamCall(const std::string& token, int64_t from_frame, uint64_t next_sequence,
+                           const std::vector<float>& values, std::vector<float>* outputs) {
+    ASSERT_FALSE(token.empty());
+    const Clock::time_point give_up = Clock::now() + std::chrono::seconds(5);
+    for (;;) {
+      grpc::ClientContext context;
+      auto call = stub_->Stream(&context);
+      pb::StreamRequest open;
+      open.mutable_open()->set_format(pb::SAMPLE_FORMAT_PCM_F32LE);
+      open.mutable_open()->set_resume_token(token);
+      open.mutable_open()->set_resume_from_frame(from_frame);
+      ASSERT_TRUE(call->Write(open));
+      pb::StreamResponse response;
+      if (!call->Read(&response)) {
+        const grpc::Status status = call->Finish();
+        ASSERT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
+        ASSERT_LT(Clock::now(), give_up);
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        continue;
+      }
+      ASSERT_TRUE(response.has_opened());
+      EXPECT_TRUE(response.opened().resumed());
+      ASSERT_EQ(response.opened().next_sequence(), next_sequence);
+      const size_t done = 2000 * next_sequence;
+      pb::StreamRequest chunk;
+      chunk.mutable_chunk()->set_sequence(next_sequence);
+      chunk.mutable_chunk()->set_payload(
+          std::string(reinterpret_cast<const char*>(values.data() + done),
+                      (values.size() - done) * sizeof(float)));
+      ASSERT_TRUE(call->Write(chunk));
+      call->WritesDone();
+      while (call->Read(&response))
+        if (response.has_output())
+          outputs->insert(outputs->end(), response.output().values().begin(),
+                          response.output().values().end());
+      const grpc::Status status = call->Finish();
+      EXPECT_TRUE(status.ok()) << status.error_message();
+      return;
+    }
+  }
+
   static std::string* dir_;
   static std::map<std::string, std::shared_ptr<const Model>>* models_;
   testing::Rng rng_{testing::TestSeed()};
@@ -197,9 +242,10 @@ TEST_F(StreamManyTest, EveryStreamEqualsOfflineHoweverItsRequestsAreSpread) {
   std::vector<pb::StreamManyRequest> messages;
   size_t started = 0;  // streams 0 .. started - 1 have begun (new ids must come in rising order)
   for (;;) {
-    if (started < streams.size() && rng_.Int(0, 2) == 0) ++started;
-    if (started == 0) started = 1;
     pb::StreamManyRequest message;
+    // A new stream's first part goes first: ids must appear in rising order.
+    if (started < streams.size() && (started == 0 || rng_.Int(0, 2) == 0))
+      *message.add_parts() = streams[started].parts[streams[started++].next++];
     for (size_t id = 0; id < started; ++id) {
       Planned& p = streams[id];
       for (int take = int(rng_.Int(0, 3)); take > 0 && p.next < p.parts.size(); --take)
@@ -332,44 +378,48 @@ TEST_F(StreamManyTest, ABrokenCallParksItsStreamsForAResumeOnAStreamCall) {
     ASSERT_FALSE(seen[id].ended);
     const std::string token = seen[id].opened_message.resume_token();
     ASSERT_FALSE(token.empty());
-    // The old call may still be closing: UNAVAILABLE says retry.
-    const Clock::time_point give_up = Clock::now() + std::chrono::seconds(5);
-    for (;;) {
-      grpc::ClientContext context;
-      auto call = stub_->Stream(&context);
-      pb::StreamRequest open;
-      open.mutable_open()->set_format(pb::SAMPLE_FORMAT_PCM_F32LE);
-      open.mutable_open()->set_resume_token(token);
-      open.mutable_open()->set_resume_from_frame(seen[id].next_frame);
-      ASSERT_TRUE(call->Write(open));
-      pb::StreamResponse response;
-      if (!call->Read(&response)) {
-        const grpc::Status status = call->Finish();
-        ASSERT_EQ(status.error_code(), grpc::UNAVAILABLE) << status.error_message();
-        ASSERT_LT(Clock::now(), give_up);
-        std::this_thread::sleep_for(std::chrono::milliseconds(20));
-        continue;
-      }
-      ASSERT_TRUE(response.has_opened());
-      EXPECT_TRUE(response.opened().resumed());
-      ASSERT_EQ(response.opened().next_sequence(), 3u);
-      pb::StreamRequest chunk;
-      chunk.mutable_chunk()->set_sequence(3);
-      chunk.mutable_chunk()->set_payload(
-          std::string(reinterpret_cast<const char*>(values.data() + 6000), 6000 * sizeof(float)));
-      ASSERT_TRUE(call->Write(chunk));
-      call->WritesDone();
-      std::vector<float> all = seen[id].values;
-      while (call->Read(&response))
-        if (response.has_output())
-          all.insert(all.end(), response.output().values().begin(),
-                     response.output().values().end());
-      const grpc::Status status = call->Finish();
-      EXPECT_TRUE(status.ok()) << status.error_message();
-      EXPECT_EQ(all, Offline("audio", values));
-      break;
-    }
+    std::vector<float> all = seen[id].values;
+    ASSERT_NO_FATAL_FAILURE(ResumeOnAStreamCall(token, seen[id].next_frame, 3, values, &all));
+    EXPECT_EQ(all, Offline("audio", values));
   }
+}
+
+// A resume elsewhere takes one stream out of a running StreamMany call: that stream ends there
+// CANCELLED and continues on the Stream call; the call's other stream goes on and ends OK; both
+// equal offline processing.
+TEST_F(StreamManyTest, AResumeElsewhereTakesOneStreamOutOfTheCall) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  const std::vector<float> values = testing::RandomInput(rng_, model("audio").config(), 12000);
+  grpc::ClientContext context;
+  auto call = stub_->StreamMany(&context);
+  pb::StreamManyRequest request;
+  for (uint64_t id = 0; id < 2; ++id) {
+    *request.add_parts() = Part(id, OpenBytes("audio", pb::SAMPLE_FORMAT_PCM_F32LE));
+    for (uint64_t k = 0; k < 3; ++k)
+      *request.add_parts() = Part(id, ChunkBytes(k, values.data() + 2000 * k, 2000));
+  }
+  ASSERT_TRUE(call->Write(request));
+  std::map<uint64_t, StreamSeen> seen;
+  pb::StreamManyResponse response;
+  while (seen[0].outputs < 3 || seen[1].outputs < 3) {
+    ASSERT_TRUE(call->Read(&response));
+    ASSERT_TRUE(Collect(response, &seen));
+  }
+  std::vector<float> resumed = seen[0].values;
+  ASSERT_NO_FATAL_FAILURE(ResumeOnAStreamCall(seen[0].opened_message.resume_token(),
+                                              seen[0].next_frame, 3, values, &resumed));
+  EXPECT_EQ(resumed, Offline("audio", values));
+  pb::StreamManyRequest rest;
+  *rest.add_parts() = Part(1, ChunkBytes(3, values.data() + 6000, 6000), /*close_send=*/true);
+  ASSERT_TRUE(call->Write(rest));
+  call->WritesDone();
+  while (call->Read(&response)) ASSERT_TRUE(Collect(response, &seen));
+  const grpc::Status status = call->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  EXPECT_TRUE(seen[0].ended);
+  EXPECT_EQ(seen[0].code, grpc::CANCELLED) << seen[0].message;
+  EXPECT_EQ(seen[1].code, 0) << seen[1].message;
+  EXPECT_EQ(seen[1].values, Offline("audio", values));
 }
 
 // A message that is not a StreamManyRequest ends the call with INVALID_ARGUMENT, naming it.
