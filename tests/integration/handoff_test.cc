@@ -266,13 +266,20 @@ TEST_F(HandOffTest, TheClientLibraryCarriesAStreamOverAKilledReplica) {
     for (; sent < end; ++sent)
       ASSERT_TRUE((*stream)->SendSamples(values.data() + sent * kChunk, kChunk).ok());
   };
-  ASSERT_NO_FATAL_FAILURE(send(25));
-  // Two checkpoints (after about 1 s and 2 s of signal), then answers past the last one.
+  // Two checkpoints (after about 1 s and 2 s of signal), then answers past the last one. The
+  // chunks go in two halves, each waited for: sent at once, all 25 could be answered while the
+  // first checkpoint is still being written, and a stream has one checkpoint in flight at most.
   const auto deadline = Clock::now() + seconds(10);
-  while ((Metric(*a, "ssm_checkpoints_total{outcome=\"written\"}") < 2 ||
-          (*stream)->stats().chunks_answered < 25) &&
-         Clock::now() < deadline)
-    std::this_thread::sleep_for(milliseconds(10));
+  const auto wait_for = [&](double checkpoints, uint64_t answered) {
+    while ((Metric(*a, "ssm_checkpoints_total{outcome=\"written\"}") < checkpoints ||
+            (*stream)->stats().chunks_answered < answered) &&
+           Clock::now() < deadline)
+      std::this_thread::sleep_for(milliseconds(10));
+  };
+  ASSERT_NO_FATAL_FAILURE(send(12));
+  wait_for(1, 12);
+  ASSERT_NO_FATAL_FAILURE(send(25));
+  wait_for(2, 25);
   ASSERT_GE(Metric(*a, "ssm_checkpoints_total{outcome=\"written\"}"), 2);
   ASSERT_TRUE(proxy->SetTarget(b->address()));
   ASSERT_TRUE(a->Signal(SIGKILL));
