@@ -388,6 +388,8 @@ def main():
                     help="also run the model in DIR on the same clips, in rows named "
                          "'speech-activity, LABEL' (repeatable; e.g. previous=/tmp/old-model)")
     ap.add_argument("--no-silero", action="store_true")
+    ap.add_argument("--tune-model-threshold", action="store_true",
+                    help="also report the model at a threshold tuned on the tune set")
     ap.add_argument("--json", help="also write all numbers to this file")
     args = ap.parse_args()
     compare = []
@@ -411,6 +413,14 @@ def main():
     name = ("speech-activity, this model (p >= 0.5)" if compare else
             "speech-activity (ssmserve, p >= 0.5)")
     results[name] = evaluate(p_model, 0.5, ev_lab, ev_idx)
+    if args.tune_model_threshold:
+        # The same model at a threshold chosen on the tune set, as the baselines' are: what a
+        # user who tunes the model's one knob would see.
+        th, f = tune_threshold(run_model(args.ssm_run, args.model, tu, tu_idx), tu_lab,
+                               np.arange(0.02, 0.99, 0.02))
+        thresholds["model"] = th
+        results[f"{name.split(' (')[0]} (p >= {th:.2f}, tuned)"] = evaluate(p_model, th, ev_lab,
+                                                                            ev_idx)
     for label, path in compare:
         log(f"{label} model (ssm-run, {path})")
         results[f"speech-activity, {label} (p >= 0.5)"] = evaluate(
